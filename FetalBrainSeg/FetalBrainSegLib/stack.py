@@ -1,0 +1,137 @@
+"""A stack of 2D slices: which axis is the slice axis, and how slices go to the network grid and back.
+
+The network sees 256x256 slices at a fixed physical pixel size. Each in-plane axis is
+resampled by a separable linear (triangle) filter that widens when it shrinks, so
+coarse EPI and fine T2W land on the same millimetre grid without aliasing; content
+beyond the network's field of view is cropped, missing content is zero-padded. The
+same construction maps the network's probabilities back onto the original voxel grid,
+so a mask always has the input's exact shape and geometry, whatever the orientation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .volume_io import Volume, VolumeError
+
+NETWORK_SIZE = 256
+DEFAULT_PIXEL_SIZE_MM = 1.2  # 256 px x 1.2 mm = 307 mm, the usual fetal field of view
+
+
+def check_stack(volume: Volume, name: str = "input") -> None:
+    """Raise a one-line VolumeError for anything that is not a usable 3D stack."""
+    data = volume.data
+    shape = data.shape
+    while len(shape) > 3 and shape[-1] == 1:  # NIfTI often stores 3D as (x, y, z, 1)
+        shape = shape[:-1]
+    if len(shape) != 3:
+        kind = "2D image" if len(shape) < 3 else f"{len(shape)}D image (shape {data.shape})"
+        raise VolumeError(f"{name}: is a {kind}; a stack must be a 3D volume of 2D slices")
+    if data.size == 0 or min(shape) == 0:
+        raise VolumeError(f"{name}: is empty (shape {shape})")
+    if shape[slice_axis(volume.affine)] == 1:
+        raise VolumeError(f"{name}: has a single slice (shape {shape}); a stack must be a 3D volume of 2D slices")
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise VolumeError(f"{name}: has non-real voxel type {data.dtype}")
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        raise VolumeError(f"{name}: contains NaN or infinite intensities")
+    if not np.isfinite(volume.affine).all() or abs(np.linalg.det(volume.affine[:3, :3])) < 1e-12:
+        raise VolumeError(f"{name}: has a degenerate voxel-to-world matrix")
+    if float(data.max()) == float(data.min()):
+        raise VolumeError(f"{name}: every voxel has the same intensity; there is no image to segment")
+    volume.data = data.reshape(shape)
+
+
+def slice_axis(affine: np.ndarray) -> int:
+    """The through-plane voxel axis: the one with the largest spacing (the last on ties)."""
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    return int(np.flatnonzero(spacing >= spacing.max() * (1 - 1e-3))[-1])
+
+
+def _resampling_matrix(n_in: int, step_in: float, n_out: int, step_out: float) -> np.ndarray:
+    """(n_out, n_in) weights taking centred samples of spacing step_in to spacing step_out.
+
+    Linear interpolation when enlarging; a triangle filter as wide as the shrink factor
+    when reducing (anti-aliasing). Output samples beyond the input's extent are zero.
+    """
+    width = max(1.0, step_out / step_in)
+    centres = (np.arange(n_out) - (n_out - 1) / 2) * (step_out / step_in) + (n_in - 1) / 2
+    distance = (np.arange(n_in)[None, :] - centres[:, None]) / width
+    weights = np.clip(1.0 - np.abs(distance), 0.0, None)
+    inside = (centres >= -0.5) & (centres <= n_in - 0.5)
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+    weights[~inside] = 0.0
+    return weights.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SliceGrid:
+    """The in-plane geometry shared by every slice of a stack, and its network grid."""
+
+    shape: tuple[int, int]
+    spacing: tuple[float, float]
+    pixel_size: float = DEFAULT_PIXEL_SIZE_MM
+    size: int = NETWORK_SIZE
+
+    def __post_init__(self):
+        (na, nb), (sa, sb) = self.shape, self.spacing
+        object.__setattr__(self, "_to_net", (_resampling_matrix(na, sa, self.size, self.pixel_size),
+                                              _resampling_matrix(nb, sb, self.size, self.pixel_size)))
+        object.__setattr__(self, "_from_net", (_resampling_matrix(self.size, self.pixel_size, na, sa),
+                                                _resampling_matrix(self.size, self.pixel_size, nb, sb)))
+
+    def to_network(self, slices: np.ndarray) -> np.ndarray:
+        """(n, A, B) slices -> (n, size, size) float32 on the network grid."""
+        wa, wb = self._to_net
+        return (wa @ np.asarray(slices, dtype=np.float32) @ wb.T).astype(np.float32, copy=False)
+
+    def from_network(self, images: np.ndarray) -> np.ndarray:
+        """(n, size, size) network-grid maps (e.g. probabilities) -> (n, A, B) on the slice grid."""
+        wa, wb = self._from_net
+        return (wa @ np.asarray(images, dtype=np.float32) @ wb.T).astype(np.float32, copy=False)
+
+
+class Stack:
+    """A checked 3D volume viewed as slices along its through-plane axis."""
+
+    def __init__(self, volume: Volume, name: str = "input", pixel_size: float = DEFAULT_PIXEL_SIZE_MM):
+        check_stack(volume, name)
+        self.volume = volume
+        self.name = name
+        self.axis = slice_axis(volume.affine)
+        in_plane = [a for a in range(3) if a != self.axis]
+        spacing = volume.spacing
+        self.grid = SliceGrid(tuple(volume.data.shape[a] for a in in_plane),
+                              (float(spacing[in_plane[0]]), float(spacing[in_plane[1]])), pixel_size)
+
+    @property
+    def num_slices(self) -> int:
+        return self.volume.data.shape[self.axis]
+
+    def slices(self) -> np.ndarray:
+        """(n, A, B) view of the voxels, slice index first."""
+        return np.moveaxis(self.volume.data, self.axis, 0)
+
+    def assemble(self, per_slice: np.ndarray) -> np.ndarray:
+        """Inverse of `slices`: (n, A, B) per-slice maps -> an array on the volume's voxel grid."""
+        return np.moveaxis(per_slice, 0, self.axis)
+
+    @cached_property
+    def normalization_scale(self) -> float:
+        """Intensities are divided by the stack's standard deviation (the authors' choice).
+
+        Dividing without subtracting the mean keeps background at zero, the value the
+        network's zero padding also has.
+        """
+        return float(np.asarray(self.volume.data, dtype=np.float64).std())
+
+    def network_input(self, index: slice | np.ndarray | int = slice(None)) -> np.ndarray:
+        """Normalized slices on the network grid, (n, size, size) float32."""
+        chunk = self.slices()[index]
+        if chunk.ndim == 2:
+            chunk = chunk[None]
+        return self.grid.to_network(chunk) / np.float32(self.normalization_scale)
