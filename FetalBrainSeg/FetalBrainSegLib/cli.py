@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
 
@@ -43,10 +46,155 @@ def _train(args) -> int:
     return 0
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
+    p.add_argument("--threshold", type=float, default=0.5, help="brain probability threshold")
+
+
+def _make_segmenter(args):
+    from .inference import Segmenter
+
+    return Segmenter(args.weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold)
+
+
+def _add_segment(commands) -> None:
+    p = commands.add_parser("segment", help="segment the brain on every slice of stacks (files or folders)")
+    p.add_argument("inputs", nargs="+", help="NIfTI (.nii, .nii.gz) or NRRD files, or folders of them")
+    p.add_argument("-o", "--out-dir", type=Path, default=None, help="output folder (default: beside each input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output masks (never inputs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(run=_segment)
+
+
+def segment_to_file(segmenter, image: Path, output: Path, progress: bool):
+    """Segment one stack and write its mask atomically; returns (volume, result)."""
+    from .progress import ProgressBar
+    from .volume_io import read_volume, write_mask_like
+
+    volume = read_volume(image)
+    bar = ProgressBar(volume.data.shape[segmenter.stack(volume, image.name).axis], image.name, "slices", enabled=progress)
+    result = segmenter.segment(volume, image.name, on_chunk=lambda chunk: bar.update(chunk.stop - chunk.start))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_mask_like(volume, result.mask, output)
+    return volume, result
+
+
+def _segment(args) -> int:
+    from .outputs import collect_inputs, mask_path_for, output_problem
+    from .volume_io import VolumeError
+
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        print("error: no NIfTI or NRRD stacks found in the given inputs", file=sys.stderr)
+        return 1
+    segmenter = _make_segmenter(args)
+    claimed: set[Path] = set()
+    done, failed, total_slices, total_seconds = [], 0, 0, 0.0
+    for image in inputs:
+        output = mask_path_for(image, args.out_dir)
+        problem = output_problem(output, inputs, claimed, args.overwrite)
+        if problem:
+            print(f"skipped {image}: {problem}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            start = time.perf_counter()
+            _, result = segment_to_file(segmenter, image, output, progress=not args.quiet)
+            seconds = time.perf_counter() - start
+        except (VolumeError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        claimed.add(output.resolve())
+        total_slices += result.num_slices
+        total_seconds += seconds
+        done.append(f"{image.name}: {result.num_slices} slices in {seconds:.2f} s "
+                    f"({result.num_slices / seconds:.1f} slices/s) -> {output}")
+    for line in done:
+        print(line)
+    if done:
+        print(f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
+              f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) on {segmenter.device}"
+              + (f"; {failed} input(s) failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _add_evaluate(commands) -> None:
+    p = commands.add_parser("evaluate", help="per-slice Dice and IoU on a manifest split")
+    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--modalities", nargs="+", default=["T2W"])
+    p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for slices.csv and summary.md")
+    _add_model_options(p)
+    p.set_defaults(run=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from .dataset import read_manifest, select
+    from .evaluation import evaluate_records, markdown_summary, write_csv
+
+    records = select(read_manifest(args.manifest), args.split, tuple(args.modalities))
+    scores = evaluate_records(_make_segmenter(args), records)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(scores, args.out_dir / "slices.csv")
+    summary = markdown_summary(scores, f"{'/'.join(args.modalities)} {args.split} split, weights "
+                                       f"{(args.weights or 'shipped')}, threshold {args.threshold}")
+    (args.out_dir / "summary.md").write_text(summary)
+    print(summary)
+    return 0
+
+
+def _add_demo(commands) -> None:
+    p = commands.add_parser("demo", help="segment the public CC0 sample stack and write a PNG montage")
+    p.add_argument("--input", type=Path, default=None, help="a stack to use instead of downloading the sample")
+    p.add_argument("-o", "--out-dir", type=Path, default=Path("fetalbrainseg-demo"), help="default: %(default)s")
+    p.add_argument("--overwrite", action="store_true", help="replace this folder's earlier demo outputs")
+    p.add_argument("--url", default=None, help=argparse.SUPPRESS)  # tests serve the sample locally
+    _add_model_options(p)
+    p.set_defaults(run=_demo)
+
+
+def _demo(args) -> int:
+    from . import demo
+    from .montage import montage, write_png
+    from .outputs import mask_path_for, output_problem
+    from .volume_io import VolumeError, strip_suffix
+
+    try:
+        image = args.input or demo.fetch_sample(args.url or demo.SAMPLE_URL)
+    except demo.DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    output = mask_path_for(image, args.out_dir)
+    picture = args.out_dir / f"{strip_suffix(image)}_montage.png"
+    for path in (output, picture):
+        problem = output_problem(path, [image], set(), args.overwrite)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+    try:
+        volume, result = segment_to_file(_make_segmenter(args), image, output, progress=True)
+    except (VolumeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    axis = result.slice_axis
+    write_png(picture, montage(np.moveaxis(volume.data, axis, 0), np.moveaxis(result.mask, axis, 0)))
+    brain = int(np.moveaxis(result.mask, axis, 0).reshape(result.num_slices, -1).any(axis=1).sum())
+    print(f"{image.name}: brain found on {brain} of {result.num_slices} slices in {result.seconds:.2f} s\n"
+          f"mask: {output}\nmontage: {picture}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fetalbrainseg", description="Real-time fetal brain segmentation (RFBSNet).")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_segment(commands)
+    _add_evaluate(commands)
     _add_train(commands)
+    _add_demo(commands)
     return parser
 
 

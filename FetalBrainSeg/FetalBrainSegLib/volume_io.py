@@ -72,6 +72,9 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -157,7 +160,7 @@ def _quaternion_affine(quatern, pixdim) -> np.ndarray:
 def _read_nifti(path: Path) -> Volume:
     raw = _read_bytes(path)
     if len(raw) < 348:
-        raise VolumeError(f"{path.name}: too short to be a NIfTI file")
+        raise VolumeError(f"{path.name}: not a NIfTI file (only {len(raw)} bytes)")
     layout = endian = None
     for candidate, size in ((_N1, 348), (_N2, 540)):
         for end in "<>":

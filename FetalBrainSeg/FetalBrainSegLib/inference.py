@@ -1,0 +1,117 @@
+"""The Python API: a `Segmenter` loads weights once and segments stacks or single slices.
+
+`iter_chunks` is the one code path: it yields each chunk of slices' probabilities on the
+stack's own voxel grid as soon as it is computed, so a caller can show progress, draw
+masks live or stop early (cancel) by simply not asking for the next chunk. `segment`
+drives it for whole stacks; `segment_slice` serves slices arriving one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .network import foreground_probability, resolve_device
+from .stack import SliceGrid, Stack
+from .volume_io import Volume, read_volume
+from .weights import default_weights_path, load_weights
+
+
+class SegmentationCancelled(Exception):
+    """Raised by `Segmenter.segment` when its cancel event is set; nothing is returned."""
+
+
+@dataclass
+class Chunk:
+    start: int  # first slice index of the chunk
+    stop: int  # one past the last
+    total: int  # slices in the stack
+    probabilities: np.ndarray  # (stop - start, A, B) float32 on the slice grid
+
+
+@dataclass
+class SegmentationResult:
+    probabilities: np.ndarray  # float32 in [0, 1], the input volume's voxel grid
+    mask: np.ndarray  # uint8 0/1, the input volume's voxel grid
+    slice_axis: int
+    seconds: float
+
+    @property
+    def num_slices(self) -> int:
+        return self.mask.shape[self.slice_axis]
+
+
+class Segmenter:
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
+                 batch_size: int = 8, threshold: float = 0.5):
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError("threshold must lie strictly between 0 and 1")
+        self.weights_path = weights or default_weights_path()
+        self.device = resolve_device(device)
+        model, self.metadata = load_weights(self.weights_path)
+        self.model = model.to(self.device)
+        self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
+        self.batch_size = batch_size
+        self.threshold = threshold
+
+    def stack(self, volume: Volume, name: str = "input") -> Stack:
+        """The checked stack for this volume (raises VolumeError with a one-line reason)."""
+        return Stack(volume, name, self.pixel_size)
+
+    def iter_chunks(self, stack: Stack) -> Iterator[Chunk]:
+        total = stack.num_slices
+        for start in range(0, total, self.batch_size):
+            stop = min(start + self.batch_size, total)
+            probs = foreground_probability(self.model, stack.network_input(slice(start, stop)), self.device)
+            yield Chunk(start, stop, total, stack.grid.from_network(probs))
+
+    def segment(self, volume: Volume, name: str = "input",
+                on_chunk: Callable[[Chunk], None] | None = None,
+                cancel: threading.Event | None = None) -> SegmentationResult:
+        """Segment every slice of a stack; `on_chunk` sees each chunk as it completes."""
+        begin = time.perf_counter()
+        stack = self.stack(volume, name)
+        probs = np.zeros(stack.slices().shape, dtype=np.float32)
+        for chunk in self.iter_chunks(stack):
+            if cancel is not None and cancel.is_set():
+                raise SegmentationCancelled(f"{name}: cancelled after {chunk.start} of {chunk.total} slices")
+            probs[chunk.start : chunk.stop] = chunk.probabilities
+            if on_chunk is not None:
+                on_chunk(chunk)
+        probabilities = stack.assemble(probs)
+        return SegmentationResult(probabilities, self.binarize(probabilities), stack.axis, time.perf_counter() - begin)
+
+    def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:
+        volume = read_volume(path)
+        return volume, self.segment(volume, os.path.basename(os.fspath(path)), **options)
+
+    def segment_slice(self, image: np.ndarray, spacing: tuple[float, float],
+                      intensity_scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One 2D slice as it arrives: (probabilities, mask) on the slice's own grid.
+
+        `intensity_scale` is the stack's intensity standard deviation when known (pass
+        the same value for every slice of a series); by default, the slice's own.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ValueError(f"a slice must be a 2D array, not shape {image.shape}")
+        if not np.isfinite(image).all():
+            raise ValueError("the slice contains NaN or infinite intensities")
+        scale = float(intensity_scale) if intensity_scale else float(image.std())
+        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
+        if scale <= 0:
+            return np.zeros_like(image), np.zeros(image.shape, np.uint8)
+        probs = foreground_probability(self.model, grid.to_network(image[None]) / np.float32(scale), self.device)
+        probabilities = grid.from_network(probs)[0]
+        return probabilities, self.binarize(probabilities)
+
+    def binarize(self, probabilities: np.ndarray) -> np.ndarray:
+        return (probabilities >= self.threshold).astype(np.uint8)
+

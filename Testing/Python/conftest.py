@@ -1,0 +1,60 @@
+"""Shared fixtures. Tests read the real fetal MRI in ../shared/data in place; when it is
+missing they fail loudly (never skip), so CI cannot pass without the real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from FetalBrainSegLib.dataset import read_manifest
+from FetalBrainSegLib.volume_io import read_volume
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = Path(os.environ.get("FETALBRAINSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "fetal-mri" / "manifest.csv").is_file():
+        pytest.fail(f"the shared fetal MRI data set is missing at {SHARED_DATA}: "
+                    "tests need ../shared/data beside the repository (or FETALBRAINSEG_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def manifest(shared_data):
+    return read_manifest(shared_data / "fetal-mri" / "manifest.csv")
+
+
+@pytest.fixture(scope="session")
+def t2w_test_record(manifest):
+    """The smallest labelled T2W test stack: e2mip_testing_0000 (12 slices, 1x1x3.5 mm)."""
+    return next(r for r in manifest if r.name == "e2mip_testing_0000")
+
+
+@pytest.fixture(scope="session")
+def segmenter():
+    from FetalBrainSegLib.inference import Segmenter
+
+    return Segmenter(device="cpu")
+
+
+def rotation(angles_deg) -> np.ndarray:
+    """A 3D rotation matrix from three Euler angles: oblique acquisitions in tests."""
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def load_pair(record):
+    return read_volume(record.image), read_volume(record.mask).data

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from FetalBrainSegLib.complexity import count_macs, count_parameters
+from FetalBrainSegLib.models import build_model
+from FetalBrainSegLib.rfbsnet import RFBSNet
+
+KERAS_PARAMETERS = 2_163_384  # the authors' released Keras model
+
+
+def test_parameter_count_matches_the_keras_model():
+    assert count_parameters(RFBSNet()) == KERAS_PARAMETERS
+
+
+def test_macs_match_the_papers_flops():
+    # the paper's 5.32 GFLOPs are 2 x MACs of its 2,154,328-parameter table entry; ours: 2.80 GMAC
+    assert count_macs(RFBSNet()) == pytest.approx(2.8045e9, rel=1e-3)
+
+
+def test_output_is_two_class_logits_at_input_resolution():
+    model = RFBSNet().eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 1, 256, 256))
+    assert out.shape == (3, 2, 256, 256)
+    assert torch.isfinite(out).all()
+
+
+def test_no_batch_norm_in_the_faithful_model_and_only_behind_the_option():
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in RFBSNet().modules())
+    normed = RFBSNet(norm="batch")
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules()) == 16  # each conv+ReLU but the downsampling one
+    with pytest.raises(ValueError, match="norm"):
+        RFBSNet(norm="layer")
+
+
+def test_registry_builds_by_name_and_rejects_unknown_names():
+    assert isinstance(build_model("RFBSNet"), RFBSNet)
+    with pytest.raises(ValueError, match="unknown model 'unet3d'"):
+        build_model("unet3d")

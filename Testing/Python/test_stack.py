@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+from conftest import rotation
+
+from FetalBrainSegLib.stack import SliceGrid, Stack, slice_axis
+from FetalBrainSegLib.volume_io import Volume, VolumeError
+
+
+def volume(shape=(64, 48, 10), spacing=(1.0, 1.0, 3.0), dtype=np.float32, angles=(0, 0, 0)):
+    data = np.random.default_rng(0).random(shape).astype(dtype) * 100
+    affine = np.eye(4)
+    affine[:3, :3] = rotation(angles) @ np.diag(spacing)
+    return Volume(data, affine)
+
+
+@pytest.mark.parametrize("spacing,axis", [((1, 1, 3), 2), ((3, 1, 1), 0), ((1.1, 4, 1.1), 1), ((2, 2, 2), 2)])
+def test_slice_axis_is_the_largest_spacing_whatever_the_orientation(spacing, axis):
+    for angles in [(0, 0, 0), (30, -40, 75)]:
+        affine = np.eye(4)
+        affine[:3, :3] = rotation(angles) @ np.diag(spacing)
+        assert slice_axis(affine) == axis
+
+
+def test_matching_pixel_size_is_the_identity():
+    image = np.random.default_rng(2).random((3, 256, 256)).astype(np.float32)
+    grid = SliceGrid((256, 256), (1.2, 1.2), pixel_size=1.2)
+    np.testing.assert_allclose(grid.to_network(image), image, atol=1e-6)
+    np.testing.assert_allclose(grid.from_network(image), image, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,spacing", [((128, 128), (2.0, 2.0)), ((256, 256), (1.0, 1.0)),
+                                           ((150, 102), (2.0, 2.51)), ((300, 200), (0.8, 1.3))])
+def test_physical_size_is_kept_on_the_network_grid_and_back(shape, spacing):
+    """A 40 mm radius disc has a 40 mm radius on the 1.2 mm network grid, and survives the round trip."""
+    grid = SliceGrid(shape, spacing, pixel_size=1.2)
+    a = (np.arange(shape[0]) - (shape[0] - 1) / 2) * spacing[0]
+    b = (np.arange(shape[1]) - (shape[1] - 1) / 2) * spacing[1]
+    disc = (a[:, None] ** 2 + b[None, :] ** 2 <= 40**2).astype(np.float32)
+    net = grid.to_network(disc[None])[0] > 0.5
+    assert net.shape == (256, 256)
+    area_mm2 = net.sum() * 1.2**2
+    assert area_mm2 == pytest.approx(np.pi * 40**2, rel=0.03)
+    back = grid.from_network(net[None].astype(np.float32))[0] > 0.5
+    assert back.shape == shape
+    assert np.count_nonzero(back != (disc > 0)) <= 0.03 * disc.sum()
+
+
+def test_field_of_view_beyond_the_network_is_cropped_to_zero():
+    grid = SliceGrid((400, 400), (1.0, 1.0), pixel_size=1.2)  # 400 mm > 307 mm
+    back = grid.from_network(np.ones((1, 256, 256), np.float32))[0]
+    assert back[200, 200] == pytest.approx(1.0) and back[0, 0] == 0.0 and back[399, 200] == 0.0
+
+
+def test_slices_and_assemble_are_inverse_for_any_slice_axis():
+    for spacing in [(3, 1, 1), (1, 3, 1), (1, 1, 3)]:
+        stack = Stack(volume(shape=(9, 8, 7), spacing=spacing))
+        slices = stack.slices()
+        assert slices.shape[0] == 9 * (spacing[0] == 3) + 8 * (spacing[1] == 3) + 7 * (spacing[2] == 3)
+        np.testing.assert_array_equal(stack.assemble(slices), stack.volume.data)
+
+
+def test_network_input_is_divided_by_the_stacks_standard_deviation():
+    v = volume(shape=(256, 256, 4), spacing=(1.2, 1.2, 3))
+    stack = Stack(v)
+    np.testing.assert_allclose(stack.network_input(), np.moveaxis(v.data, 2, 0) / v.data.std(), rtol=1e-5)
+
+
+def test_trailing_singleton_axes_are_dropped():
+    v = volume()
+    v.data = v.data[..., None]
+    assert Stack(v).volume.data.shape == (64, 48, 10)
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: Volume(np.ones((64, 64), np.float32), np.eye(4)), "2D image"),
+    (lambda: Volume(np.random.rand(16, 16, 5, 3), np.eye(4)), "4D image"),
+    (lambda: Volume(np.zeros((0, 64, 10), np.float32), np.eye(4)), "empty"),
+    (lambda: Volume(np.zeros((64, 64, 10), np.int16), np.eye(4)), "same intensity"),
+    (lambda: Volume(np.where(np.eye(64)[..., None] > 0, np.nan, 1.0) * np.ones((1, 1, 4)), np.eye(4)), "NaN"),
+    (lambda: Volume(np.random.rand(64, 64, 1), np.diag([1, 1, 3, 1.0])), "single slice"),
+    (lambda: Volume(np.random.rand(8, 8, 8), np.diag([1, 1, 0, 1.0])), "degenerate"),
+])
+def test_unusable_stacks_get_a_clear_one_line_error(make, reason):
+    with pytest.raises(VolumeError, match=reason) as info:
+        Stack(make(), "input.nii.gz")
+    assert str(info.value).startswith("input.nii.gz: ") and "\n" not in str(info.value)
