@@ -17,6 +17,8 @@ def _add_train(commands) -> None:
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt")
     p.add_argument("--model", default="rfbsnet")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model constructor option, e.g. norm=batch (RFBSNet's one deviation)")
     p.add_argument("--modalities", nargs="+", default=["T2W"], help="first one picks the best epoch")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -31,13 +33,24 @@ def _add_train(commands) -> None:
     p.set_defaults(run=_train)
 
 
+def _parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --model-option expects KEY=VALUE, not {pair!r}")
+        options[key] = value
+    return options
+
+
 def _train(args) -> int:
     from .training import TrainConfig, Trainer
 
     config = TrainConfig(manifest=str(args.manifest), out_dir=str(args.out), model=args.model,
                          modalities=tuple(args.modalities), steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, val_stacks=tuple(args.val_stacks), seed=args.seed, device=args.device,
-                         precision=args.precision, augment=args.augment)
+                         precision=args.precision, augment=args.augment,
+                         model_options=_parse_options(args.model_option))
     trainer = Trainer(config)
     if args.resume and trainer.checkpoint_path.is_file():
         trainer.resume()
@@ -140,8 +153,11 @@ def _evaluate(args) -> int:
     scores = evaluate_records(_make_segmenter(args), records)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(scores, args.out_dir / "slices.csv")
+    from .provenance import provenance
+
     summary = markdown_summary(scores, f"{'/'.join(args.modalities)} {args.split} split, weights "
                                        f"{(args.weights or 'shipped')}, threshold {args.threshold}")
+    summary += "\n" + "\n".join(f"- {key}: `{value}`" for key, value in provenance().items()) + "\n"
     (args.out_dir / "summary.md").write_text(summary)
     print(summary)
     return 0
@@ -188,6 +204,29 @@ def _demo(args) -> int:
     return 0
 
 
+def _add_info(commands) -> None:
+    p = commands.add_parser("info", help="a weights file's model, size, cost and training record")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.set_defaults(run=_info)
+
+
+def _info(args) -> int:
+    from .complexity import count_macs, count_parameters
+    from .weights import default_weights_path, load_weights
+
+    path = args.weights or default_weights_path()
+    model, meta = load_weights(path)
+    training = meta.get("training", {})
+    print(f"weights: {path}\nmodel: {meta['model']} {meta['model_options'] or ''}\n"
+          f"trainable parameters: {count_parameters(model):,}\n"
+          f"MACs per 256x256 slice: {count_macs(model) / 1e9:.3f} G ({2 * count_macs(model) / 1e9:.2f} GFLOPs)\n"
+          f"preprocessing: {meta['preprocessing']}")
+    for key in ("epoch", "step", "git_revision", "val_stacks"):
+        if key in training:
+            print(f"training {key}: {training[key]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fetalbrainseg", description="Real-time fetal brain segmentation (RFBSNet).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_train(commands)
     _add_demo(commands)
+    _add_info(commands)
     return parser
 
 

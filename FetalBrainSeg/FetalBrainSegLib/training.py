@@ -22,6 +22,7 @@ from .metrics import dice_iou
 from .models import build_model
 from .network import foreground_probability, resolve_device
 from .progress import ProgressBar
+from .provenance import provenance
 from .stack import DEFAULT_PIXEL_SIZE_MM
 from .weights import save_weights
 
@@ -131,6 +132,7 @@ class Trainer:
         self.epoch = 0
         self.best_score = -1.0
         self.history: list[dict] = []
+        self.provenance = provenance()
 
     @property
     def checkpoint_path(self) -> Path:
@@ -203,7 +205,7 @@ class Trainer:
                 self.best_score = score
                 save_weights(self.best_weights_path, self.model, cfg.model, cfg.model_options, cfg.pixel_size,
                              {"epoch": self.epoch, "step": self.step, "val": report, "val_stacks": self.val_names,
-                              "train_stacks": self.train_names, "config": asdict(cfg)})
+                              "train_stacks": self.train_names, "config": asdict(cfg), **self.provenance})
             self.save_checkpoint()
             with (self.out / "train.log").open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")

@@ -1,0 +1,145 @@
+"""The command line end to end on real shared stacks, with the shipped weights."""
+
+import csv
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import dice, load_pair
+
+from FetalBrainSegLib.cli import main
+from FetalBrainSegLib.demo import SAMPLE_NAME, SAMPLE_SHA256, sha256
+from FetalBrainSegLib.volume_io import read_volume, write_volume
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "FetalBrainSegLib", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_segment_writes_masks_on_the_input_grid_and_never_overwrites(tmp_path, t2w_test_record):
+    image = tmp_path / "in" / "stack.nii.gz"
+    image.parent.mkdir()
+    shutil.copy(t2w_test_record.image, image)
+    before = image.read_bytes()
+    done = run_cli("segment", image, "-o", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    mask_path = tmp_path / "out" / "stack_brainmask.nii.gz"
+    assert "12 slices" in done.stdout and "slices/s" in done.stdout
+    mask, source = read_volume(mask_path), read_volume(image)
+    np.testing.assert_array_equal(mask.affine, source.affine)
+    assert mask.data.shape == source.data.shape and set(np.unique(mask.data)) <= {0, 1}
+    assert dice(mask.data, load_pair(t2w_test_record)[1]) >= 0.85
+    assert image.read_bytes() == before
+
+    stamp = mask_path.stat().st_mtime_ns
+    again = run_cli("segment", image, "-o", tmp_path / "out")
+    assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
+    assert mask_path.stat().st_mtime_ns == stamp
+    assert run_cli("segment", image, "-o", tmp_path / "out", "--overwrite", "--quiet").returncode == 0
+    assert mask_path.stat().st_mtime_ns != stamp
+
+
+def test_an_input_is_never_overwritten_even_when_it_looks_like_an_output(tmp_path, t2w_test_record):
+    shutil.copy(t2w_test_record.image, tmp_path / "a.nii.gz")
+    shutil.copy(t2w_test_record.image, tmp_path / "a_brainmask.nii.gz")
+    before = (tmp_path / "a_brainmask.nii.gz").read_bytes()
+    done = run_cli("segment", tmp_path / "a.nii.gz", tmp_path / "a_brainmask.nii.gz", "--overwrite", "--quiet")
+    assert "is one of the inputs; it is never overwritten" in done.stderr
+    assert (tmp_path / "a_brainmask.nii.gz").read_bytes() == before
+
+
+def test_nrrd_in_gives_nrrd_out_on_the_same_geometry(tmp_path, t2w_test_record):
+    volume = read_volume(t2w_test_record.image)
+    write_volume(volume.data, volume.affine, tmp_path / "stack.nrrd")
+    assert main(["segment", str(tmp_path / "stack.nrrd"), "--quiet"]) == 0
+    mask = read_volume(tmp_path / "stack_brainmask.nrrd")
+    assert mask.format == "nrrd" and mask.data.dtype == np.uint8
+    np.testing.assert_allclose(mask.affine, volume.affine, atol=1e-6)
+
+
+def test_each_bad_input_gets_one_clear_line_and_the_good_ones_still_get_done(tmp_path, t2w_test_record):
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    shutil.copy(t2w_test_record.image, folder / "good.nii.gz")
+    (folder / "text.nii.gz").write_text("not an image")
+    write_volume(np.random.rand(64, 64, 1).astype(np.float32), np.diag([1, 1, 3, 1.0]), folder / "flat.nii.gz")
+    write_volume(np.random.rand(16, 16, 4, 3).astype(np.float32), np.eye(4), folder / "series.nii.gz")
+    nan = np.random.rand(32, 32, 5).astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    write_volume(nan, np.eye(4), folder / "nan.nii.gz")
+    write_volume(np.zeros((32, 32, 5), np.int16), np.eye(4), folder / "blank.nii.gz")
+    write_volume(np.zeros((0, 32, 5), np.int16), np.eye(4), folder / "empty.nrrd")
+    done = run_cli("segment", folder, tmp_path / "missing.nii.gz", "-o", tmp_path / "out")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    expected = {"text.nii.gz": "not a NIfTI", "flat.nii.gz": "single slice", "series.nii.gz": "4D image",
+                "nan.nii.gz": "NaN", "blank.nii.gz": "same intensity", "empty.nrrd": "empty",
+                "missing.nii.gz": "no such file"}
+    assert len(errors) == len(expected)
+    for name, reason in expected.items():
+        assert any(name in line and reason in line for line in errors), (name, errors)
+    assert "6 input(s) failed" not in done.stdout and "7 input(s) failed" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_brainmask.nii.gz"]
+
+
+def test_evaluate_writes_per_slice_scores_and_a_summary(tmp_path, shared_data):
+    assert main(["evaluate", "--manifest", str(shared_data / "fetal-mri" / "manifest.csv"),
+                 "--split", "test", "--modalities", "T2W", "-o", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "slices.csv").open()))
+    assert len(rows) == 69 and {r["stack"] for r in rows} == {"e2mip_testing_0000", "e2mip_testing_0001",
+                                                             "e2mip_testing_0003"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**all T2W** | 69 |" in summary
+    brain = [float(r["dice"]) for r in rows if r["has_brain"] == "True"]
+    assert len(brain) == 61 and np.mean(brain) >= 0.85
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def sample_server(tmp_path, shared_data):
+    """A loopback HTTP server in place of the public repository: the sample, and a corrupted copy."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(shared_data / "samples" / SAMPLE_NAME, served / "fetus_03.nii.gz")
+    (served / "corrupt.nii.gz").write_bytes((served / "fetus_03.nii.gz").read_bytes()[:-10] + b"0123456789")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_demo_downloads_checks_caches_and_writes_a_montage(tmp_path, sample_server, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FETALBRAINSEG_CACHE", str(cache))
+    bad = main(["demo", "--url", f"{sample_server}/corrupt.nii.gz", "-o", str(tmp_path / "demo")])
+    assert bad == 1 and not any(cache.iterdir())
+
+    assert main(["demo", "--url", f"{sample_server}/fetus_03.nii.gz", "-o", str(tmp_path / "demo")]) == 0
+    assert sha256(cache / SAMPLE_NAME) == SAMPLE_SHA256
+    png = (tmp_path / "demo" / "f0832s1_fetus_03_montage.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and int.from_bytes(png[16:20], "big") == 4 * 256
+    mask = read_volume(tmp_path / "demo" / "f0832s1_fetus_03_brainmask.nii.gz")
+    assert mask.data.shape == (256, 256, 44) and 5 < mask.data.any(axis=(0, 1)).sum() < 44
+
+    # cached: a dead URL no longer matters
+    assert main(["demo", "--url", "http://127.0.0.1:9/x", "-o", str(tmp_path / "demo"), "--overwrite"]) == 0
+
+
+def test_demo_without_network_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FETALBRAINSEG_CACHE", str(tmp_path / "cache"))
+    done = run_cli("demo", "--url", "http://127.0.0.1:9/fetus_03.nii.gz", "-o", tmp_path / "demo")
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "--input" in done.stderr
