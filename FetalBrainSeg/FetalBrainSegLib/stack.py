@@ -135,3 +135,28 @@ class Stack:
         if chunk.ndim == 2:
             chunk = chunk[None]
         return self.grid.to_network(chunk) / np.float32(self.normalization_scale)
+
+
+def reorder_to_grid(array: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
+                    target_shape: tuple[int, ...], atol: float = 1e-3) -> np.ndarray | None:
+    """`array` (on the grid of `affine`) re-indexed onto a grid with the same voxels in another
+    axis order or direction, e.g. a stack as Slicer holds it (left-handed files are flipped
+    to right-handed) back onto its file's grid. None when the grids are not the same voxels."""
+    mapping = np.linalg.solve(target_affine, affine)  # source voxel index -> target voxel index
+    signed = np.round(mapping[:3, :3])
+    offset = np.round(mapping[:3, 3])
+    if (not np.allclose(mapping[:3, :3], signed, atol=atol) or not np.allclose(mapping[:3, 3], offset, atol=atol)
+            or sorted(np.abs(signed).sum(axis=0)) != [1, 1, 1] or sorted(np.abs(signed).sum(axis=1)) != [1, 1, 1]):
+        return None
+    source_axis = np.abs(signed).argmax(axis=1)  # for each target axis, the source axis feeding it
+    reordered = np.transpose(array, source_axis)
+    if reordered.shape != tuple(target_shape):
+        return None
+    for axis in range(3):
+        sign = signed[axis, source_axis[axis]]
+        expected_offset = 0 if sign > 0 else target_shape[axis] - 1
+        if offset[axis] != expected_offset:
+            return None
+        if sign < 0:
+            reordered = np.flip(reordered, axis)
+    return np.ascontiguousarray(reordered)

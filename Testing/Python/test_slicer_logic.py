@@ -1,0 +1,211 @@
+"""The MRML glue headless, with Kitware's slicer-core wheel: a real vtkMRMLScene, volume nodes
+loaded from real shared stacks, segmentation nodes written by the logic."""
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is a test dependency: pip install -e .[test]")
+
+from conftest import dice, load_pair  # noqa: E402
+
+from FetalBrainSegLib.slicer_logic import (  # noqa: E402
+    DIGEST_TAG, BrainSegmentationLogic, EditedSegmentError, find_brain_segment, ijk_to_ras, segment_mask, segment_tag,
+    slice_center_ras)
+from FetalBrainSegLib.stack import reorder_to_grid  # noqa: E402
+from FetalBrainSegLib.volume_io import read_volume  # noqa: E402
+
+
+def on_file_grid(node_array_ijk, node, path):
+    """A node-grid array on the file's grid: Slicer flips left-handed stacks (this one is)."""
+    source = read_volume(path)
+    reordered = reorder_to_grid(node_array_ijk, ijk_to_ras(node), source.affine, source.data.shape)
+    assert reordered is not None, "the node and the file should hold the same voxels"
+    return reordered
+
+
+class HeadlessSlicer:
+    """A scene wired like desktop Slicer's: application logic and the module logics we use."""
+
+    def __init__(self):
+        self.scene = slicer.vtkMRMLScene()
+        self.app = slicer.vtkSlicerApplicationLogic()
+        self.app.SetMRMLScene(self.scene)
+        self.logics = {}
+        for name, cls in (("Colors", slicer.vtkMRMLColorLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
+                          ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic)):
+            logic = cls()
+            logic.SetMRMLScene(self.scene)
+            logic.SetMRMLApplicationLogic(self.app)
+            self.app.SetModuleLogic(name, logic)
+            self.logics[name] = logic  # keep references: collected logics detach color nodes
+        self.logics["Colors"].AddDefaultColorNodes()
+
+    def load(self, path, name="stack"):
+        return self.logics["Volumes"].AddArchetypeVolume(str(path), name)
+
+    def export_labelmap(self, segmentation):
+        labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        assert slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(
+            segmentation, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        return labelmap
+
+
+@pytest.fixture
+def headless():
+    return HeadlessSlicer()
+
+
+@pytest.fixture(scope="module")
+def logic(segmenter):
+    return BrainSegmentationLogic(segmenter_factory=lambda device: segmenter)
+
+
+@pytest.fixture(scope="module")
+def engine_mask(segmenter, t2w_test_record):
+    return segmenter.segment(read_volume(t2w_test_record.image)).mask
+
+
+def edit(segmentation, segment_id, volume_node, mask):
+    """What a Segment Editor stroke does in the end: replace the segment's labelmap."""
+    from FetalBrainSegLib.slicer_logic import _oriented_image
+
+    image = _oriented_image(mask.shape, ijk_to_ras(volume_node), mask)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(image, segmentation, segment_id, 0)
+
+
+def test_the_exported_labelmap_is_the_engines_mask_on_the_input_geometry(headless, logic, engine_mask, t2w_test_record):
+    volume = headless.load(t2w_test_record.image)
+    job = logic.process(volume, None, device="cpu")
+    assert job.state == "done" and job.done_slices == job.total == 12
+    labelmap = headless.export_labelmap(job.segmentation_node)
+    np.testing.assert_allclose(ijk_to_ras(labelmap), ijk_to_ras(volume), atol=1e-6)
+    exported = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0)
+    np.testing.assert_array_equal(on_file_grid(exported, volume, t2w_test_record.image), engine_mask)
+    assert dice(engine_mask, load_pair(t2w_test_record)[1]) >= 0.85
+    assert len(job.statistics) == 12 and [s.index for s in job.statistics] == list(range(12))
+    areas = np.array([s.area_mm2 for s in job.statistics])
+    np.testing.assert_allclose(areas, job.mask.sum(axis=(0, 1)) * 1.0, rtol=1e-6)  # 1 x 1 mm pixels
+    assert sorted(areas) == sorted(engine_mask.sum(axis=(0, 1)))
+
+
+def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_consent(headless, logic, engine_mask, t2w_test_record):
+    volume = headless.load(t2w_test_record.image)
+    segmentation = headless.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "manual")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    placenta_id = segmentation.GetSegmentation().AddEmptySegment("", "Placenta")
+    placenta = np.zeros(engine_mask.shape, np.uint8)
+    placenta[10:60, 20:40, 2:5] = 1
+    edit(segmentation, placenta_id, volume, placenta)
+
+    logic.process(volume, segmentation, device="cpu")
+    brain_id = find_brain_segment(segmentation)
+    logic.process(volume, segmentation, device="cpu")  # an unedited result may be recomputed freely
+    assert find_brain_segment(segmentation) == brain_id
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
+    np.testing.assert_array_equal(segment_mask(segmentation, placenta_id, volume), placenta)
+
+    corrected = segment_mask(segmentation, brain_id, volume)
+    corrected[:, :, 0] = 0
+    corrected[100:110, 100:110, 6] = 1
+    edit(segmentation, brain_id, volume, corrected)
+    with pytest.raises(EditedSegmentError, match="edited"):
+        logic.process(volume, segmentation, device="cpu")
+    np.testing.assert_array_equal(segment_mask(segmentation, brain_id, volume), corrected)
+
+    logic.process(volume, segmentation, device="cpu", replaceEdits=True)
+    np.testing.assert_array_equal(on_file_grid(segment_mask(segmentation, brain_id, volume), volume, t2w_test_record.image), engine_mask)
+    np.testing.assert_array_equal(segment_mask(segmentation, placenta_id, volume), placenta)
+
+
+def test_background_runs_show_masks_chunk_by_chunk(headless, logic, engine_mask, t2w_test_record, segmenter):
+    volume = headless.load(t2w_test_record.image)
+    seen = []
+
+    def progress(job):
+        brain = segment_mask(job.segmentation_node, job.segment_id, volume)
+        seen.append((job.done_slices, int(brain[..., job.done_slices:].sum())))
+
+    segmenter.batch_size = 5
+    try:
+        job = logic.process(volume, None, device="cpu", waitForCompletion=False, onProgress=progress).wait(timeout=120)
+    finally:
+        segmenter.batch_size = 8
+    assert job.state == "done"
+    assert [done for done, _ in seen] == [5, 10, 12, 12]  # three chunks, then the end
+    assert all(beyond == 0 for _, beyond in seen)  # nothing drawn past the slices computed so far
+    np.testing.assert_array_equal(on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image), engine_mask)
+
+
+def test_a_cancelled_run_leaves_the_scene_as_it_was(headless, logic, engine_mask, t2w_test_record):
+    volume = headless.load(t2w_test_record.image)
+    first = logic.process(volume, None, device="cpu")
+    segmentation, brain_id = first.segmentation_node, first.segment_id
+
+    job = logic.process(volume, segmentation, device="cpu", waitForCompletion=False,
+                        onProgress=lambda job: job.cancel())
+    job.wait(timeout=120)
+    assert job.state == "cancelled"
+    np.testing.assert_array_equal(on_file_grid(segment_mask(segmentation, brain_id, volume), volume, t2w_test_record.image), engine_mask)
+    assert logic.process(volume, segmentation, device="cpu").state == "done"  # the digest still matches
+
+    fresh = logic.process(volume, None, device="cpu", waitForCompletion=False, onProgress=lambda job: job.cancel())
+    fresh.wait(timeout=120)
+    assert fresh.state == "cancelled" and fresh.segmentation_node.GetSegmentation().GetNumberOfSegments() == 0
+
+
+def test_undo_brings_back_the_users_edits(headless, logic, engine_mask, t2w_test_record):
+    headless.scene.SetUndoOn()
+    volume = headless.load(t2w_test_record.image)
+    job = logic.process(volume, None, device="cpu")
+    corrected = segment_mask(job.segmentation_node, job.segment_id, volume)
+    corrected[:, :, 5] = 0
+    edit(job.segmentation_node, job.segment_id, volume, corrected)
+    logic.process(volume, job.segmentation_node, device="cpu", replaceEdits=True)
+    np.testing.assert_array_equal(on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image), engine_mask)
+    headless.scene.Undo()
+    np.testing.assert_array_equal(segment_mask(job.segmentation_node, job.segment_id, volume), corrected)
+
+
+def test_exports_for_reconstruction_and_annotation(headless, logic, engine_mask, t2w_test_record, tmp_path):
+    volume = headless.load(t2w_test_record.image)
+    job = logic.process(volume, None, device="cpu")
+    source = read_volume(t2w_test_record.image)
+
+    path = logic.exportMask(job.segmentation_node, volume, tmp_path / "mask.nii.gz")
+    written = read_volume(path)
+    np.testing.assert_array_equal(written.data, engine_mask)
+    assert written.header["raw"][40:56] == source.header["raw"][40:56]  # dims
+    np.testing.assert_array_equal(written.affine, source.affine)  # the stack's own header, bit for bit
+    with pytest.raises(FileExistsError, match="already exists"):
+        logic.exportMask(job.segmentation_node, volume, path)
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        logic.exportMask(job.segmentation_node, volume, t2w_test_record.image, overwrite=True)
+
+    nrrd = read_volume(logic.exportMask(job.segmentation_node, volume, tmp_path / "mask.nrrd"))
+    np.testing.assert_array_equal(nrrd.data, engine_mask)
+    np.testing.assert_allclose(nrrd.affine, source.affine, atol=1e-5)
+
+    seg_path = logic.exportSegmentation(job.segmentation_node, tmp_path / "brain.seg.nrrd")
+    with pytest.raises(ValueError, match=".seg.nrrd"):
+        logic.exportSegmentation(job.segmentation_node, tmp_path / "brain.nii.gz")
+    loaded = headless.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(seg_path))
+    assert storage.ReadData(loaded)
+    segment_id = find_brain_segment(loaded)
+    assert segment_tag(loaded.GetSegmentation().GetSegment(segment_id), DIGEST_TAG)
+    np.testing.assert_array_equal(on_file_grid(segment_mask(loaded, segment_id, volume), volume, t2w_test_record.image), engine_mask)
+
+
+def test_slice_centres_follow_the_slice_axis(headless, t2w_test_record):
+    volume = headless.load(t2w_test_record.image)
+    first, last = np.array(slice_center_ras(volume, 2, 0)), np.array(slice_center_ras(volume, 2, 11))
+    assert np.linalg.norm(last - first) == pytest.approx(11 * 3.5, rel=1e-4)  # 3.5 mm slice spacing
+
+
+def test_unusable_volumes_are_refused_before_the_scene_changes(headless, logic):
+    empty = headless.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    count = headless.scene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="no image data"):
+        logic.process(empty, None, device="cpu")
+    assert headless.scene.GetNumberOfNodes() == count
