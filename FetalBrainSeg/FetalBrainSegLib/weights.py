@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .models import build_model
+from .resources import weights_folders
 from .stack import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 
 FORMAT = "fetalbrainseg-weights/1"
@@ -21,15 +22,14 @@ DEFAULT_WEIGHTS_NAME = "rfbsnet_fetal_brain.pt"
 
 
 def default_weights_path() -> Path:
-    """The shipped weights: $FETALBRAINSEG_WEIGHTS_DIR, else `weights/` of the source tree or Slicer install."""
+    """The shipped weights: $FETALBRAINSEG_WEIGHTS_DIR, else the installed extension's or the source tree's."""
     if os.environ.get(WEIGHTS_DIR_ENV):
         return Path(os.environ[WEIGHTS_DIR_ENV]) / DEFAULT_WEIGHTS_NAME
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent.parent / "weights", here.parent / "Resources" / "weights", here / "weights"]
-    for folder in candidates:
+    folders = weights_folders()
+    for folder in folders:
         if (folder / DEFAULT_WEIGHTS_NAME).is_file():
             return folder / DEFAULT_WEIGHTS_NAME
-    return candidates[0] / DEFAULT_WEIGHTS_NAME
+    return folders[-1] / DEFAULT_WEIGHTS_NAME
 
 
 def save_weights(path: str | os.PathLike, model: nn.Module, model_name: str, model_options: dict | None = None,

@@ -3,16 +3,14 @@ loaded from real shared stacks, segmentation nodes written by the logic."""
 
 import numpy as np
 import pytest
+import slicer  # the slicer-core wheel, a test dependency: a missing one fails here, never skips
+from conftest import dice, load_pair
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is a test dependency: pip install -e .[test]")
-
-from conftest import dice, load_pair  # noqa: E402
-
-from FetalBrainSegLib.slicer_logic import (  # noqa: E402
+from FetalBrainSegLib.slicer_logic import (
     DIGEST_TAG, BrainSegmentationLogic, EditedSegmentError, find_brain_segment, ijk_to_ras, segment_mask, segment_tag,
     slice_center_ras)
-from FetalBrainSegLib.stack import reorder_to_grid  # noqa: E402
-from FetalBrainSegLib.volume_io import read_volume  # noqa: E402
+from FetalBrainSegLib.stack import reorder_to_grid
+from FetalBrainSegLib.volume_io import read_volume
 
 
 def on_file_grid(node_array_ijk, node, path):

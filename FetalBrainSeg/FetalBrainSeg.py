@@ -1,0 +1,140 @@
+"""FetalBrainSeg: real-time fetal brain segmentation on every slice of fetal MRI (RFBSNet).
+
+A thin shell in Slicer's conventions; the panel, the MRML glue and the engine live in
+FetalBrainSegLib, which the command line and the Python API share.
+"""
+
+import os
+import tempfile
+from typing import Annotated
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from FetalBrainSegLib.slicer_logic import BrainSegmentationLogic
+
+
+class FetalBrainSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Fetal Brain Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FetalBrainSeg developers"]
+        self.parent.helpText = (
+            "Segments the fetal brain on every 2D slice of a fetal MRI stack with RFBSNet. Pick the stack, click "
+            "Segment and watch masks appear; fix slices in the Segment Editor; export the mask for NiftyMIC, SVRTK "
+            "or NeSVoR. See the project README.")
+        self.parent.acknowledgementText = (
+            "RFBSNet: Faghihpirayesh et al., Deep Learning Framework for Real-time Fetal Brain Segmentation in MRI, 2022.")
+
+
+@parameterNodeWrapper
+class FetalBrainSegParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    threshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
+
+
+class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None, logic=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = logic or FetalBrainSegLogic()
+        self.panel = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        from FetalBrainSegLib.slicer_widget import SegmentationWidget
+
+        self.panel = SegmentationWidget(self.logic)
+        self.layout.addWidget(self.panel)
+        self.layout.addStretch(1)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.panel.setParameterNode(self.logic.getParameterNode())
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.panel.setParameterNode(self.logic.getParameterNode())
+
+    def enter(self):
+        self.panel.setParameterNode(self.logic.getParameterNode())
+
+    def cleanup(self):
+        self.removeObservers()
+        if self.panel is not None:
+            self.panel.cleanup()
+
+
+class FetalBrainSegLogic(ScriptedLoadableModuleLogic, BrainSegmentationLogic):
+    """Use from Slicer's Python console too:
+    `FetalBrainSegLogic().process(volumeNode, None, device="cpu", waitForCompletion=True)`."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        BrainSegmentationLogic.__init__(self)
+
+    def getParameterNode(self):
+        return FetalBrainSegParameterNode(super().getParameterNode())
+
+
+class FetalBrainSegTest(ScriptedLoadableModuleTest):
+    """Reload and Test: the public CC0 sample stack (or $FETALBRAINSEG_TEST_STACK) through the logic."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_segment_export_and_rerun()
+        self.setUp()
+        self.test_cancel_restores_the_segmentation()
+
+    def _stack(self):
+        from FetalBrainSegLib.demo import fetch_sample
+
+        return slicer.util.loadVolume(str(os.environ.get("FETALBRAINSEG_TEST_STACK") or fetch_sample()))
+
+    def test_segment_export_and_rerun(self):
+        from FetalBrainSegLib.slicer_logic import find_brain_segment, ijk_to_ras, segment_mask
+        from FetalBrainSegLib.stack import reorder_to_grid
+        from FetalBrainSegLib.volume_io import read_volume
+
+        self.delayDisplay("Segmenting the sample stack")
+        volume = self._stack()
+        logic = FetalBrainSegLogic()
+        job = logic.process(volume, None, device="cpu")
+        self.assertEqual(job.state, "done")
+        mask = segment_mask(job.segmentation_node, job.segment_id, volume)
+        self.assertGreater(int((mask.sum(axis=tuple(a for a in range(3) if a != job.slice_axis)) > 0).sum()), 5)
+
+        self.delayDisplay("Exporting the mask on the stack's own grid")
+        source_path = volume.GetStorageNode().GetFileName()
+        with tempfile.TemporaryDirectory() as folder:
+            written = read_volume(logic.exportMask(job.segmentation_node, volume, os.path.join(folder, "m.nii.gz")))
+        source = read_volume(source_path)
+        self.assertTrue((written.affine == source.affine).all())
+        on_file = reorder_to_grid(mask, ijk_to_ras(volume), source.affine, source.data.shape)
+        self.assertTrue((written.data == on_file).all())
+
+        self.delayDisplay("Re-running keeps other segments")
+        other = job.segmentation_node.GetSegmentation().AddEmptySegment("", "Placenta")
+        logic.process(volume, job.segmentation_node, device="cpu")
+        self.assertIsNotNone(job.segmentation_node.GetSegmentation().GetSegment(other))
+        self.assertEqual(find_brain_segment(job.segmentation_node), job.segment_id)
+        self.delayDisplay("Test passed")
+
+    def test_cancel_restores_the_segmentation(self):
+        volume = self._stack()
+        logic = FetalBrainSegLogic()
+        job = logic.process(volume, None, device="cpu", waitForCompletion=False, onProgress=lambda job: job.cancel())
+        job.wait(timeout=300)
+        self.assertEqual(job.state, "cancelled")
+        self.assertEqual(job.segmentation_node.GetSegmentation().GetNumberOfSegments(), 0)
+        self.delayDisplay("Test passed")
+

@@ -1,0 +1,218 @@
+"""The module panel: pick a stack, Segment (then Cancel), watch masks appear, review slices,
+edit in the Segment Editor, export. Qt and Slicer GUI calls only; the work is done by
+`BrainSegmentationLogic` on a worker thread, and MRML is updated by a timer on the main
+thread, so the GUI never freezes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import qt
+import slicer
+
+from .dependencies import ensure_dependencies
+from .outputs import mask_path_for
+from .resources import resource_path
+from .slicer_logic import BrainSegmentationLogic, EditedSegmentError, find_brain_segment, slice_center_ras
+from .volume_io import VolumeError
+
+POLL_INTERVAL_MS = 50
+REVIEW_COLOR = (255, 214, 140)
+SLICE_COLUMNS = ("Slice", "Brain area (mm²)", "Confidence", "Review")
+
+
+def _torch_utils_logic():
+    """The PyTorch extension's installer, when that extension is installed."""
+    try:
+        import PyTorchUtils  # noqa: PLC0415 (optional extension)
+    except ImportError:
+        return None
+    return PyTorchUtils.PyTorchUtilsLogic()
+
+
+class SegmentationWidget(qt.QWidget):
+    def __init__(self, logic: BrainSegmentationLogic | None = None, parent=None):
+        super().__init__(parent)
+        self.logic = logic or BrainSegmentationLogic()
+        self.job = None
+        self._parameterNode = None
+        self._guiConnection = None
+        layout = qt.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        uiWidget = slicer.util.loadUI(str(resource_path("UI/FetalBrainSeg.ui")))
+        layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.sliceTable.setColumnCount(len(SLICE_COLUMNS))
+        self.ui.sliceTable.setHorizontalHeaderLabels(SLICE_COLUMNS)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.timeout.connect(self.onPoll)
+        self.ui.segmentButton.clicked.connect(self.onSegmentClicked)
+        self.ui.sliceTable.cellClicked.connect(self.onSliceClicked)
+        self.ui.editButton.clicked.connect(self.onEdit)
+        self.ui.exportMaskButton.clicked.connect(self.onExportMask)
+        self.ui.exportSegmentationButton.clicked.connect(self.onExportSegmentation)
+        self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButtons)
+        self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.updateButtons)
+        self.updateButtons()
+
+    # -------------------------------------------------------------- parameter node
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode is not None and self._guiConnection is not None:
+            self._parameterNode.disconnectGui(self._guiConnection)
+        self._parameterNode = parameterNode
+        self._guiConnection = parameterNode.connectGui(self.ui) if parameterNode is not None else None
+        self.updateButtons()
+
+    def cleanup(self) -> None:
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+            self.job.wait(timeout=30)
+        self.timer.stop()
+        self.setParameterNode(None)
+
+    # -------------------------------------------------------------- state
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    def updateButtons(self, *_) -> None:
+        volume = self.ui.inputVolumeSelector.currentNode()
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        hasResult = segmentation is not None and find_brain_segment(segmentation) is not None
+        self.ui.segmentButton.text = "Cancel" if self.running else "Segment"
+        self.ui.segmentButton.enabled = self.running or volume is not None
+        self.ui.segmentButton.toolTip = ("Stop; the segmentation goes back to how it was" if self.running
+                                         else "Segment the brain on every slice of the input stack")
+        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector,
+                       self.ui.deviceComboBox, self.ui.thresholdSliderWidget):
+            widget.enabled = not self.running
+        self.ui.editButton.enabled = not self.running and volume is not None and hasResult
+        self.ui.exportMaskButton.enabled = not self.running and volume is not None and hasResult
+        self.ui.exportSegmentationButton.enabled = not self.running and segmentation is not None
+
+    # -------------------------------------------------------------- segment / cancel
+    def onSegmentClicked(self) -> None:
+        if self.running:
+            self.job.cancel()
+            self.ui.statusLabel.text = "Cancelling…"
+            return
+        if not ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay, pip_install=slicer.util.pip_install,
+                                   torch_utils_logic=_torch_utils_logic(), report=slicer.util.errorDisplay):
+            return
+        self.start(replaceEdits=False)
+
+    def start(self, replaceEdits: bool) -> None:
+        volume = self.ui.inputVolumeSelector.currentNode()
+        try:
+            with slicer.util.WaitCursor():
+                self.job = self.logic.process(volume, self.ui.outputSegmentationSelector.currentNode(),
+                                              device=self.ui.deviceComboBox.currentText,
+                                              threshold=self.ui.thresholdSliderWidget.value,
+                                              waitForCompletion=False, replaceEdits=replaceEdits,
+                                              onProgress=self.onProgress)
+        except EditedSegmentError as exc:
+            if slicer.util.confirmYesNoDisplay(f"{exc}.\n\nReplace the edited segment with a new result? "
+                                               "Choose No to keep your edits (or pick another output segmentation)."):
+                self.start(replaceEdits=True)
+            return
+        except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
+            slicer.util.errorDisplay(f"Cannot segment: {exc}")
+            return
+        self.ui.outputSegmentationSelector.setCurrentNode(self.job.segmentation_node)
+        slicer.util.setSliceViewerLayers(background=volume, fit=True)
+        self.ui.sliceTable.setRowCount(0)
+        self.ui.progressBar.maximum = self.job.total
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = f"Segmenting {self.job.total} slices…"
+        self.timer.start()
+        self.updateButtons()
+
+    def onPoll(self) -> None:
+        if self.job.poll():
+            self.timer.stop()
+            self.onFinished()
+
+    def onProgress(self, job) -> None:
+        self.ui.progressBar.value = job.done_slices
+        self.ui.statusLabel.text = f"{job.done_slices} / {job.total} slices, {job.slices_per_second:.1f} slices/s"
+        table = self.ui.sliceTable
+        for row in range(table.rowCount, len(job.statistics)):
+            stats = job.statistics[row]
+            table.insertRow(row)
+            cells = (str(stats.index), f"{stats.area_mm2:.0f}", f"{stats.confidence:.2f}",
+                     "review" if stats.low_confidence else "")
+            for column, text in enumerate(cells):
+                item = qt.QTableWidgetItem(text)
+                if stats.low_confidence:
+                    item.setBackground(qt.QColor(*REVIEW_COLOR))
+                table.setItem(row, column, item)
+
+    def onFinished(self) -> None:
+        job = self.job
+        if job.state == "done":
+            flagged = sum(s.low_confidence for s in job.statistics)
+            self.ui.statusLabel.text = (f"Done: {job.total} slices in {job.seconds:.1f} s "
+                                        f"({job.slices_per_second:.1f} slices/s); {flagged} flagged for review.")
+        elif job.state == "cancelled":
+            self.ui.statusLabel.text = "Cancelled: the segmentation is as it was before."
+        else:
+            self.ui.statusLabel.text = "Failed: the segmentation is as it was before."
+            slicer.util.errorDisplay(f"Segmentation failed: {job.error}")
+        self.updateButtons()
+
+    # -------------------------------------------------------------- review, edit, export
+    def onSliceClicked(self, row: int, column: int) -> None:
+        if self.job is None:
+            return
+        index = int(self.ui.sliceTable.item(row, 0).text())
+        position = slice_center_ras(self.job.volume_node, self.job.slice_axis, index)
+        slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
+
+    def onEdit(self) -> None:
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        volume = self.ui.inputVolumeSelector.currentNode()
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentation)
+        if hasattr(editor, "setSourceVolumeNode"):
+            editor.setSourceVolumeNode(volume)
+        else:  # Slicer before 5.2
+            editor.setMasterVolumeNode(volume)
+
+    def _defaultFolder(self, volume) -> Path:
+        storage = volume.GetStorageNode()
+        name = storage.GetFileName() if storage is not None else None
+        return Path(name).parent if name else Path.home()
+
+    def onExportMask(self) -> None:
+        volume = self.ui.inputVolumeSelector.currentNode()
+        default = mask_path_for(self._defaultFolder(volume) / f"{volume.GetName()}.nii.gz", None)
+        path = qt.QFileDialog.getSaveFileName(self, "Export brain mask", str(default),
+                                              "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd)")
+        if not path:
+            return
+        try:  # the file dialog has already asked before replacing an existing file
+            written = self.logic.exportMask(self.ui.outputSegmentationSelector.currentNode(), volume, path,
+                                            overwrite=Path(path).exists())
+        except (ValueError, FileExistsError, OSError) as exc:
+            slicer.util.errorDisplay(f"Export failed: {exc}")
+            return
+        self.ui.statusLabel.text = f"Brain mask written: {written}"
+
+    def onExportSegmentation(self) -> None:
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        volume = self.ui.inputVolumeSelector.currentNode()
+        folder = self._defaultFolder(volume) if volume is not None else Path.home()
+        path = qt.QFileDialog.getSaveFileName(self, "Export segmentation", str(folder / f"{segmentation.GetName()}.seg.nrrd"),
+                                              "Segmentation (*.seg.nrrd)")
+        if not path:
+            return
+        try:
+            written = self.logic.exportSegmentation(segmentation, path, overwrite=Path(path).exists())
+        except (ValueError, FileExistsError, OSError) as exc:
+            slicer.util.errorDisplay(f"Export failed: {exc}")
+            return
+        self.ui.statusLabel.text = f"Segmentation written: {written}"

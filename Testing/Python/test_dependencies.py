@@ -1,0 +1,87 @@
+"""First-use installation of what Slicer does not bundle: asked, never forced, never a crash."""
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+from FetalBrainSegLib.dependencies import BUNDLED_WITH_SLICER, REQUIREMENTS, ensure_dependencies
+
+
+class Fakes:
+    def __init__(self, installed=(), answer=True, fail=False):
+        self.installed = set(installed)
+        self.answer, self.fail = answer, fail
+        self.asked, self.pip, self.torch_utils, self.reports = [], [], [], []
+
+    def find_spec(self, name):
+        return object() if name in self.installed else None
+
+    def confirm(self, question):
+        self.asked.append(question)
+        return self.answer
+
+    def pip_install(self, requirement):
+        if self.fail:
+            raise RuntimeError("no network")
+        self.pip.append(requirement)
+        self.installed.add(requirement)
+
+    def installTorch(self, askConfirmation):
+        self.torch_utils.append(askConfirmation)
+        self.installed.add("torch")
+        return "torch module"
+
+    def run(self, torch_utils=False):
+        return ensure_dependencies(self.confirm, self.pip_install, self if torch_utils else None,
+                                   self.reports.append, self.find_spec)
+
+
+def test_slicers_own_packages_are_never_installed():
+    assert not set(REQUIREMENTS.values()) & set(BUNDLED_WITH_SLICER)
+
+
+def test_nothing_is_asked_when_everything_is_there():
+    fakes = Fakes(installed={"torch"})
+    assert fakes.run() and not fakes.asked and not fakes.pip
+
+
+def test_declining_installs_nothing_and_says_what_is_missing():
+    fakes = Fakes(answer=False)
+    assert not fakes.run()
+    assert "torch" in fakes.asked[0] and not fakes.pip
+    assert "cannot segment" in fakes.reports[0]
+
+
+def test_the_pytorch_extension_is_preferred_and_asked_without_a_second_prompt():
+    fakes = Fakes()
+    assert fakes.run(torch_utils=True)
+    assert fakes.torch_utils == [False] and not fakes.pip and len(fakes.asked) == 1
+
+
+def test_pip_installs_when_there_is_no_pytorch_extension():
+    fakes = Fakes()
+    assert fakes.run() and fakes.pip == ["torch"]
+
+
+def test_a_failed_install_is_a_message_not_a_crash():
+    fakes = Fakes(fail=True)
+    assert not fakes.run()
+    assert "failed: no network" in fakes.reports[0]
+
+
+def test_the_engine_imports_no_slicer_qt_or_ctk_and_the_glue_loads_without_torch():
+    engine = [p.stem for p in (REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib").glob("*.py")
+              if not p.stem.startswith("slicer_") and p.stem != "__main__"]
+    probe = (f"import sys, importlib\nfor m in {engine!r}: importlib.import_module('FetalBrainSegLib.' + m)\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+    # Slicer must load the module (to offer the PyTorch install) on a Slicer without PyTorch
+    probe = ("import sys; import FetalBrainSegLib.slicer_logic, FetalBrainSegLib.dependencies; "
+             "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
