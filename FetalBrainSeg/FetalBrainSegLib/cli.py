@@ -64,12 +64,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
     p.add_argument("--threshold", type=float, default=0.5, help="brain probability threshold")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="runtime: auto picks the fastest installed (torch on a GPU, else onnxruntime)")
 
 
 def _make_segmenter(args):
     from .inference import Segmenter
 
-    return Segmenter(args.weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold)
+    return Segmenter(args.weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold,
+                     backend=args.backend)
 
 
 def _add_segment(commands) -> None:
@@ -130,7 +133,7 @@ def _segment(args) -> int:
         print(line)
     if done:
         print(f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
-              f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) on {segmenter.device}"
+              f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
               + (f"; {failed} input(s) failed" if failed else ""))
     return 1 if failed else 0
 
@@ -212,7 +215,8 @@ def _add_info(commands) -> None:
 
 def _info(args) -> int:
     from .complexity import count_macs, count_parameters
-    from .weights import default_weights_path, load_weights
+    from .resources import default_weights_path
+    from .weights import load_weights
 
     path = args.weights or default_weights_path()
     model, meta = load_weights(path)
@@ -227,6 +231,21 @@ def _info(args) -> int:
     return 0
 
 
+def _add_export_onnx(commands) -> None:
+    p = commands.add_parser("export-onnx", help="write a weights file's network as ONNX (for inference without PyTorch)")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="default: beside the weights, .onnx")
+    p.set_defaults(run=_export_onnx)
+
+
+def _export_onnx(args) -> int:
+    from .backends import export_onnx
+    from .resources import default_weights_path
+
+    print(f"wrote {export_onnx(args.weights or default_weights_path(), args.output)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fetalbrainseg", description="Real-time fetal brain segmentation (RFBSNet).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -235,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_demo(commands)
     _add_info(commands)
+    _add_export_onnx(commands)
     return parser
 
 

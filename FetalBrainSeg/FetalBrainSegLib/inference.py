@@ -5,8 +5,8 @@ stack's own voxel grid as soon as it is computed, so a caller can show progress,
 masks live or stop early (cancel) by simply not asking for the next chunk. `segment`
 drives it for whole stacks; `segment_slice` serves slices arriving one at a time.
 
-PyTorch is imported when a Segmenter is made, not with this module, so the Slicer module
-can load, and offer to install PyTorch, on a Slicer that has none yet.
+The network runs on a backend (PyTorch, or ONNX Runtime without PyTorch; see backends.py),
+imported when a Segmenter is made, so the Slicer module loads on a Slicer without either.
 """
 
 from __future__ import annotations
@@ -49,19 +49,16 @@ class SegmentationResult:
 
 class Segmenter:
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 8, threshold: float = 0.5):
+                 batch_size: int = 8, threshold: float = 0.5, backend: str = "auto"):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 < threshold < 1.0:
             raise ValueError("threshold must lie strictly between 0 and 1")
-        from .network import foreground_probability, resolve_device
-        from .weights import default_weights_path, load_weights
+        from .backends import create_backend
 
-        self.weights_path = weights or default_weights_path()
-        self.device = resolve_device(device)
-        model, self.metadata = load_weights(self.weights_path)
-        self.model = model.to(self.device)
-        self._probability = foreground_probability
+        self.backend = create_backend(backend, weights, device)
+        self.device = self.backend.device
+        self.metadata = self.backend.metadata
         self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
         self.batch_size = batch_size
         self.threshold = threshold
@@ -74,7 +71,7 @@ class Segmenter:
         total = stack.num_slices
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
-            probs = self._probability(self.model, stack.network_input(slice(start, stop)), self.device)
+            probs = self.backend.predict(stack.network_input(slice(start, stop)))
             yield Chunk(start, stop, total, stack.grid.from_network(probs))
 
     def segment(self, volume: Volume, name: str = "input",
@@ -113,7 +110,7 @@ class Segmenter:
         grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
-        probs = self._probability(self.model, grid.to_network(image[None]) / np.float32(scale), self.device)
+        probs = self.backend.predict(grid.to_network(image[None]) / np.float32(scale))
         probabilities = grid.from_network(probs)[0]
         return probabilities, self.binarize(probabilities)
 

@@ -3,9 +3,12 @@ an installed extension (<module dir>/Resources/...) and a source checkout (<repo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # holds FetalBrainSeg.py and FetalBrainSegLib/
+WEIGHTS_DIR_ENV = "FETALBRAINSEG_WEIGHTS_DIR"
+DEFAULT_WEIGHTS_NAME = "rfbsnet_fetal_brain.pt"
 
 
 def resource_path(relative: str) -> Path:
@@ -17,3 +20,14 @@ def resource_path(relative: str) -> Path:
 
 def weights_folders() -> list[Path]:
     return [MODULE_DIR / "Resources" / "weights", MODULE_DIR.parent / "weights"]
+
+
+def default_weights_path() -> Path:
+    """The shipped weights: $FETALBRAINSEG_WEIGHTS_DIR, else the installed extension's or the source tree's."""
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV]) / DEFAULT_WEIGHTS_NAME
+    folders = weights_folders()
+    for folder in folders:
+        if (folder / DEFAULT_WEIGHTS_NAME).is_file():
+            return folder / DEFAULT_WEIGHTS_NAME
+    return folders[-1] / DEFAULT_WEIGHTS_NAME

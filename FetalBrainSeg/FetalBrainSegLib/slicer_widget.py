@@ -100,7 +100,8 @@ class SegmentationWidget(qt.QWidget):
             self.ui.statusLabel.text = "Cancelling…"
             return
         if not ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay, pip_install=slicer.util.pip_install,
-                                   torch_utils_logic=_torch_utils_logic(), report=slicer.util.errorDisplay):
+                                   torch_utils_logic=_torch_utils_logic(), report=slicer.util.errorDisplay,
+                                   gpu=self.ui.deviceComboBox.currentText == "cuda"):
             return
         self.start(replaceEdits=False)
 

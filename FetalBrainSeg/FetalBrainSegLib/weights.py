@@ -13,23 +13,9 @@ import torch
 from torch import nn
 
 from .models import build_model
-from .resources import weights_folders
 from .stack import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 
 FORMAT = "fetalbrainseg-weights/1"
-WEIGHTS_DIR_ENV = "FETALBRAINSEG_WEIGHTS_DIR"
-DEFAULT_WEIGHTS_NAME = "rfbsnet_fetal_brain.pt"
-
-
-def default_weights_path() -> Path:
-    """The shipped weights: $FETALBRAINSEG_WEIGHTS_DIR, else the installed extension's or the source tree's."""
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        return Path(os.environ[WEIGHTS_DIR_ENV]) / DEFAULT_WEIGHTS_NAME
-    folders = weights_folders()
-    for folder in folders:
-        if (folder / DEFAULT_WEIGHTS_NAME).is_file():
-            return folder / DEFAULT_WEIGHTS_NAME
-    return folders[-1] / DEFAULT_WEIGHTS_NAME
 
 
 def save_weights(path: str | os.PathLike, model: nn.Module, model_name: str, model_options: dict | None = None,

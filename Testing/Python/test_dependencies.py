@@ -5,7 +5,7 @@ import sys
 
 from conftest import REPO_ROOT
 
-from FetalBrainSegLib.dependencies import BUNDLED_WITH_SLICER, REQUIREMENTS, ensure_dependencies
+from FetalBrainSegLib.dependencies import BUNDLED_WITH_SLICER, GPU_RUNTIME, LIGHT_RUNTIME, ensure_dependencies
 
 
 class Fakes:
@@ -27,41 +27,48 @@ class Fakes:
         self.pip.append(requirement)
         self.installed.add(requirement)
 
-    def installTorch(self, askConfirmation):
+    def installTorch(self, askConfirmation):  # noqa: N802 (PyTorchUtilsLogic's name)
         self.torch_utils.append(askConfirmation)
         self.installed.add("torch")
         return "torch module"
 
-    def run(self, torch_utils=False):
+    def run(self, torch_utils=False, gpu=False):
         return ensure_dependencies(self.confirm, self.pip_install, self if torch_utils else None,
-                                   self.reports.append, self.find_spec)
+                                   self.reports.append, self.find_spec, gpu)
 
 
 def test_slicers_own_packages_are_never_installed():
-    assert not set(REQUIREMENTS.values()) & set(BUNDLED_WITH_SLICER)
+    assert not {LIGHT_RUNTIME, GPU_RUNTIME} & set(BUNDLED_WITH_SLICER)
 
 
-def test_nothing_is_asked_when_everything_is_there():
-    fakes = Fakes(installed={"torch"})
-    assert fakes.run() and not fakes.asked and not fakes.pip
+def test_nothing_is_asked_when_a_runtime_is_there():
+    for present in ("onnxruntime", "torch"):
+        fakes = Fakes(installed={present})
+        assert fakes.run() and not fakes.asked and not fakes.pip
+
+
+def test_the_light_runtime_is_offered_by_default():
+    fakes = Fakes()
+    assert fakes.run(torch_utils=True)
+    assert fakes.pip == ["onnxruntime"] and not fakes.torch_utils and "80 megabytes" in fakes.asked[0]
 
 
 def test_declining_installs_nothing_and_says_what_is_missing():
     fakes = Fakes(answer=False)
     assert not fakes.run()
-    assert "torch" in fakes.asked[0] and not fakes.pip
+    assert "onnxruntime" in fakes.asked[0] and not fakes.pip
     assert "cannot segment" in fakes.reports[0]
 
 
-def test_the_pytorch_extension_is_preferred_and_asked_without_a_second_prompt():
-    fakes = Fakes()
-    assert fakes.run(torch_utils=True)
+def test_the_gpu_needs_pytorch_through_the_pytorch_extension_without_a_second_prompt():
+    fakes = Fakes(installed={"onnxruntime"})
+    assert fakes.run(torch_utils=True, gpu=True)
     assert fakes.torch_utils == [False] and not fakes.pip and len(fakes.asked) == 1
 
 
-def test_pip_installs_when_there_is_no_pytorch_extension():
+def test_pytorch_comes_from_pip_when_there_is_no_pytorch_extension():
     fakes = Fakes()
-    assert fakes.run() and fakes.pip == ["torch"]
+    assert fakes.run(gpu=True) and fakes.pip == ["torch"]
 
 
 def test_a_failed_install_is_a_message_not_a_crash():

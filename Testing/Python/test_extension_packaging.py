@@ -33,10 +33,12 @@ def test_resources_and_weights_listed_in_cmake_exist():
     assert "UI/FetalBrainSeg.ui" in resources and "Icons/FetalBrainSeg.png" in resources
     for resource in resources:
         assert (REPO_ROOT / "Resources" / resource).is_file(), resource
-    from FetalBrainSegLib.weights import DEFAULT_WEIGHTS_NAME
+    from FetalBrainSegLib.resources import DEFAULT_WEIGHTS_NAME
 
-    assert cmake_list("MODULE_WEIGHT_FILES") == [DEFAULT_WEIGHTS_NAME]
-    assert (REPO_ROOT / "weights" / DEFAULT_WEIGHTS_NAME).is_file()
+    listed = cmake_list("MODULE_WEIGHT_FILES")
+    assert listed == [DEFAULT_WEIGHTS_NAME, DEFAULT_WEIGHTS_NAME.replace(".pt", ".onnx")]
+    for name in listed:
+        assert (REPO_ROOT / "weights" / name).is_file(), name
 
 
 def ui_widgets() -> dict[str, ET.Element]:
@@ -91,8 +93,8 @@ def test_resources_and_weights_are_found_in_the_installed_layout_too(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO_ROOT / "Resources", installed / "Resources")
     shutil.copytree(REPO_ROOT / "weights", installed / "Resources" / "weights")
-    probe = ("from FetalBrainSegLib.resources import resource_path; from FetalBrainSegLib.weights import "
-             "default_weights_path; print(resource_path('UI/FetalBrainSeg.ui')); print(default_weights_path())")
+    probe = ("from FetalBrainSegLib.resources import default_weights_path, resource_path; "
+             "print(resource_path('UI/FetalBrainSeg.ui')); print(default_weights_path())")
     done = subprocess.run([sys.executable, "-c", probe], cwd=installed, capture_output=True, text=True,
                           env={"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,78 @@
+"""Inference runtimes: the shipped ONNX model agrees with the shipped weights, and segmenting
+works with numpy and ONNX Runtime alone (PyTorch made unimportable)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from FetalBrainSegLib.backends import OnnxRuntimeBackend, TorchBackend, create_backend, onnx_path_for
+from FetalBrainSegLib.resources import default_weights_path
+from FetalBrainSegLib.stack import Stack
+from FetalBrainSegLib.volume_io import read_volume
+
+# run Python as if PyTorch were not installed: `import torch` fails, find_spec("torch") is None
+WITHOUT_TORCH = "import sys\nsys.modules['torch'] = None\n"
+
+
+def test_the_shipped_onnx_model_matches_the_shipped_weights(manifest):
+    weights = default_weights_path()
+    onnx_backend, torch_backend = OnnxRuntimeBackend(onnx_path_for(weights)), TorchBackend(weights, "cpu")
+    assert onnx_backend.metadata["preprocessing"] == torch_backend.metadata["preprocessing"]
+    assert onnx_backend.metadata["model_options"] == torch_backend.metadata["model_options"]
+    for name in ("e2mip_testing_0001", "e2mip_testing_0560"):  # a T2W and an EPI test stack
+        images = Stack(read_volume(next(r for r in manifest if r.name == name).image)).network_input()
+        a, b = torch_backend.predict(images), onnx_backend.predict(images)
+        assert np.abs(a - b).max() < 1e-3
+        assert np.mean((a >= 0.5) == (b >= 0.5)) > 0.9999
+
+
+def test_segment_runs_without_pytorch(tmp_path, t2w_test_record):
+    probe = WITHOUT_TORCH + f"""
+from FetalBrainSegLib.cli import main
+code = main(["segment", {str(t2w_test_record.image)!r}, "-o", {str(tmp_path)!r}, "--quiet"])
+print("torch imported:", sys.modules.get("torch") is not None)
+sys.exit(code)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout and "onnxruntime on cpu" in done.stdout
+    mask = read_volume(tmp_path / "e2mip_testing_0000_brainmask.nii.gz").data
+    from FetalBrainSegLib.inference import Segmenter
+
+    reference = Segmenter(device="cpu", backend="torch").segment(read_volume(t2w_test_record.image)).mask
+    assert np.mean(mask == reference) > 0.9999
+
+
+def test_auto_picks_onnxruntime_on_the_cpu_and_torch_when_asked():
+    assert create_backend("auto", device="cpu").name == "onnxruntime"
+    assert create_backend("torch", device="cpu").name == "torch"
+    probe = WITHOUT_TORCH + "from FetalBrainSegLib.backends import create_backend; print(create_backend().name)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "onnxruntime"
+
+
+def test_backend_misuse_gets_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        create_backend("tensorrt")
+    with pytest.raises(ValueError, match="runs with --backend onnxruntime"):
+        create_backend("torch", onnx_path_for(default_weights_path()))
+    with pytest.raises(ValueError, match="CPU"):
+        create_backend("onnxruntime", device="cuda")
+    with pytest.raises(FileNotFoundError, match="ONNX model not found"):
+        create_backend("onnxruntime", tmp_path / "missing.pt")
+
+
+def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
+    from FetalBrainSegLib.backends import ONNX_METADATA_KEY, export_onnx
+    from FetalBrainSegLib.weights import load_weights
+
+    path = export_onnx(default_weights_path(), tmp_path / "model.onnx")
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    _, expected = load_weights(default_weights_path())
+    assert json.loads(meta[ONNX_METADATA_KEY])["preprocessing"] == expected["preprocessing"]
+    assert (REPO_ROOT / "weights" / onnx_path_for(default_weights_path()).name).is_file()
