@@ -30,7 +30,8 @@ from vtk.util import numpy_support
 from .inference import Chunk, Segmenter
 from .outputs import output_problem
 from .slice_statistics import SliceStatistics, slice_statistics
-from .stack import reorder_to_grid
+from .stack import reorder_to_grid, slice_axis
+from .streaming import SliceResult, StreamingSegmenter
 from .volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask_like, write_volume
 
 BRAIN_SEGMENT_NAME = "Brain"
@@ -67,6 +68,13 @@ def _oriented_image(shape_ijk: tuple[int, int, int], matrix: np.ndarray, mask_ij
     scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
     scalars[:] = 0 if mask_ijk is None else np.asarray(mask_ijk, np.uint8).ravel(order="F")
     return image
+
+
+def write_segment(segmentation_node, segment_id: str, mask_ijk: np.ndarray, ijk_to_ras_matrix: np.ndarray) -> None:
+    """Replace a segment's content by a mask on a volume's voxel grid."""
+    image = _oriented_image(mask_ijk.shape, ijk_to_ras_matrix, mask_ijk)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
 def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
@@ -216,9 +224,7 @@ class SegmentationJob:
             self.on_progress(self)
 
     def _write(self, mask: np.ndarray) -> None:
-        image = _oriented_image(mask.shape, self._matrix, mask)
-        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            image, self.segmentation_node, self.segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        write_segment(self.segmentation_node, self.segment_id, mask, self._matrix)
 
     def _end(self, state: str, error: str = "") -> None:
         self.state, self.error = state, error
@@ -232,6 +238,60 @@ class SegmentationJob:
             self._write(self.previous_mask)
         if self.on_progress is not None:
             self.on_progress(self)
+
+
+class LiveSegmentation:
+    """Segments the slices of a volume that changed since the last look, as they arrive.
+
+    Observes the volume; each modification segments the changed slices (a
+    single-slice volume updated in place, or new slices of a growing stack) through the
+    streaming API and writes them into the brain segment, on the thread that modified the
+    volume (Slicer's main thread). `stop()` ends the observation.
+    """
+
+    def __init__(self, streaming: StreamingSegmenter, volume_node, segmentation_node, segment_id: str):
+        self.streaming = streaming
+        self.volume_node = volume_node
+        self.segmentation_node = segmentation_node
+        self.segment_id = segment_id
+        self.results: dict[int, SliceResult] = {}
+        self._previous: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        # receivers fire ImageDataModifiedEvent, scripts (arrayFromVolumeModified) ModifiedEvent;
+        # a second notification of one change finds no changed slice and does nothing
+        self._observers = [volume_node.AddObserver(event, lambda caller, event: self.update())
+                           for event in (slicer.vtkMRMLVolumeNode.ImageDataModifiedEvent, vtk.vtkCommand.ModifiedEvent)]
+        self.update()
+
+    def update(self) -> list[int]:
+        """Segment the changed slices; returns their indices."""
+        volume = volume_from_node(self.volume_node)
+        axis = slice_axis(volume.affine)
+        slices = np.moveaxis(volume.data, axis, 0)
+        if self._previous is None or self._previous.shape != slices.shape:
+            changed = [k for k in range(len(slices)) if slices[k].any()]
+            self._mask = np.zeros(volume.data.shape, np.uint8)
+            self.streaming.reset()
+        else:
+            changed = [k for k in range(len(slices)) if not np.array_equal(slices[k], self._previous[k])]
+        in_plane = [a for a in range(3) if a != axis]
+        for k in changed:
+            matrix = np.eye(4)
+            matrix[:3, :2] = volume.affine[:3, in_plane]
+            matrix[:3, 3] = volume.affine[:3, axis] * k + volume.affine[:3, 3]
+            result = self.streaming.process(slices[k], matrix, k)
+            np.moveaxis(self._mask, axis, 0)[k] = result.mask
+            self.results[k] = result
+        if changed:
+            write_segment(self.segmentation_node, self.segment_id, self._mask, volume.affine)
+            segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
+            segment.SetTag(DIGEST_TAG, mask_digest(self._mask))  # ours, not a user's edit
+        self._previous = slices.copy()
+        return changed
+
+    def stop(self) -> None:
+        for observer in self._observers:
+            self.volume_node.RemoveObserver(observer)
 
 
 class BrainSegmentationLogic:
@@ -257,10 +317,28 @@ class BrainSegmentationLogic:
         Raises EditedSegmentError if the brain segment was edited since it was written and
         replaceEdits is False; other segments are never touched.
         """
+        segmenter = self._configured_segmenter(device, threshold)
+        segmentation, segment_id, previous = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
+        job = SegmentationJob(segmenter, inputVolume, segmentation, segment_id, previous, onProgress)
+        return job.run() if waitForCompletion else job.start()
+
+    def startLive(self, inputVolume, outputSegmentation=None, device: str = "auto", threshold: float = 0.5,
+                  replaceEdits: bool = False) -> "LiveSegmentation":
+        """Keep the brain segment current while `inputVolume` changes (OpenIGTLink, a growing sequence)."""
+        segmenter = self._configured_segmenter(device, threshold)
+        segmentation, segment_id, _ = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
+        return LiveSegmentation(StreamingSegmenter(segmenter), inputVolume, segmentation, segment_id)
+
+    def _configured_segmenter(self, device: str, threshold: float) -> Segmenter:
         if not 0.0 < threshold < 1.0:
             raise ValueError("threshold must lie strictly between 0 and 1")
         segmenter = self.segmenter(device)
         segmenter.threshold = threshold
+        return segmenter
+
+    def _prepare_segment(self, inputVolume, outputSegmentation, replaceEdits: bool):
+        """The segmentation and brain segment to write (created if needed), and the segment's
+        current mask; refuses to go on over unconsented edits; saves an undo state."""
         volume_from_node(inputVolume)  # fail on unusable input before touching the scene
         scene = inputVolume.GetScene()
         if outputSegmentation is None:
@@ -281,8 +359,7 @@ class BrainSegmentationLogic:
         if segment_id is None:
             segment_id = outputSegmentation.GetSegmentation().AddEmptySegment("", BRAIN_SEGMENT_NAME, BRAIN_COLOR)
             outputSegmentation.GetSegmentation().GetSegment(segment_id).SetTag(SOURCE_TAG, inputVolume.GetID())
-        job = SegmentationJob(segmenter, inputVolume, outputSegmentation, segment_id, previous, onProgress)
-        return job.run() if waitForCompletion else job.start()
+        return outputSegmentation, segment_id, previous
 
     def exportMask(self, segmentationNode, inputVolume, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """The brain segment as a 0/1 mask on the input's exact voxel grid (NIfTI or NRRD).

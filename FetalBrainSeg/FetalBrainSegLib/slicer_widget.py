@@ -35,6 +35,7 @@ class SegmentationWidget(qt.QWidget):
         super().__init__(parent)
         self.logic = logic or BrainSegmentationLogic()
         self.job = None
+        self.live = None
         self._parameterNode = None
         self._guiConnection = None
         layout = qt.QVBoxLayout(self)
@@ -50,6 +51,7 @@ class SegmentationWidget(qt.QWidget):
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.timeout.connect(self.onPoll)
         self.ui.segmentButton.clicked.connect(self.onSegmentClicked)
+        self.ui.liveCheckBox.toggled.connect(self.onLiveToggled)
         self.ui.sliceTable.cellClicked.connect(self.onSliceClicked)
         self.ui.editButton.clicked.connect(self.onEdit)
         self.ui.exportMaskButton.clicked.connect(self.onExportMask)
@@ -67,6 +69,7 @@ class SegmentationWidget(qt.QWidget):
         self.updateButtons()
 
     def cleanup(self) -> None:
+        self.stopLive()
         if self.job is not None and not self.job.finished:
             self.job.cancel()
             self.job.wait(timeout=30)
@@ -83,27 +86,61 @@ class SegmentationWidget(qt.QWidget):
         segmentation = self.ui.outputSegmentationSelector.currentNode()
         hasResult = segmentation is not None and find_brain_segment(segmentation) is not None
         self.ui.segmentButton.text = "Cancel" if self.running else "Segment"
-        self.ui.segmentButton.enabled = self.running or volume is not None
+        self.ui.segmentButton.enabled = self.running or (volume is not None and self.live is None)
+        self.ui.liveCheckBox.enabled = not self.running and volume is not None
         self.ui.segmentButton.toolTip = ("Stop; the segmentation goes back to how it was" if self.running
                                          else "Segment the brain on every slice of the input stack")
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector,
                        self.ui.deviceComboBox, self.ui.thresholdSliderWidget):
-            widget.enabled = not self.running
+            widget.enabled = not self.running and self.live is None
         self.ui.editButton.enabled = not self.running and volume is not None and hasResult
         self.ui.exportMaskButton.enabled = not self.running and volume is not None and hasResult
         self.ui.exportSegmentationButton.enabled = not self.running and segmentation is not None
 
     # -------------------------------------------------------------- segment / cancel
+    def dependenciesReady(self) -> bool:
+        return ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay, pip_install=slicer.util.pip_install,
+                                   torch_utils_logic=_torch_utils_logic(), report=slicer.util.errorDisplay,
+                                   gpu=self.ui.deviceComboBox.currentText == "cuda")
+
     def onSegmentClicked(self) -> None:
         if self.running:
             self.job.cancel()
             self.ui.statusLabel.text = "Cancelling…"
             return
-        if not ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay, pip_install=slicer.util.pip_install,
-                                   torch_utils_logic=_torch_utils_logic(), report=slicer.util.errorDisplay,
-                                   gpu=self.ui.deviceComboBox.currentText == "cuda"):
+        if self.dependenciesReady():
+            self.start(replaceEdits=False)
+
+    # -------------------------------------------------------------- live
+    def onLiveToggled(self, checked: bool) -> None:
+        self.stopLive()
+        if checked and self.dependenciesReady():
+            self.startLive(replaceEdits=False)
+        if self.live is None and self.ui.liveCheckBox.checked:
+            self.ui.liveCheckBox.checked = False
+        self.updateButtons()
+
+    def startLive(self, replaceEdits: bool) -> None:
+        volume = self.ui.inputVolumeSelector.currentNode()
+        try:
+            self.live = self.logic.startLive(volume, self.ui.outputSegmentationSelector.currentNode(),
+                                             device=self.ui.deviceComboBox.currentText,
+                                             threshold=self.ui.thresholdSliderWidget.value, replaceEdits=replaceEdits)
+        except EditedSegmentError as exc:
+            if slicer.util.confirmYesNoDisplay(f"{exc}.\n\nReplace the edited segment with live results?"):
+                self.startLive(replaceEdits=True)
             return
-        self.start(replaceEdits=False)
+        except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
+            slicer.util.errorDisplay(f"Cannot start live mode: {exc}")
+            return
+        self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
+        self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
+
+    def stopLive(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            self.ui.statusLabel.text = "Live mode stopped."
 
     def start(self, replaceEdits: bool) -> None:
         volume = self.ui.inputVolumeSelector.currentNode()
