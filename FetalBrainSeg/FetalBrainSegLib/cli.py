@@ -231,6 +231,26 @@ def _info(args) -> int:
     return 0
 
 
+def _add_benchmark(commands) -> None:
+    p = commands.add_parser("benchmark", help="measure speed on this machine")
+    p.add_argument("--latency", action="store_true", required=True,
+                   help="per-slice latency p50/p99 and stack throughput per backend")
+    p.add_argument("--stack", type=Path, default=Path("..") / "shared" / "data" / "samples" / "f0832s1_fetus_04.nii.gz",
+                   help="a stack to time (default: %(default)s, 40 slices of 256x256)")
+    p.add_argument("--backends", nargs="+", default=None, help="default: every installed backend")
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results")
+    p.set_defaults(run=_benchmark)
+
+
+def _benchmark(args) -> int:
+    from .benchmark import latency_benchmark, write_latency_report
+
+    rows, peaks, gflop = latency_benchmark(args.stack, args.backends, args.repeats)
+    print(f"wrote {write_latency_report(rows, peaks, gflop, args.stack, args.out_dir)}")
+    return 0
+
+
 def _add_export_onnx(commands) -> None:
     p = commands.add_parser("export-onnx", help="write a weights file's network as ONNX (for inference without PyTorch)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
@@ -255,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_info(commands)
     _add_export_onnx(commands)
+    _add_benchmark(commands)
     return parser
 
 

@@ -1,0 +1,108 @@
+"""Latency benchmark: per-slice latency and stack throughput of each installed backend.
+
+Everything is measured in one run on one machine, so backends compare as ratios:
+- per-slice latency at batch 1, end to end (resampling to the network grid, normalization,
+  network, resampling back, threshold), as `segment_slice` serves a scanner: p50 and p99;
+- a whole stack through `segment` (chunks of 8): milliseconds and slices per second;
+- the network's achieved GFLOP/s (2 x MACs per slice / p50 latency) against the machine's
+  peak, measured in the same run with a large matrix product in fp32 and in bf16.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .backends import BACKENDS, installed
+from .inference import Segmenter
+from .provenance import provenance
+from .stack import Stack
+from .volume_io import read_volume
+
+
+def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float | None:
+    """Best-of GFLOP/s of a size x size matrix product (torch when installed, else numpy fp32)."""
+    if installed("torch"):
+        import torch
+
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
+        torch.matmul(a, b)
+        best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    elif dtype == "fp32":
+        a, b = np.random.rand(size, size).astype(np.float32), np.random.rand(size, size).astype(np.float32)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    else:
+        return None
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repeats: int = 100, warmup: int = 10,
+                      log=print) -> tuple[list[dict], dict, float]:
+    """Rows per backend, the machine's peaks, and the network's GFLOP per slice."""
+    from .complexity import count_macs  # these need torch; the benchmark runs where it is installed
+    from .resources import default_weights_path
+    from .weights import load_weights
+
+    volume = read_volume(stack_path)
+    rows = []
+    for name in backends or [b for b in BACKENDS if b != "auto" and installed(b)]:
+        segmenter = Segmenter(device="cpu", backend=name)
+        stack = Stack(volume, stack_path.name, segmenter.pixel_size)
+        slices, scale, spacing = stack.slices(), stack.normalization_scale, stack.grid.spacing
+        for k in range(warmup):
+            segmenter.segment_slice(slices[k % len(slices)], spacing, scale)
+        latencies = np.array([_timed(lambda k=k: segmenter.segment_slice(slices[k % len(slices)], spacing, scale))
+                              for k in range(repeats)])
+        segmenter.segment(volume)
+        stack_seconds = min(_timed(lambda: segmenter.segment(volume)) for _ in range(3))
+        rows.append({"backend": segmenter.backend.describe(), "p50_ms": 1e3 * np.percentile(latencies, 50),
+                     "p99_ms": 1e3 * np.percentile(latencies, 99), "stack_slices": len(slices),
+                     "stack_ms": 1e3 * stack_seconds, "slices_per_s": len(slices) / stack_seconds})
+        log(f"{rows[-1]['backend']}: p50 {rows[-1]['p50_ms']:.1f} ms, p99 {rows[-1]['p99_ms']:.1f} ms, "
+            f"{len(slices)}-slice stack {rows[-1]['stack_ms']:.0f} ms")
+    model, _ = load_weights(default_weights_path())
+    gflop_per_slice = 2 * count_macs(model) / 1e9
+    peaks = {dtype: matmul_peak_gflops(dtype) for dtype in ("fp32", "bf16")}
+    for row in rows:
+        achieved = gflop_per_slice / (row["p50_ms"] / 1e3)
+        row["achieved_gflops"] = achieved
+        for dtype, peak in peaks.items():
+            row[f"of_{dtype}_peak"] = achieved / peak if peak else float("nan")
+    for dtype, peak in peaks.items():
+        log(f"machine peak ({dtype} {2048}x{2048} matmul): {peak:.0f} GFLOP/s" if peak else f"no {dtype} peak")
+    return rows, peaks, gflop_per_slice
+
+
+def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, stack_path: Path, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "latency.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["# Latency per backend", "",
+             f"Stack: `{stack_path.name}`; network {gflop_per_slice:.2f} GFLOP per slice; batch 1 per slice, "
+             "end to end (resampling, normalization, network, resampling back, threshold).", "",
+             "| backend | p50 per slice (ms) | p99 per slice (ms) | stack (ms) | slices/s | achieved GFLOP/s "
+             "| of fp32 peak | of bf16 peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['stack_ms']:.0f} "
+                     f"({r['stack_slices']} slices) | {r['slices_per_s']:.0f} | {r['achieved_gflops']:.0f} "
+                     f"| {r['of_fp32_peak']:.0%} | {r['of_bf16_peak']:.0%} |")
+    lines += ["", "Machine peak in the same run (2048x2048 matmul): "
+              + ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items() if p), ""]
+    lines += [f"- {key}: `{value}`" for key, value in provenance().items()]
+    path = out_dir / "latency.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
