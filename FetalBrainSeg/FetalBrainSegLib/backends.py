@@ -3,10 +3,14 @@
 - `torch`: the weights file (.pt) in PyTorch, on the CPU or a CUDA GPU; needed for training.
 - `onnxruntime`: the ONNX file shipped beside the weights, with numpy and ONNX Runtime alone,
   so a Slicer user or a scanner-side machine installs tens of megabytes, not PyTorch.
+- `openvino`: the same ONNX file in OpenVINO, the fastest CPU runtime measured here
+  (docs/results/latency.md); fp32 by default. bf16 (`precision="bf16"`, on CPUs with native
+  bf16) is faster but its masks differ from fp32 by more than our bar of Dice 0.999, so it is
+  only used when asked for.
 
-`auto` picks the fastest one installed: PyTorch on a CUDA GPU, else ONNX Runtime (faster
-than eager PyTorch on CPUs), else PyTorch. Each backend knows the preprocessing its
-weights were trained with, from the same metadata record.
+`auto` picks the fastest one installed: PyTorch on a CUDA GPU, else OpenVINO, else ONNX
+Runtime, else PyTorch. Each backend knows the preprocessing its weights were trained
+with, from the same metadata record.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+CPU_PREFERENCE = ("openvino", "onnxruntime")  # fastest first, on CPUs (docs/results/latency.md)
 ONNX_METADATA_KEY = "fetalbrainseg"
 
 
@@ -74,33 +79,73 @@ class OnnxRuntimeBackend:
         return "onnxruntime on cpu"
 
 
+class OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(self, onnx_file: Path, device: str = "auto", precision: str = "fp32"):
+        import openvino
+
+        if device not in ("auto", "cpu"):
+            raise ValueError("the openvino backend runs on the CPU here; use --backend torch for a GPU")
+        if not Path(onnx_file).is_file():
+            raise FileNotFoundError(f"ONNX model not found: {onnx_file}")
+        core = openvino.Core()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("this CPU has no native bf16 (AVX512-BF16 or AMX); use --precision fp32")
+        model = core.read_model(str(onnx_file))
+        try:  # OpenVINO keeps an ONNX file's metadata_props under rt_info["framework"]
+            self.metadata = json.loads(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str))
+        except RuntimeError:
+            raise ValueError(f"{Path(onnx_file).name}: not a FetalBrainSeg ONNX model (no metadata)") from None
+        self.precision = precision
+        hint = "f32" if precision == "fp32" else "bf16"
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        self.device = "cpu"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(images, dtype=np.float32)[:, None]
+        self.request.infer({0: batch})
+        return np.array(self.request.get_output_tensor(0).data[:, 0], dtype=np.float32)
+
+    def describe(self) -> str:
+        return f"openvino {self.precision} on cpu"
+
+
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def create_backend(name: str = "auto", weights: str | os.PathLike | None = None, device: str = "auto"):
-    """The backend called `name`, loading `weights` (.pt, or .onnx for onnxruntime; default: shipped)."""
+def create_backend(name: str = "auto", weights: str | os.PathLike | None = None, device: str = "auto",
+                   precision: str = "fp32"):
+    """The backend called `name` for `weights` (.pt, or .onnx for the ONNX runtimes; default: the shipped ones)."""
     from .resources import default_weights_path
 
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     weights = Path(weights) if weights else default_weights_path()
-    if weights.suffix == ".onnx":
-        if name not in ("auto", "onnxruntime"):
-            raise ValueError(f"{weights.name} is an ONNX model; it runs with --backend onnxruntime")
-        return OnnxRuntimeBackend(weights, device)
+    onnx_only = weights.suffix == ".onnx"
+    onnx_file = weights if onnx_only else onnx_path_for(weights)
+    if onnx_only and name == "torch":
+        raise ValueError(f"{weights.name} is an ONNX model; it runs with --backend onnxruntime or openvino")
     if name == "auto":
-        wants_gpu = device.startswith("cuda") or (device == "auto" and installed("torch") and _cuda_available())
-        if not wants_gpu and installed("onnxruntime") and onnx_path_for(weights).is_file():
-            name = "onnxruntime"
-        elif installed("torch"):
+        wants_gpu = not onnx_only and (device.startswith("cuda") or
+                                       (device == "auto" and installed("torch") and _cuda_available()))
+        usable = [b for b in CPU_PREFERENCE if installed(b)] if onnx_file.is_file() else []
+        if not wants_gpu and usable:
+            name = usable[0]
+        elif installed("torch") and not onnx_only:
             name = "torch"
-        elif installed("onnxruntime"):
-            name = "onnxruntime"
         else:
             raise ModuleNotFoundError("no inference runtime installed: pip install onnxruntime (light) or torch")
+    if precision != "fp32" and name != "openvino":
+        raise ValueError(f"--precision {precision} is offered by the openvino backend only")
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_path_for(weights), device)
+        return OnnxRuntimeBackend(onnx_file, device)
+    if name == "openvino":
+        return OpenVinoBackend(onnx_file, device, precision)
     if not installed("torch"):
         raise ModuleNotFoundError("the torch backend needs PyTorch: pip install torch, or use --backend onnxruntime")
     return TorchBackend(weights, device)

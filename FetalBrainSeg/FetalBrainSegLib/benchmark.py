@@ -41,6 +41,17 @@ def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float 
     return 2 * size**3 / best / 1e9
 
 
+def _variants(backends: list[str]) -> list[tuple[str, str]]:
+    """Each backend in fp32, and OpenVINO in bf16 too where the CPU has native bf16."""
+    variants = [(name, "fp32") for name in backends]
+    if "openvino" in backends:
+        import openvino
+
+        if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            variants.append(("openvino", "bf16"))
+    return variants
+
+
 def _timed(call) -> float:
     start = time.perf_counter()
     call()
@@ -56,8 +67,8 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
 
     volume = read_volume(stack_path)
     rows = []
-    for name in backends or [b for b in BACKENDS if b != "auto" and installed(b)]:
-        segmenter = Segmenter(device="cpu", backend=name)
+    for name, precision in _variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)]):
+        segmenter = Segmenter(device="cpu", backend=name, precision=precision)
         stack = Stack(volume, stack_path.name, segmenter.pixel_size)
         slices, scale, spacing = stack.slices(), stack.normalization_scale, stack.grid.spacing
         for k in range(warmup):

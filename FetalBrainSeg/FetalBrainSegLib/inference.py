@@ -49,14 +49,14 @@ class SegmentationResult:
 
 class Segmenter:
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 8, threshold: float = 0.5, backend: str = "auto"):
+                 batch_size: int = 8, threshold: float = 0.5, backend: str = "auto", precision: str = "fp32"):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 < threshold < 1.0:
             raise ValueError("threshold must lie strictly between 0 and 1")
         from .backends import create_backend
 
-        self.backend = create_backend(backend, weights, device)
+        self.backend = create_backend(backend, weights, device, precision)
         self.device = self.backend.device
         self.metadata = self.backend.metadata
         self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
