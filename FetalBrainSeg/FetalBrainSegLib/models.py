@@ -7,10 +7,16 @@ from typing import Callable
 from torch import nn
 
 from .rfbsnet import RFBSNet
+from .segnet import SegNet
+from .unet import UNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "rfbsnet": RFBSNet,
+    "segnet": SegNet,
+    "unet": UNet,
 }
+# the paper's Table 1 (Keras trainable parameters), for the comparison networks
+PAPER_PARAMETERS = {"rfbsnet": 2_154_328, "segnet": 29_441_986, "unet": 34_512_258}
 
 
 def build_model(name: str, **options) -> nn.Module:

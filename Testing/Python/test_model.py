@@ -37,3 +37,14 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
     assert isinstance(build_model("RFBSNet"), RFBSNet)
     with pytest.raises(ValueError, match="unknown model 'unet3d'"):
         build_model("unet3d")
+
+
+@pytest.mark.parametrize("name,paper_gflops", [("unet", 102), ("segnet", 79.9)])
+def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
+    from FetalBrainSegLib.models import PAPER_PARAMETERS
+
+    model = build_model(name).eval()
+    assert count_parameters(model) == PAPER_PARAMETERS[name]  # exact, as in Keras
+    assert 2 * count_macs(model) / 1e9 == pytest.approx(paper_gflops, rel=0.01)
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 256, 256)).shape == (1, 2, 256, 256)
