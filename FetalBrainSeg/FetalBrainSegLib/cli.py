@@ -66,6 +66,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="brain probability threshold")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
                    help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime)")
+    p.add_argument("--postprocess", choices=["none", "largest3d", "largest2d"], default="none",
+                   help="keep the largest connected brain component, in 3D or per slice")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: faster with --backend openvino on CPUs with native bf16; masks differ slightly")
 
@@ -74,7 +76,7 @@ def _make_segmenter(args):
     from .inference import Segmenter
 
     return Segmenter(args.weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold,
-                     backend=args.backend, precision=args.precision)
+                     backend=args.backend, precision=args.precision, postprocess=args.postprocess)
 
 
 def _add_segment(commands) -> None:

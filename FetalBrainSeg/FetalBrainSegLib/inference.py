@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .postprocess import POSTPROCESSING, postprocess
 from .stack import SliceGrid, Stack
 from .volume_io import Volume, read_volume
 
@@ -49,11 +50,14 @@ class SegmentationResult:
 
 class Segmenter:
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
-                 batch_size: int = 8, threshold: float = 0.5, backend: str = "auto", precision: str = "fp32"):
+                 batch_size: int = 8, threshold: float = 0.5, backend: str = "auto", precision: str = "fp32",
+                 postprocess: str = "none"):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 < threshold < 1.0:
             raise ValueError("threshold must lie strictly between 0 and 1")
+        if postprocess not in POSTPROCESSING:
+            raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}")
         from .backends import create_backend
 
         self.backend = create_backend(backend, weights, device, precision)
@@ -62,6 +66,7 @@ class Segmenter:
         self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
         self.batch_size = batch_size
         self.threshold = threshold
+        self.postprocess = postprocess
 
     def stack(self, volume: Volume, name: str = "input") -> Stack:
         """The checked stack for this volume (raises VolumeError with a one-line reason)."""
@@ -88,7 +93,8 @@ class Segmenter:
             if on_chunk is not None:
                 on_chunk(chunk)
         probabilities = stack.assemble(probs)
-        return SegmentationResult(probabilities, self.binarize(probabilities), stack.axis, time.perf_counter() - begin)
+        mask = postprocess(self.binarize(probabilities), stack.axis, self.postprocess)
+        return SegmentationResult(probabilities, mask, stack.axis, time.perf_counter() - begin)
 
     def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:
         volume = read_volume(path)

@@ -36,3 +36,21 @@ def test_summary_separates_brain_and_brain_free_slices():
     assert summary["brain_slices"] == 2 and summary["aDice_brain"] == 1.0
     assert summary["empty_slices"] == 2 and summary["empty_predicted_empty"] == 0.5
     assert summary["aDice"] == pytest.approx(0.75)
+
+
+def test_largest_component_keeps_the_biggest_blob_in_3d_or_per_slice():
+    from FetalBrainSegLib.postprocess import largest_component, postprocess
+
+    mask = np.zeros((20, 20, 5), np.uint8)
+    mask[2:8, 2:8, 1:4] = 1  # 108 voxels over three slices
+    mask[12:14, 12:14, 2] = 1  # a 4-voxel blob beside it
+    mask[15, 15, 0] = 1  # a lone voxel on its own slice
+    assert largest_component(mask).sum() == 108
+    per_slice = postprocess(mask, 2, "largest2d")
+    assert per_slice.sum() == 109 and per_slice[15, 15, 0] == 1  # each slice keeps its own largest
+    u_shape = np.zeros((30, 30), np.uint8)  # connected only around the bend
+    u_shape[2:28, 2:5] = u_shape[25:28, 2:28] = u_shape[2:28, 25:28] = 1
+    assert largest_component(u_shape).sum() == u_shape.sum()
+    assert postprocess(mask, 2, "none") is mask
+    with pytest.raises(ValueError, match="post-processing"):
+        postprocess(mask, 2, "open")
