@@ -109,32 +109,20 @@ class SegmentationWidget(qt.QWidget):
             self.ui.statusLabel.text = "Cancelling…"
             return
         if self.dependenciesReady():
-            self.start(replaceEdits=False)
+            self.start()
 
     # -------------------------------------------------------------- live
     def onLiveToggled(self, checked: bool) -> None:
         self.stopLive()
         if checked and self.dependenciesReady():
-            self.startLive(replaceEdits=False)
+            self.live = self._withConsent(lambda replace: self.logic.startLive(
+                *self._runSettings(), replaceEdits=replace), "Cannot start live mode")
+            if self.live is not None:
+                self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
+                self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
         if self.live is None and self.ui.liveCheckBox.checked:
             self.ui.liveCheckBox.checked = False
         self.updateButtons()
-
-    def startLive(self, replaceEdits: bool) -> None:
-        volume = self.ui.inputVolumeSelector.currentNode()
-        try:
-            self.live = self.logic.startLive(volume, self.ui.outputSegmentationSelector.currentNode(),
-                                             device=self.ui.deviceComboBox.currentText,
-                                             threshold=self.ui.thresholdSliderWidget.value, replaceEdits=replaceEdits)
-        except EditedSegmentError as exc:
-            if slicer.util.confirmYesNoDisplay(f"{exc}.\n\nReplace the edited segment with live results?"):
-                self.startLive(replaceEdits=True)
-            return
-        except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
-            slicer.util.errorDisplay(f"Cannot start live mode: {exc}")
-            return
-        self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
-        self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
 
     def stopLive(self) -> None:
         if self.live is not None:
@@ -142,29 +130,40 @@ class SegmentationWidget(qt.QWidget):
             self.live = None
             self.ui.statusLabel.text = "Live mode stopped."
 
-    def start(self, replaceEdits: bool) -> None:
-        volume = self.ui.inputVolumeSelector.currentNode()
-        try:
-            with slicer.util.WaitCursor():
-                self.job = self.logic.process(volume, self.ui.outputSegmentationSelector.currentNode(),
-                                              device=self.ui.deviceComboBox.currentText,
-                                              threshold=self.ui.thresholdSliderWidget.value,
-                                              waitForCompletion=False, replaceEdits=replaceEdits,
-                                              onProgress=self.onProgress)
-        except EditedSegmentError as exc:
-            if slicer.util.confirmYesNoDisplay(f"{exc}.\n\nReplace the edited segment with a new result? "
-                                               "Choose No to keep your edits (or pick another output segmentation)."):
-                self.start(replaceEdits=True)
+    def _runSettings(self) -> tuple:
+        return (self.ui.inputVolumeSelector.currentNode(), self.ui.outputSegmentationSelector.currentNode(),
+                self.ui.deviceComboBox.currentText, self.ui.thresholdSliderWidget.value)
+
+    def _withConsent(self, action, failure: str):
+        """action(replaceEdits): asked first before replacing edits; errors become a message, and None."""
+        replace = False
+        while True:
+            try:
+                with slicer.util.WaitCursor():
+                    return action(replace)
+            except EditedSegmentError as exc:
+                if replace or not slicer.util.confirmYesNoDisplay(
+                        f"{exc}.\n\nReplace the edited segment? Choose No to keep your edits "
+                        "(or pick another output segmentation)."):
+                    return None
+                replace = True
+            except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
+                slicer.util.errorDisplay(f"{failure}: {exc}")
+                return None
+
+    def start(self) -> None:
+        job = self._withConsent(lambda replace: self.logic.process(
+            *self._runSettings(), waitForCompletion=False, replaceEdits=replace, onProgress=self.onProgress),
+            "Cannot segment")
+        if job is None:
             return
-        except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
-            slicer.util.errorDisplay(f"Cannot segment: {exc}")
-            return
-        self.ui.outputSegmentationSelector.setCurrentNode(self.job.segmentation_node)
-        slicer.util.setSliceViewerLayers(background=volume, fit=True)
+        self.job = job
+        self.ui.outputSegmentationSelector.setCurrentNode(job.segmentation_node)
+        slicer.util.setSliceViewerLayers(background=job.volume_node, fit=True)
         self.ui.sliceTable.setRowCount(0)
-        self.ui.progressBar.maximum = self.job.total
+        self.ui.progressBar.maximum = job.total
         self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = f"Segmenting {self.job.total} slices…"
+        self.ui.statusLabel.text = f"Segmenting {job.total} slices…"
         self.timer.start()
         self.updateButtons()
 

@@ -3,12 +3,10 @@
 import csv
 import functools
 import http.server
-import os
 import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest

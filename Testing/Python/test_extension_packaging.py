@@ -9,7 +9,6 @@ import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from conftest import REPO_ROOT
 
