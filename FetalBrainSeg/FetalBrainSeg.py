@@ -101,7 +101,8 @@ class FetalBrainSegTest(ScriptedLoadableModuleTest):
         return slicer.util.loadVolume(str(os.environ.get("FETALBRAINSEG_TEST_STACK") or fetch_sample()))
 
     def test_segment_export_and_rerun(self):
-        from FetalBrainSegLib.slicer_logic import find_brain_segment, ijk_to_ras, segment_mask
+        from FetalBrainSegLib.slicer_logic import (EditedSegmentError, find_brain_segment, ijk_to_ras, segment_mask,
+                                                   write_segment)
         from FetalBrainSegLib.stack import reorder_to_grid
         from FetalBrainSegLib.volume_io import read_volume
 
@@ -127,6 +128,14 @@ class FetalBrainSegTest(ScriptedLoadableModuleTest):
         logic.process(volume, job.segmentation_node, device="cpu")
         self.assertIsNotNone(job.segmentation_node.GetSegmentation().GetSegment(other))
         self.assertEqual(find_brain_segment(job.segmentation_node), job.segment_id)
+
+        self.delayDisplay("An edited brain segment is not replaced without consent")
+        edited = segment_mask(job.segmentation_node, job.segment_id, volume)
+        edited[tuple(s // 2 for s in edited.shape)] ^= 1
+        write_segment(job.segmentation_node, job.segment_id, edited, ijk_to_ras(volume))
+        with self.assertRaises(EditedSegmentError):
+            logic.process(volume, job.segmentation_node, device="cpu")
+        self.assertTrue((segment_mask(job.segmentation_node, job.segment_id, volume) == edited).all())
         self.delayDisplay("Test passed")
 
     def test_cancel_restores_the_segmentation(self):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,12 +104,14 @@ class OpenVinoBackend:
         hint = "f32" if precision == "fp32" else "bf16"
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request; a Segmenter may be shared between threads
         self.device = "cpu"
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(images, dtype=np.float32)[:, None]
-        self.request.infer({0: batch})
-        return np.array(self.request.get_output_tensor(0).data[:, 0], dtype=np.float32)
+        with self._lock:
+            self.request.infer({0: batch})
+            return np.array(self.request.get_output_tensor(0).data[:, 0], dtype=np.float32)
 
     def describe(self) -> str:
         return f"openvino {self.precision} on cpu"
