@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterator
 
 import numpy as np
@@ -46,6 +47,12 @@ class SegmentationResult:
     @property
     def num_slices(self) -> int:
         return self.mask.shape[self.slice_axis]
+
+
+@lru_cache(maxsize=16)
+def _slice_grid(shape: tuple[int, int], spacing: tuple[float, float], pixel_size: float) -> SliceGrid:
+    """Slices of a series share one geometry: build its resampling matrices once."""
+    return SliceGrid(shape, spacing, pixel_size)
 
 
 class Segmenter:
@@ -113,7 +120,7 @@ class Segmenter:
         if not np.isfinite(image).all():
             raise ValueError("the slice contains NaN or infinite intensities")
         scale = float(intensity_scale) if intensity_scale else float(image.std())
-        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
+        grid = _slice_grid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
         probs = self.backend.predict(grid.to_network(image[None]) / np.float32(scale))

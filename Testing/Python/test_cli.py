@@ -141,3 +141,13 @@ def test_demo_without_network_says_so_in_one_line(tmp_path, monkeypatch):
     done = run_cli("demo", "--url", "http://127.0.0.1:9/fetus_03.nii.gz", "-o", tmp_path / "demo")
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "--input" in done.stderr
+
+
+@pytest.mark.parametrize("options,reason", [(["--threshold", "1.5"], "threshold"),
+                                            (["--weights", "missing.pt"], "weights file not found"),
+                                            (["--backend", "onnxruntime", "--precision", "bf16"], "openvino backend only")])
+def test_bad_settings_get_one_line_and_exit_status_2(tmp_path, t2w_test_record, options, reason):
+    done = run_cli("segment", t2w_test_record.image, "-o", tmp_path, *options)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and reason in done.stderr and done.stderr.count("\n") == 1
+    assert not any(tmp_path.iterdir())
