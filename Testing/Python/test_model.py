@@ -39,12 +39,14 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
         build_model("unet3d")
 
 
-@pytest.mark.parametrize("name,paper_gflops", [("unet", 102), ("segnet", 79.9)])
+@pytest.mark.parametrize("name,paper_gflops", [("unet", 102), ("segnet", 79.9), ("shuffleseg", None),
+                                               ("shufflesegv2", None)])
 def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
     from FetalBrainSegLib.models import PAPER_PARAMETERS
 
     model = build_model(name).eval()
     assert count_parameters(model) == PAPER_PARAMETERS[name]  # exact, as in Keras
-    assert 2 * count_macs(model) / 1e9 == pytest.approx(paper_gflops, rel=0.01)
+    if paper_gflops:  # the paper states FLOPs for these two only
+        assert 2 * count_macs(model) / 1e9 == pytest.approx(paper_gflops, rel=0.01)
     with torch.no_grad():
         assert model(torch.randn(1, 1, 256, 256)).shape == (1, 2, 256, 256)
