@@ -255,6 +255,37 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _add_models(commands) -> None:
+    p = commands.add_parser("models", help="the model registry: parameters and GFLOPs beside the paper's")
+    p.add_argument("-o", "--output", type=Path, default=None, help="also write the table to this Markdown file")
+    p.set_defaults(run=_models)
+
+
+def _models(args) -> int:
+    from .complexity import count_macs, count_parameters
+    from .models import DEVIATIONS, MODELS, PAPER_GFLOPS, PAPER_PARAMETERS, build_model
+    from .provenance import provenance
+
+    lines = ["| model | parameters | paper (Keras) | difference | GFLOPs (2 x MACs, 256x256) | paper GFLOPs | note |",
+             "|---|---|---|---|---|---|---|"]
+    for name in sorted(PAPER_PARAMETERS):
+        paper = PAPER_PARAMETERS[name]
+        if name not in MODELS:
+            lines.append(f"| {name} | not yet implemented | {paper:,} | | | | |")
+            continue
+        model = build_model(name)
+        ours, gflops = count_parameters(model), 2 * count_macs(model) / 1e9
+        paper_gflops = f"{PAPER_GFLOPS[name]:g}" if name in PAPER_GFLOPS else ""
+        lines.append(f"| {name} | {ours:,} | {paper:,} | {100 * (ours - paper) / paper:+.2f}% | {gflops:.2f} "
+                     f"| {paper_gflops} | {DEVIATIONS.get(name, '')} |")
+    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in provenance().items()) + "\n"
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("# Model registry\n\n" + table)
+    return 0
+
+
 def _add_export_onnx(commands) -> None:
     p = commands.add_parser("export-onnx", help="write a weights file's network as ONNX (for inference without PyTorch)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
@@ -280,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(commands)
     _add_export_onnx(commands)
     _add_benchmark(commands)
+    _add_models(commands)
     return parser
 
 

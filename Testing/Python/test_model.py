@@ -50,3 +50,15 @@ def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
         assert 2 * count_macs(model) / 1e9 == pytest.approx(paper_gflops, rel=0.01)
     with torch.no_grad():
         assert model(torch.randn(1, 1, 256, 256)).shape == (1, 2, 256, 256)
+
+
+@pytest.mark.parametrize("name", ["unet", "segnet", "shuffleseg", "shufflesegv2", "enet", "fastscnn"])
+def test_every_comparison_network_is_within_5_percent_of_the_paper_or_says_why(name):
+    from FetalBrainSegLib.models import DEVIATIONS, PAPER_PARAMETERS
+
+    model = build_model(name).eval()
+    ratio = count_parameters(model) / PAPER_PARAMETERS[name]
+    assert abs(ratio - 1) <= 0.05 or name in DEVIATIONS
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 256, 256))
+    assert out.shape == (2, 2, 256, 256) and torch.isfinite(out).all()
