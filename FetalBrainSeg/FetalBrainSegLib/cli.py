@@ -66,8 +66,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="brain probability threshold")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
                    help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime)")
-    p.add_argument("--postprocess", choices=["none", "largest3d", "largest2d"], default="none",
-                   help="keep the largest connected brain component, in 3D or per slice")
+    p.add_argument("--postprocess", choices=["none", "largest3d", "largest2d"], default="largest3d",
+                   help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
+                        "per slice, or none")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: faster with --backend openvino on CPUs with native bf16; masks differ slightly")
 

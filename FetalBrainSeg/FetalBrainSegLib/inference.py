@@ -58,7 +58,7 @@ def _slice_grid(shape: tuple[int, int], spacing: tuple[float, float], pixel_size
 class Segmenter:
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
                  batch_size: int = 8, threshold: float = 0.5, backend: str = "auto", precision: str = "fp32",
-                 postprocess: str = "none"):
+                 postprocess: str = "largest3d"):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 < threshold < 1.0:

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,7 @@ from vtk.util import numpy_support
 
 from .inference import Chunk, Segmenter
 from .outputs import output_problem
+from .postprocess import postprocess
 from .slice_statistics import SliceStatistics, slice_statistics
 from .stack import reorder_to_grid, slice_axis
 from .streaming import SliceResult, StreamingSegmenter
@@ -231,6 +232,11 @@ class SegmentationJob:
         self.seconds = time.perf_counter() - self._start
         segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
         if state == "done":
+            # masks were shown chunk by chunk; the whole-stack clean-up comes once all slices are in
+            self.mask = postprocess(self.mask, self.slice_axis, self.segmenter.postprocess)
+            self._write(self.mask)
+            areas = np.moveaxis(self.mask, self.slice_axis, 0).reshape(self.total, -1).sum(axis=1) * self._pixel_area
+            self.statistics = [replace(s, area_mm2=float(areas[s.index])) for s in self.statistics]
             segment.SetTag(DIGEST_TAG, mask_digest(self.mask))
         elif self.previous_mask is None:
             self.segmentation_node.GetSegmentation().RemoveSegment(self.segment_id)

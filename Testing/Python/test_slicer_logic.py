@@ -83,7 +83,7 @@ def test_the_exported_labelmap_is_the_engines_mask_on_the_input_geometry(headles
     assert len(job.statistics) == 12 and [s.index for s in job.statistics] == list(range(12))
     areas = np.array([s.area_mm2 for s in job.statistics])
     np.testing.assert_allclose(areas, job.mask.sum(axis=(0, 1)) * 1.0, rtol=1e-6)  # 1 x 1 mm pixels
-    assert sorted(areas) == sorted(engine_mask.sum(axis=(0, 1)))
+    np.testing.assert_allclose(sorted(areas), sorted(engine_mask.sum(axis=(0, 1))), rtol=1e-9)
 
 
 def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_consent(headless, logic, engine_mask, t2w_test_record):
@@ -103,8 +103,7 @@ def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_con
     np.testing.assert_array_equal(segment_mask(segmentation, placenta_id, volume), placenta)
 
     corrected = segment_mask(segmentation, brain_id, volume)
-    corrected[:, :, 0] = 0
-    corrected[100:110, 100:110, 6] = 1
+    corrected[:5, :5, 0] = 1  # a stroke in a corner, where there is certainly no brain
     edit(segmentation, brain_id, volume, corrected)
     with pytest.raises(EditedSegmentError, match="edited"):
         logic.process(volume, segmentation, device="cpu")
@@ -156,7 +155,7 @@ def test_undo_brings_back_the_users_edits(headless, logic, engine_mask, t2w_test
     volume = headless.load(t2w_test_record.image)
     job = logic.process(volume, None, device="cpu")
     corrected = segment_mask(job.segmentation_node, job.segment_id, volume)
-    corrected[:, :, 5] = 0
+    corrected[:5, :5, 5] = 1  # a stroke in a corner, where there is certainly no brain
     edit(job.segmentation_node, job.segment_id, volume, corrected)
     logic.process(volume, job.segmentation_node, device="cpu", replaceEdits=True)
     np.testing.assert_array_equal(on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image), engine_mask)
