@@ -1,8 +1,7 @@
 """Optional mask clean-up: keep the largest connected component, in 3D or on each slice.
 
-numpy only (no scipy in Slicer's minimal installs): components are labelled by propagating
-the largest voxel index through face neighbours until nothing changes, inside the mask's
-bounding box. Measured on the validation stacks (scripts/tune_on_validation.py), keeping the
+numpy only (no scipy in Slicer's minimal installs): components are found by spreading
+labels along pairs of adjacent foreground voxels with pointer jumping. Measured on the validation stacks (scripts/tune_on_validation.py), keeping the
 largest 3D component removes false positives on brain-free slices, so it is the default.
 """
 
@@ -13,34 +12,48 @@ import numpy as np
 POSTPROCESSING = ("none", "largest3d", "largest2d")
 
 
-def _components(mask: np.ndarray) -> np.ndarray:
-    """Labels of the face-connected components of a boolean array (0 = background)."""
-    labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
+def _component_roots(mask: np.ndarray) -> np.ndarray:
+    """For each foreground voxel (in np.flatnonzero order), the smallest such position in its
+    face-connected component: labels spread along the pairs of adjacent foreground voxels,
+    with pointer jumping, touching only the foreground (a brain is a small part of a stack)."""
+    position = np.full(mask.size, -1, np.int64)
+    foreground = np.flatnonzero(mask)
+    position[foreground] = np.arange(len(foreground))
+    flat_index = np.arange(mask.size).reshape(mask.shape)
+    first, second = [], []
+    for axis in range(mask.ndim):
+        lower = [slice(None)] * mask.ndim
+        upper = [slice(None)] * mask.ndim
+        lower[axis], upper[axis] = slice(None, -1), slice(1, None)
+        both = mask[tuple(lower)] & mask[tuple(upper)]
+        first.append(position[flat_index[tuple(lower)][both]])
+        second.append(position[flat_index[tuple(upper)][both]])
+    first, second = np.concatenate(first), np.concatenate(second)
+    roots = np.arange(len(foreground))
     while True:
-        grown = labels.copy()
-        for axis in range(mask.ndim):
-            for step in (1, -1):
-                shifted = np.roll(labels, step, axis=axis)
-                edge = [slice(None)] * mask.ndim
-                edge[axis] = 0 if step == 1 else -1
-                shifted[tuple(edge)] = 0  # no wrap-around
-                grown = np.maximum(grown, shifted)
-        grown = np.where(mask, grown, 0)
-        if np.array_equal(grown, labels):
-            return labels
-        labels = grown
+        smaller = np.minimum(roots[first], roots[second])
+        updated = roots.copy()
+        np.minimum.at(updated, first, smaller)
+        np.minimum.at(updated, second, smaller)
+        while True:  # a root names a voxel of the same component: take that voxel's root too
+            jumped = updated[updated]
+            if np.array_equal(jumped, updated):
+                break
+            updated = jumped
+        if np.array_equal(updated, roots):
+            return roots
+        roots = updated
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest face-connected component of a 2D or 3D mask, as uint8."""
     foreground = np.asarray(mask) > 0
-    if not foreground.any():
-        return np.zeros(foreground.shape, np.uint8)
-    box = tuple(slice(idx.min(), idx.max() + 1) for idx in np.nonzero(foreground))
-    labels = _components(foreground[box])
-    values, counts = np.unique(labels[labels > 0], return_counts=True)
     out = np.zeros(foreground.shape, np.uint8)
-    out[box] = labels == values[np.argmax(counts)]
+    if not foreground.any():
+        return out
+    roots = _component_roots(foreground)
+    largest = np.argmax(np.bincount(roots))
+    out.ravel()[np.flatnonzero(foreground)[roots == largest]] = 1
     return out
 
 
