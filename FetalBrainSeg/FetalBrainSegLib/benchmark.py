@@ -10,7 +10,6 @@ Everything is measured in one run on one machine, so backends compare as ratios:
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from .backends import BACKENDS, installed
 from .inference import Segmenter
-from .provenance import provenance
+from .provenance import write_results
 from .stack import Stack
 from .volume_io import read_volume
 
@@ -96,11 +95,6 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
 
 
 def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, stack_path: Path, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "latency.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     lines = ["# Latency per backend", "",
              f"Stack: `{stack_path.name}`; network {gflop_per_slice:.2f} GFLOP per slice; batch 1 per slice, "
              "end to end (resampling, normalization, network, resampling back, threshold).", "",
@@ -112,8 +106,5 @@ def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, 
                      f"({r['stack_slices']} slices) | {r['slices_per_s']:.0f} | {r['achieved_gflops']:.0f} "
                      f"| {r['of_fp32_peak']:.0%} | {r['of_bf16_peak']:.0%} |")
     lines += ["", "Machine peak in the same run (2048x2048 matmul): "
-              + ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items() if p), ""]
-    lines += [f"- {key}: `{value}`" for key, value in provenance().items()]
-    path = out_dir / "latency.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+              + ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items() if p)]
+    return write_results(out_dir, "latency", rows, lines)

@@ -13,7 +13,6 @@ masks alone, before any model is run, so no model is favoured.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from .dataset import StackRecord
 from .evaluation import SliceScore, score_stack
 from .inference import Segmenter
 from .paired_tests import paired_t_test, wilcoxon_signed_rank
-from .provenance import provenance
+from .provenance import write_results
 from .volume_io import read_volume
 
 REFERENCE_MODEL = "rfbsnet"
@@ -103,11 +102,6 @@ def table_rows(reports: list[ModelReport], challenging: set[tuple[str, int]]) ->
 
 
 def write_table(rows: list[dict], out_dir: Path, budget: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "table1.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     lines = ["# Table 1: accuracy, cost and speed on the T2W test split", "",
              f"Training recipe and budget, the same for every model: {budget}.", "",
              "| model | aDice | aIoU | aDice (challenging) | aIoU (challenging) | GFLOPs | parameters "
@@ -119,8 +113,5 @@ def write_table(rows: list[dict], out_dir: Path, budget: str) -> Path:
         lines.append(f"| {r['model']} | {r['aDice']:.4f} | {r['aIoU']:.4f} | {r['aDice_challenging']:.4f} "
                      f"| {r['aIoU_challenging']:.4f} | {r['gflops']:.2f} | {r['parameters']:,} "
                      f"| {r['ms_mean']:.1f} ± {r['ms_std']:.1f} | {p_values[0]} | {p_values[1]} |")
-    lines += ["", "Challenging subset: " + __doc__.split("The challenging subset: ")[1].split("\n\n")[0].replace("\n", " "),
-              ""] + [f"- {key}: `{value}`" for key, value in provenance().items()]
-    path = out_dir / "table1.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    lines += ["", "Challenging subset: " + __doc__.split("The challenging subset: ")[1].split("\n\n")[0].replace("\n", " ")]
+    return write_results(out_dir, "table1", rows, lines)

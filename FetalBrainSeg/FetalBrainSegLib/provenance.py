@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import platform
 import shlex
 import subprocess
@@ -40,3 +41,16 @@ def command_line() -> str:
 
 def provenance() -> dict:
     return {"command": command_line(), "git_revision": git_revision(), "machine": machine()}
+
+
+def write_results(out_dir: Path, name: str, rows: list[dict], markdown_lines: list[str]) -> Path:
+    """`name`.csv from the rows and `name`.md from the lines, closed by where they came from."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / f"{name}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = markdown_lines + [""] + [f"- {key}: `{value}`" for key, value in provenance().items()]
+    path = out_dir / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
