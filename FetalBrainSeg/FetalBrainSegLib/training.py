@@ -74,7 +74,8 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision == "auto":
         if device.type == "cuda":
             return torch.cuda.is_bf16_supported()
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # private; absent in some builds
+        return bool(torch.backends.mkldnn.is_available() and native is not None and native())
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return precision == "bf16"
