@@ -129,12 +129,9 @@ class Stack:
         """
         return float(np.asarray(self.volume.data, dtype=np.float64).std())
 
-    def network_input(self, index: slice | np.ndarray | int = slice(None)) -> np.ndarray:
+    def network_input(self, index: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Normalized slices on the network grid, (n, size, size) float32."""
-        chunk = self.slices()[index]
-        if chunk.ndim == 2:
-            chunk = chunk[None]
-        return self.grid.to_network(chunk) / np.float32(self.normalization_scale)
+        return self.grid.to_network(self.slices()[index]) / np.float32(self.normalization_scale)
 
 
 def reorder_to_grid(array: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
