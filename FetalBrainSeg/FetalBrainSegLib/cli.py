@@ -161,11 +161,11 @@ def _evaluate(args) -> int:
     scores = evaluate_records(_make_segmenter(args), records)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(scores, args.out_dir / "slices.csv")
-    from .provenance import provenance
+    from .provenance import provenance_markdown
 
     summary = markdown_summary(scores, f"{'/'.join(args.modalities)} {args.split} split, weights "
                                        f"{(args.weights or 'shipped')}, threshold {args.threshold}")
-    summary += "\n" + "\n".join(f"- {key}: `{value}`" for key, value in provenance().items()) + "\n"
+    summary += "\n" + provenance_markdown()
     (args.out_dir / "summary.md").write_text(summary)
     print(summary)
     return 0
@@ -265,7 +265,7 @@ def _add_models(commands) -> None:
 def _models(args) -> int:
     from .complexity import count_macs, count_parameters
     from .models import DEVIATIONS, MODELS, PAPER_GFLOPS, PAPER_PARAMETERS, build_model
-    from .provenance import provenance
+    from .provenance import provenance_markdown
 
     lines = ["| model | parameters | paper (Keras) | difference | GFLOPs (2 x MACs, 256x256) | paper GFLOPs | note |",
              "|---|---|---|---|---|---|---|"]
@@ -279,7 +279,7 @@ def _models(args) -> int:
         paper_gflops = f"{PAPER_GFLOPS[name]:g}" if name in PAPER_GFLOPS else ""
         lines.append(f"| {name} | {ours:,} | {paper:,} | {100 * (ours - paper) / paper:+.2f}% | {gflops:.2f} "
                      f"| {paper_gflops} | {DEVIATIONS.get(name, '')} |")
-    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in provenance().items()) + "\n"
+    table = "\n".join(lines) + "\n\n" + provenance_markdown()
     print(table)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import StackRecord
-from .evaluation import SliceScore, score_stack
+from .evaluation import SliceScore, evaluate_records
 from .inference import Segmenter
 from .paired_tests import paired_t_test, wilcoxon_signed_rank
 from .provenance import write_results
+from .stack import slice_axis
 from .volume_io import read_volume
 
 REFERENCE_MODEL = "rfbsnet"
@@ -35,7 +36,7 @@ def challenging_keys(records: list[StackRecord]) -> set[tuple[str, int]]:
     for record in records:
         truth = read_volume(record.mask)
         spacing = truth.spacing
-        axis = int(np.argmax(spacing))
+        axis = slice_axis(truth.affine)
         pixel_area = float(np.prod([spacing[a] for a in range(3) if a != axis]))
         per_slice = np.moveaxis(truth.data > 0, axis, 0).reshape(truth.data.shape[axis], -1).sum(axis=1)
         areas += [(record.name, k, n * pixel_area) for k, n in enumerate(per_slice) if n > 0]
@@ -71,13 +72,8 @@ def evaluate_model(name: str, weights: Path, records: list[StackRecord], device:
 
     segmenter = Segmenter(weights, device=device, backend="torch")  # one runtime for every model
     model = segmenter.backend.model
-    scores, images = [], None
-    for record in records:
-        volume, result = segmenter.segment_file(record.image)
-        truth = read_volume(record.mask).data.reshape(volume.data.shape)
-        scores += score_stack(result.mask, truth, result.slice_axis, record.name, record.modality)
-        if images is None:
-            images = segmenter.stack(volume).network_input()
+    scores = evaluate_records(segmenter, records, log=lambda line: None)
+    images = segmenter.stack(read_volume(records[0].image)).network_input()
     ms_mean, ms_std = time_batch_one(segmenter, images, runs)
     return ModelReport(name, scores, count_parameters(model), 2 * count_macs(model) / 1e9, ms_mean, ms_std)
 

@@ -51,17 +51,15 @@ class SliceSet:
 
     images: np.ndarray
     masks: np.ndarray
-    stack_names: list[str]  # one per slice
     modalities: list[str]  # one per slice
 
 
 def load_slices(records: list[StackRecord], pixel_size: float = DEFAULT_PIXEL_SIZE_MM) -> SliceSet:
-    images, masks, names, modalities = [], [], [], []
+    images, masks, modalities = [], [], []
     for record in records:
         stack = Stack(read_volume(record.image), record.name, pixel_size)
         mask = read_volume(record.mask).data.reshape(stack.volume.data.shape)
         images.append(stack.network_input())
         masks.append(stack.grid.to_network(np.moveaxis(mask > 0, stack.axis, 0)) > 0.5)
-        names += [record.name] * stack.num_slices
         modalities += [record.modality] * stack.num_slices
-    return SliceSet(np.concatenate(images), np.concatenate(masks).astype(np.uint8), names, modalities)
+    return SliceSet(np.concatenate(images), np.concatenate(masks).astype(np.uint8), modalities)

@@ -43,6 +43,11 @@ def provenance() -> dict:
     return {"command": command_line(), "git_revision": git_revision(), "machine": machine()}
 
 
+def provenance_markdown() -> str:
+    """The closing lines of every results file: command, revision, machine."""
+    return "\n".join(f"- {key}: `{value}`" for key, value in provenance().items()) + "\n"
+
+
 def write_results(out_dir: Path, name: str, rows: list[dict], markdown_lines: list[str]) -> Path:
     """`name`.csv from the rows and `name`.md from the lines, closed by where they came from."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +55,6 @@ def write_results(out_dir: Path, name: str, rows: list[dict], markdown_lines: li
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = markdown_lines + [""] + [f"- {key}: `{value}`" for key, value in provenance().items()]
     path = out_dir / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(markdown_lines) + "\n\n" + provenance_markdown())
     return path
