@@ -6,16 +6,20 @@ from typing import Callable
 
 from torch import nn
 
+from .dfanet import DFANet
 from .enet import ENet
 from .fast_scnn import FastSCNN
+from .icnet import ICNet
 from .rfbsnet import RFBSNet
 from .segnet import SegNet
 from .shuffleseg import ShuffleSeg, ShuffleSegV2
 from .unet import UNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
+    "dfanet": DFANet,
     "enet": ENet,
     "fastscnn": FastSCNN,
+    "icnet": ICNet,
     "rfbsnet": RFBSNet,
     "segnet": SegNet,
     "shuffleseg": ShuffleSeg,

@@ -40,7 +40,7 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
 
 
 @pytest.mark.parametrize("name,paper_gflops", [("unet", 102), ("segnet", 79.9), ("shuffleseg", None),
-                                               ("shufflesegv2", None)])
+                                               ("shufflesegv2", None), ("dfanet", None)])
 def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
     from FetalBrainSegLib.models import PAPER_PARAMETERS
 
@@ -52,7 +52,8 @@ def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
         assert model(torch.randn(1, 1, 256, 256)).shape == (1, 2, 256, 256)
 
 
-@pytest.mark.parametrize("name", ["unet", "segnet", "shuffleseg", "shufflesegv2", "enet", "fastscnn"])
+@pytest.mark.parametrize("name", ["unet", "segnet", "shuffleseg", "shufflesegv2", "enet", "fastscnn",
+                                  "icnet", "dfanet"])
 def test_every_comparison_network_is_within_5_percent_of_the_paper_or_says_why(name):
     from FetalBrainSegLib.models import DEVIATIONS, PAPER_PARAMETERS
 
