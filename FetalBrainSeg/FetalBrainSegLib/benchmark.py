@@ -30,11 +30,11 @@ def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float 
         torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
         a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
         torch.matmul(a, b)
-        best = min(_timed(torch.matmul, a, b) for _ in range(repeats))
+        best = min(timed(torch.matmul, a, b) for _ in range(repeats))
     elif dtype == "fp32":
         a, b = np.random.rand(size, size).astype(np.float32), np.random.rand(size, size).astype(np.float32)
         a @ b
-        best = min(_timed(np.matmul, a, b) for _ in range(repeats))
+        best = min(timed(np.matmul, a, b) for _ in range(repeats))
     else:
         return None
     return 2 * size**3 / best / 1e9
@@ -51,7 +51,7 @@ def _variants(backends: list[str]) -> list[tuple[str, str]]:
     return variants
 
 
-def _timed(call, *args) -> float:
+def timed(call, *args) -> float:
     start = time.perf_counter()
     call(*args)
     return time.perf_counter() - start
@@ -72,10 +72,10 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
         slices, scale, spacing = stack.slices(), stack.normalization_scale, stack.grid.spacing
         for k in range(warmup):
             segmenter.segment_slice(slices[k % len(slices)], spacing, scale)
-        latencies = np.array([_timed(segmenter.segment_slice, slices[k % len(slices)], spacing, scale)
+        latencies = np.array([timed(segmenter.segment_slice, slices[k % len(slices)], spacing, scale)
                               for k in range(repeats)])
         segmenter.segment(volume)
-        stack_seconds = min(_timed(segmenter.segment, volume) for _ in range(3))
+        stack_seconds = min(timed(segmenter.segment, volume) for _ in range(3))
         rows.append({"backend": segmenter.backend.describe(), "p50_ms": 1e3 * np.percentile(latencies, 50),
                      "p99_ms": 1e3 * np.percentile(latencies, 99), "stack_slices": len(slices),
                      "stack_ms": 1e3 * stack_seconds, "slices_per_s": len(slices) / stack_seconds})

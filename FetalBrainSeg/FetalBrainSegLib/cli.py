@@ -237,18 +237,37 @@ def _info(args) -> int:
 
 
 def _add_benchmark(commands) -> None:
-    p = commands.add_parser("benchmark", help="measure speed on this machine")
-    p.add_argument("--latency", action="store_true", required=True,
-                   help="per-slice latency p50/p99 and stack throughput per backend")
+    p = commands.add_parser("benchmark", help="measure speed per runtime, or reproduce the paper's comparison")
+    task = p.add_mutually_exclusive_group(required=True)
+    task.add_argument("--latency", action="store_true",
+                      help="per-slice latency p50/p99 and stack throughput per backend")
+    task.add_argument("--comparison", action="store_true",
+                      help="train (resumably) and compare every model: Table 1, Figs. 3-5")
     p.add_argument("--stack", type=Path, default=Path("..") / "shared" / "data" / "samples" / "f0832s1_fetus_04.nii.gz",
-                   help="a stack to time (default: %(default)s, 40 slices of 256x256)")
-    p.add_argument("--backends", nargs="+", default=None, help="default: every installed backend")
-    p.add_argument("--repeats", type=int, default=100)
+                   help="--latency: the stack to time (default: %(default)s, 40 slices of 256x256)")
+    p.add_argument("--backends", nargs="+", default=None, help="--latency: default every installed backend")
+    p.add_argument("--repeats", type=int, default=100, help="timed runs per measurement (default: %(default)s)")
+    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="--comparison: (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=200,
+                   help="--comparison: training steps per model, the same for all (default: %(default)s; "
+                        "raise it on a GPU, finished runs continue)")
+    p.add_argument("--models", nargs="+", default=None, help="--comparison: default all nine")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs") / "comparison",
+                   help="--comparison: training runs and cached measurements (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="--comparison: auto (CUDA when present), cpu or cuda")
     p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results")
     p.set_defaults(run=_benchmark)
 
 
 def _benchmark(args) -> int:
+    if args.comparison:
+        from .comparison_run import COMPARISON_MODELS, ComparisonConfig, run_comparison
+
+        config = ComparisonConfig(args.manifest, args.runs_dir, args.out_dir, args.steps,
+                                  tuple(args.models or COMPARISON_MODELS), args.device, args.repeats)
+        for path in run_comparison(config):
+            print(f"wrote {path}")
+        return 0
     from .benchmark import latency_benchmark, write_latency_report
 
     rows, peaks, gflop = latency_benchmark(args.stack, args.backends, args.repeats)

@@ -2,8 +2,9 @@
 
 For each model: aDice and aIoU over the test split and over a "challenging" subset, GFLOPs,
 trainable parameters, batch-1 inference time (mean and standard deviation over repeated
-runs after warm-up), and paired t-test and Wilcoxon p-values of its per-slice Dice against
-RFBSNet's. All models are scored on the same slices and timed in the same run.
+runs after warm-up), time per image at larger batches, and paired t-test and Wilcoxon
+p-values of its per-slice Dice against RFBSNet's. All models are scored on the same slices,
+with no post-processing (the networks alone), and timed with the same runtime in one run.
 
 The challenging subset: the test slices with brain whose manual brain area is in the
 smallest third. These are the stack's edge slices and the smallest brains, where partial
@@ -13,12 +14,12 @@ masks alone, before any model is run, so no model is favoured.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .benchmark import timed
 from .dataset import StackRecord
 from .evaluation import SliceScore, evaluate_records
 from .inference import Segmenter
@@ -30,8 +31,11 @@ from .volume_io import read_volume
 REFERENCE_MODEL = "rfbsnet"
 
 
-def challenging_keys(records: list[StackRecord]) -> set[tuple[str, int]]:
-    """(stack, slice) of the brain slices in the smallest third by manual brain area (mm^2)."""
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def brain_slice_areas(records: list[StackRecord]) -> list[tuple[str, int, float]]:
+    """(stack, slice, manual brain area in mm^2) of every slice with brain."""
     areas = []
     for record in records:
         truth = read_volume(record.mask)
@@ -40,6 +44,12 @@ def challenging_keys(records: list[StackRecord]) -> set[tuple[str, int]]:
         pixel_area = float(np.prod([spacing[a] for a in range(3) if a != axis]))
         per_slice = np.moveaxis(truth.data > 0, axis, 0).reshape(truth.data.shape[axis], -1).sum(axis=1)
         areas += [(record.name, k, n * pixel_area) for k, n in enumerate(per_slice) if n > 0]
+    return areas
+
+
+def challenging_keys(records: list[StackRecord]) -> set[tuple[str, int]]:
+    """(stack, slice) of the brain slices in the smallest third by manual brain area."""
+    areas = brain_slice_areas(records)
     cutoff = np.percentile([a for _, _, a in areas], 100 / 3)
     return {(name, k) for name, k, area in areas if area <= cutoff}
 
@@ -52,30 +62,41 @@ class ModelReport:
     gflops: float
     ms_mean: float
     ms_std: float
+    batch_ms: dict[int, float]  # milliseconds per image by batch size
+    montage: list[np.ndarray]  # predicted masks of the montage slices, in their order
 
 
 def time_batch_one(segmenter: Segmenter, images: np.ndarray, runs: int = 100, warmup: int = 10) -> tuple[float, float]:
     """Milliseconds per batch-1 forward pass (network only), mean and standard deviation."""
     for k in range(warmup):
         segmenter.backend.predict(images[k % len(images)][None])
-    times = []
-    for k in range(runs):
-        start = time.perf_counter()
-        segmenter.backend.predict(images[k % len(images)][None])
-        times.append(1e3 * (time.perf_counter() - start))
-    return float(np.mean(times)), float(np.std(times))
+    times = 1e3 * np.array([timed(segmenter.backend.predict, images[k % len(images)][None]) for k in range(runs)])
+    return float(times.mean()), float(times.std())
 
 
-def evaluate_model(name: str, weights: Path, records: list[StackRecord], device: str = "auto",
-                   runs: int = 100) -> ModelReport:
+def time_per_image(segmenter: Segmenter, images: np.ndarray, batch_size: int, runs: int = 3) -> float:
+    """Median milliseconds per image of batch_size-image forward passes (network only)."""
+    batch = np.resize(images, (batch_size, *images.shape[1:]))
+    segmenter.backend.predict(batch)
+    return 1e3 * float(np.median([timed(segmenter.backend.predict, batch) for _ in range(runs)])) / batch_size
+
+
+def evaluate_model(name: str, weights: Path, records: list[StackRecord], device: str = "auto", runs: int = 100,
+                   montage_keys: list[tuple[str, int]] = (), batch_sizes: tuple[int, ...] = BATCH_SIZES) -> ModelReport:
     from .complexity import count_macs, count_parameters
 
-    segmenter = Segmenter(weights, device=device, backend="torch")  # one runtime for every model
+    # one runtime for every model, and the networks alone
+    segmenter = Segmenter(weights, device=device, backend="torch", postprocess="none")
     model = segmenter.backend.model
-    scores = evaluate_records(segmenter, records, log=lambda line: None)
+    predictions: dict[str, np.ndarray] = {}
+    scores = evaluate_records(segmenter, records, log=lambda line: None, predictions=predictions)
+    axes = {record.name: slice_axis(read_volume(record.mask).affine) for record in records}
+    montage = [np.take(predictions[stack], k, axis=axes[stack]) for stack, k in montage_keys]
     images = segmenter.stack(read_volume(records[0].image)).network_input()
     ms_mean, ms_std = time_batch_one(segmenter, images, runs)
-    return ModelReport(name, scores, count_parameters(model), 2 * count_macs(model) / 1e9, ms_mean, ms_std)
+    batch_ms = {b: time_per_image(segmenter, images, b) for b in batch_sizes}
+    return ModelReport(name, scores, count_parameters(model), 2 * count_macs(model) / 1e9, ms_mean, ms_std,
+                       batch_ms, montage)
 
 
 def table_rows(reports: list[ModelReport], challenging: set[tuple[str, int]]) -> list[dict]:

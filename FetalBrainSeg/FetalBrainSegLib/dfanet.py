@@ -42,8 +42,10 @@ class XceptionBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(separable(in_ch, out_ch // 4, stride), separable(out_ch // 4, out_ch // 4),
                                   separable(out_ch // 4, out_ch))
-        self.shortcut = (conv_bn(in_ch, out_ch, 1, stride, relu=False) if in_ch != out_ch or stride != 1
-                         else nn.Identity())
+        # a strided 1x1 conv as subsampling then a 1x1 conv: the same map, and torch 2.13's CPU backward of a
+        # strided 1x1 conv over few channels in channels-last memory crashes
+        self.shortcut = (nn.Sequential(nn.MaxPool2d(1, stride), conv_bn(in_ch, out_ch, relu=False))
+                         if in_ch != out_ch or stride != 1 else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)

@@ -25,8 +25,13 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def manifest(shared_data):
-    return read_manifest(shared_data / "fetal-mri" / "manifest.csv")
+def manifest_path(shared_data) -> Path:
+    return shared_data / "fetal-mri" / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def manifest(manifest_path):
+    return read_manifest(manifest_path)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,17 @@
 """The comparison table's pieces on real test stacks and on known scores."""
 
+import csv
+
 import numpy as np
 
-from FetalBrainSegLib.comparison import ModelReport, challenging_keys, evaluate_model, table_rows, write_table
+from FetalBrainSegLib.comparison import (ModelReport, brain_slice_areas, challenging_keys, evaluate_model,
+                                         table_rows, write_table)
+from FetalBrainSegLib.comparison_run import ComparisonConfig, pick_montage_keys, run_comparison
 from FetalBrainSegLib.evaluation import SliceScore
+from FetalBrainSegLib.metrics import dice_iou
 from FetalBrainSegLib.resources import default_weights_path
+from FetalBrainSegLib.stack import slice_axis
+from FetalBrainSegLib.volume_io import read_volume
 
 
 def test_the_challenging_subset_is_the_smallest_third_of_brain_slices(manifest):
@@ -20,8 +27,8 @@ def scores(name, dice):
 
 def test_table_rows_compare_every_model_with_rfbsnet(tmp_path):
     ours = np.linspace(0.90, 0.99, 12)
-    reports = [ModelReport("rfbsnet", scores("rfbsnet", ours), 2_163_384, 5.61, 30.0, 1.0),
-               ModelReport("enet", scores("enet", ours - 0.05), 359_825, 0.94, 10.0, 0.5)]
+    reports = [ModelReport("rfbsnet", scores("rfbsnet", ours), 2_163_384, 5.61, 30.0, 1.0, {}, []),
+               ModelReport("enet", scores("enet", ours - 0.05), 359_825, 0.94, 10.0, 0.5, {}, [])]
     rows = table_rows(reports, challenging={("s", 0), ("s", 1)})
     assert np.isnan(rows[0]["p_ttest"]) and rows[1]["p_ttest"] < 1e-6 and rows[1]["p_wilcoxon"] < 0.001
     assert rows[0]["aDice_challenging"] == np.mean(ours[:2])
@@ -30,7 +37,44 @@ def test_table_rows_compare_every_model_with_rfbsnet(tmp_path):
     assert (tmp_path / "table1.csv").read_text().count("\n") == 3
 
 
-def test_a_real_model_is_scored_and_timed(manifest):
+def test_a_real_model_is_scored_timed_and_its_montage_slices_kept(manifest):
     record = next(r for r in manifest if r.name == "e2mip_testing_0000")
-    report = evaluate_model("rfbsnet", default_weights_path(), [record], device="cpu", runs=3)
+    keys = pick_montage_keys([record], count=2)
+    report = evaluate_model("rfbsnet", default_weights_path(), [record], device="cpu", runs=3, montage_keys=keys,
+                            batch_sizes=(1, 4))
     assert len(report.scores) == 12 and report.parameters > 2_000_000 and report.ms_mean > 0
+    assert set(report.batch_ms) == {1, 4} and all(ms > 0 for ms in report.batch_ms.values())
+    truth = read_volume(record.mask)
+    axis = slice_axis(truth.affine)
+    for (stack, k), mask in zip(keys, report.montage):
+        manual = np.take(truth.data, k, axis=axis) > 0
+        assert stack == record.name and mask.shape == manual.shape
+        score = next(s for s in report.scores if s.slice == k)
+        assert score.has_brain and abs(dice_iou(mask[None] > 0, manual[None])[0][0] - score.dice) < 1e-6
+
+
+def test_montage_slices_run_from_the_largest_brain_into_the_challenging_subset(manifest):
+    t2w_test = [r for r in manifest if r.split == "test" and r.modality == "T2W"]
+    keys = pick_montage_keys(t2w_test)
+    areas = {(name, k): area for name, k, area in brain_slice_areas(t2w_test)}
+    assert len(keys) == 4 and all(key in areas for key in keys)
+    assert [areas[key] for key in keys] == sorted((areas[key] for key in keys), reverse=True)
+    assert keys[-1] in challenging_keys(t2w_test) and keys[0] not in challenging_keys(t2w_test)
+
+
+def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path):
+    config = ComparisonConfig(manifest_path, tmp_path / "runs", tmp_path / "results", steps=2,
+                              models=("rfbsnet", "dfanet"), device="cpu", timing_runs=2, batch_sizes=(1, 2))
+    written = run_comparison(config, log=lambda line: None)
+    assert {p.name for p in written} == {"table1.md", "fig4_batch_time.png", "fig5_speed_accuracy.png",
+                                         "fig3_montage.png"}
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written if p.suffix == ".png")
+    table = (tmp_path / "results" / "table1.md").read_text()
+    assert "| rfbsnet |" in table and "| dfanet |" in table and "2 steps of batch 8 on cpu" in table
+    with (tmp_path / "results" / "table1.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["parameters"] for r in rows] == ["2166328", "418354"] and rows[1]["p_ttest"] != "nan"
+    assert (tmp_path / "results" / "fig4_batch_time.csv").read_text().count("\n") == 3
+    report = (tmp_path / "runs" / "dfanet" / "report.json").stat().st_mtime
+    run_comparison(config, log=lambda line: None)  # done work is reused, not redone
+    assert (tmp_path / "runs" / "dfanet" / "report.json").stat().st_mtime == report
