@@ -60,6 +60,8 @@ def _train(args) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="the network (fetalbrainseg models): its shipped weights, or checked against --weights")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
@@ -75,9 +77,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _make_segmenter(args):
     from .inference import Segmenter
+    from .models import build_model
+    from .resources import default_weights_path
 
-    return Segmenter(args.weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold,
-                     backend=args.backend, precision=args.precision, postprocess=args.postprocess)
+    weights = args.weights
+    if args.model:
+        build_model(args.model)  # an unknown name fails here, with the registry's names
+        if weights is None:
+            weights = default_weights_path(args.model)
+            if not weights.is_file():
+                raise SystemExit(f"error: no shipped weights for {args.model} (only rfbsnet ships); train them with "
+                                 f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
+                                 f"--weights runs/{args.model}/best.pt")
+    segmenter = Segmenter(weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold,
+                          backend=args.backend, precision=args.precision, postprocess=args.postprocess)
+    held = segmenter.metadata["model"]
+    if args.model and held != args.model.lower():
+        raise SystemExit(f"error: {weights} holds a {held} network, not {args.model}")
+    return segmenter
 
 
 def _add_segment(commands) -> None:

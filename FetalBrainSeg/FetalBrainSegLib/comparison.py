@@ -118,9 +118,10 @@ def table_rows(reports: list[ModelReport], challenging: set[tuple[str, int]]) ->
     return rows
 
 
-def write_table(rows: list[dict], out_dir: Path, budget: str) -> Path:
+def write_table(rows: list[dict], out_dir: Path, budget: str, timing: str = "") -> Path:
     lines = ["# Table 1: accuracy, cost and speed on the T2W test split", "",
              f"Training recipe and budget, the same for every model: {budget}.", "",
+             *([f"Times: {timing}.", ""] if timing else []),
              "| model | aDice | aIoU | aDice (challenging) | aIoU (challenging) | GFLOPs | parameters "
              "| batch-1 time (ms) | p (t-test vs RFBSNet) | p (Wilcoxon vs RFBSNet) |",
              "|---|---|---|---|---|---|---|---|---|---|"]

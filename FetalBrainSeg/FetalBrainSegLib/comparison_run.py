@@ -116,8 +116,10 @@ def run_comparison(config: ComparisonConfig, log=print) -> list[Path]:
         log(f"{name}: scoring on {len(records)} T2W test stacks and timing")
         reports.append(measure_model(name, weights[name], records, montage_keys, config))
     budget = recipe(config, device)
+    timing = (f"the network's forward pass with PyTorch on {device}, batch 1, mean ± standard deviation over "
+              f"{config.timing_runs} runs after 10 warm-up runs (Fig. 4: median of 3 runs per batch size)")
     rows = table_rows(reports, challenging_keys(records))
-    written = [write_table(rows, config.out_dir, budget)]
+    written = [write_table(rows, config.out_dir, budget, timing)]
     written.append(write_batch_figure(reports, config.out_dir))
     written.append(write_speed_accuracy_figure(rows, config.out_dir))
     written.append(write_montage(reports, records, montage_keys, config.out_dir))

@@ -22,12 +22,14 @@ def weights_folders() -> list[Path]:
     return [MODULE_DIR / "Resources" / "weights", MODULE_DIR.parent / "weights"]
 
 
-def default_weights_path() -> Path:
-    """The shipped weights: $FETALBRAINSEG_WEIGHTS_DIR, else the installed extension's or the source tree's."""
+def default_weights_path(model: str = "rfbsnet") -> Path:
+    """The shipped weights of `model`: in $FETALBRAINSEG_WEIGHTS_DIR, else the installed extension's or the
+    source tree's weights folder (rfbsnet ships; other models are trained by the user)."""
+    name = DEFAULT_WEIGHTS_NAME.replace("rfbsnet", model.lower())
     if os.environ.get(WEIGHTS_DIR_ENV):
-        return Path(os.environ[WEIGHTS_DIR_ENV]) / DEFAULT_WEIGHTS_NAME
+        return Path(os.environ[WEIGHTS_DIR_ENV]) / name
     folders = weights_folders()
     for folder in folders:
-        if (folder / DEFAULT_WEIGHTS_NAME).is_file():
-            return folder / DEFAULT_WEIGHTS_NAME
-    return folders[-1] / DEFAULT_WEIGHTS_NAME
+        if (folder / name).is_file():
+            return folder / name
+    return folders[-1] / name

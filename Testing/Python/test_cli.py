@@ -93,8 +93,8 @@ def test_each_bad_input_gets_one_clear_line_and_the_good_ones_still_get_done(tmp
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_brainmask.nii.gz"]
 
 
-def test_evaluate_writes_per_slice_scores_and_a_summary(tmp_path, shared_data):
-    assert main(["evaluate", "--manifest", str(shared_data / "fetal-mri" / "manifest.csv"),
+def test_evaluate_writes_per_slice_scores_and_a_summary(tmp_path, manifest_path):
+    assert main(["evaluate", "--manifest", str(manifest_path),
                  "--split", "test", "--modalities", "T2W", "-o", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "slices.csv").open()))
     assert len(rows) == 69 and {r["stack"] for r in rows} == {"e2mip_testing_0000", "e2mip_testing_0001",
@@ -156,3 +156,27 @@ def test_bad_settings_get_one_line_and_exit_status_2(tmp_path, t2w_test_record, 
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and reason in done.stderr and done.stderr.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_segment_runs_any_registered_model_named_with_model(tmp_path, t2w_test_record, capsys):
+    import torch
+
+    from FetalBrainSegLib.models import build_model
+    from FetalBrainSegLib.resources import default_weights_path
+    from FetalBrainSegLib.weights import save_weights
+
+    torch.manual_seed(0)
+    weights = tmp_path / "dfanet.pt"
+    save_weights(weights, build_model("dfanet").eval(), "dfanet")
+    assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "out"), "--model", "dfanet",
+                 "--weights", str(weights), "--backend", "torch", "--device", "cpu"]) == 0
+    mask = read_volume(tmp_path / "out" / "e2mip_testing_0000_brainmask.nii.gz")
+    assert mask.data.shape == read_volume(t2w_test_record.image).data.shape
+    with pytest.raises(SystemExit, match="holds a rfbsnet network, not dfanet"):
+        main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "dfanet",
+              "--weights", str(default_weights_path())])
+    with pytest.raises(SystemExit, match="no shipped weights for unet .* --weights runs/unet/best.pt"):
+        main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet"])
+    assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet3d"]) != 0
+    assert "unknown model 'unet3d'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -20,8 +20,8 @@ def test_dice_loss_is_zero_for_a_perfect_answer_and_one_for_predicting_nothing()
 
 
 @pytest.fixture(scope="module")
-def trainer(shared_data, tmp_path_factory):
-    config = TrainConfig(manifest=str(shared_data / "fetal-mri" / "manifest.csv"), model_options={"norm": "batch"},
+def trainer(manifest_path, tmp_path_factory):
+    config = TrainConfig(manifest=str(manifest_path), model_options={"norm": "batch"},
                          out_dir=str(tmp_path_factory.mktemp("run")), steps=2, val_stacks=VAL, device="cpu")
     return Trainer(config, log=lambda line: None)
 
@@ -44,8 +44,8 @@ def test_a_few_steps_on_real_slices_lower_the_loss(trainer):
     assert np.all(np.diff(losses) < 0) and losses[-1] < losses[0] - 0.01, losses  # falls at every step
 
 
-def test_a_run_checkpoints_and_resumes_where_it_stopped(shared_data, tmp_path):
-    config = TrainConfig(manifest=str(shared_data / "fetal-mri" / "manifest.csv"), out_dir=str(tmp_path),
+def test_a_run_checkpoints_and_resumes_where_it_stopped(manifest_path, tmp_path):
+    config = TrainConfig(manifest=str(manifest_path), out_dir=str(tmp_path),
                          steps=2, val_stacks=VAL, device="cpu")
     first = Trainer(config, log=lambda line: None)
     first.run(progress=False)
