@@ -17,19 +17,19 @@ upsampled to 1/4; a 1x1 conv to 2 x classes, x4 upsampling and a 1x1 classifier.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .layers import conv_bn
 
 WIDTHS = (32, 64, 128)
 BLOCKS = (4, 6, 4)
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-            relu: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(out_ch)]
-    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if relu else []))
+conv_bn = partial(conv_bn, bias=False)  # as in the Keras model
 
 
 def separable(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:

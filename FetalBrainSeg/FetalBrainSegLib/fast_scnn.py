@@ -10,13 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1, relu: bool = True,
-            dilation: int = 1) -> nn.Sequential:
-    padding = dilation * (kernel // 2)
-    layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation, groups=groups),
-              nn.BatchNorm2d(out_ch)]
-    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if relu else []))
+from .layers import conv_bn
 
 
 def separable(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:

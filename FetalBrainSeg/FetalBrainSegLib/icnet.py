@@ -13,16 +13,15 @@ the comparison trains with the same single-output loss.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import layers
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, dilation: int = 1,
-            relu: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, dilation * (kernel // 2), dilation=dilation, bias=False),
-              nn.BatchNorm2d(out_ch)]
-    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if relu else []))
+conv_bn = partial(layers.conv_bn, bias=False)  # ICNet's convs have no bias
 
 
 class Bottleneck(nn.Module):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import conv_bn
+
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, c, h, w = x.shape
@@ -39,11 +41,6 @@ class ShuffleUnitV1(nn.Module):
         return torch.relu(merged)
 
 
-def _conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1, relu: bool = True):
-    layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups), nn.BatchNorm2d(out_ch)]
-    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if relu else []))
-
-
 class ShuffleUnitV2(nn.Module):
     """Stride 1: half the channels pass, the other half is transformed. Stride 2: both branches
     see the whole input, and their concatenation doubles the width."""
@@ -52,9 +49,9 @@ class ShuffleUnitV2(nn.Module):
         super().__init__()
         self.stride = stride
         branch_in = in_ch // 2 if stride == 1 else in_ch
-        self.main = nn.Sequential(_conv_bn(branch_in, out_ch), _conv_bn(out_ch, out_ch, 3, stride, out_ch, relu=False),
-                                  _conv_bn(out_ch, out_ch))
-        self.side = (nn.Sequential(_conv_bn(in_ch, in_ch, 3, 2, in_ch, relu=False), _conv_bn(in_ch, out_ch))
+        self.main = nn.Sequential(conv_bn(branch_in, out_ch), conv_bn(out_ch, out_ch, 3, stride, out_ch, relu=False),
+                                  conv_bn(out_ch, out_ch))
+        self.side = (nn.Sequential(conv_bn(in_ch, in_ch, 3, 2, in_ch, relu=False), conv_bn(in_ch, out_ch))
                      if stride == 2 else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
