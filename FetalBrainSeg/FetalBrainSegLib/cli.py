@@ -77,18 +77,19 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _make_segmenter(args):
     from .inference import Segmenter
-    from .models import build_model
     from .resources import default_weights_path
 
     weights = args.weights
-    if args.model:
-        build_model(args.model)  # an unknown name fails here, with the registry's names
-        if weights is None:
-            weights = default_weights_path(args.model)
-            if not weights.is_file():
-                raise SystemExit(f"error: no shipped weights for {args.model} (only rfbsnet ships); train them with "
-                                 f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
-                                 f"--weights runs/{args.model}/best.pt")
+    if args.model and weights is None:
+        weights = default_weights_path(args.model)
+        if not weights.is_file():
+            # only here, as the registry needs PyTorch and shipped weights run without it
+            from .models import build_model
+
+            build_model(args.model)  # an unknown name fails here, with the registry's names
+            raise SystemExit(f"error: no shipped weights for {args.model} (only rfbsnet ships); train them with "
+                             f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
+                             f"--weights runs/{args.model}/best.pt")
     segmenter = Segmenter(weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold,
                           backend=args.backend, precision=args.precision, postprocess=args.postprocess)
     held = segmenter.metadata["model"]
