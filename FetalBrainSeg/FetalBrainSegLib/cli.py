@@ -230,6 +230,50 @@ def _demo(args) -> int:
     return 0
 
 
+def _add_serve(commands) -> None:
+    p = commands.add_parser("serve", help="the segment-review-edit-export workflow in a web browser (trame-slicer)")
+    p.add_argument("stacks", nargs="*", type=Path, help="stacks (files) and folders of stacks to offer")
+    p.add_argument("-o", "--out-dir", type=Path, default=Path("fetalbrainseg-exports"),
+                   help="exports go into this folder (or folders inside it); default: %(default)s")
+    p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: this machine only); others expose the app and data")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.set_defaults(run=_serve)
+
+
+def _serve(args) -> int:
+    import functools
+    import os
+
+    if not args.stacks:
+        print("error: name the stacks or folders of stacks to offer", file=sys.stderr)
+        return 2
+    # pip's VTK renders offscreen through EGL (Mesa), so no display is needed
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    try:
+        from .inference import Segmenter
+        from .slicer_logic import BrainSegmentationLogic
+        from .web_app import serve
+    except ImportError as exc:
+        print(f"error: the web app needs trame-slicer ({exc}); pip install 'fetalbrainseg[web]'", file=sys.stderr)
+        return 1
+    from .web_library import StackLibrary
+
+    try:
+        library = StackLibrary(args.stacks, args.out_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach it can read the offered stacks "
+              "and write into the output folder", file=sys.stderr)
+    logic = BrainSegmentationLogic(functools.partial(Segmenter, args.weights))
+    serve(library, args.host, args.port, args.device, logic)
+    return 0
+
+
 def _add_info(commands) -> None:
     p = commands.add_parser("info", help="a weights file's model, size, cost and training record")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
@@ -346,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_train(commands)
     _add_demo(commands)
+    _add_serve(commands)
     _add_info(commands)
     _add_export_onnx(commands)
     _add_benchmark(commands)

@@ -11,6 +11,7 @@ import qt
 import slicer
 
 from .dependencies import ensure_dependencies
+from .job_messages import finished_text, progress_text, slice_cells
 from .outputs import mask_path_for
 from .resources import resource_path
 from .slicer_logic import BrainSegmentationLogic, EditedSegmentError, find_brain_segment, slice_center_ras
@@ -174,14 +175,12 @@ class SegmentationWidget(qt.QWidget):
 
     def onProgress(self, job) -> None:
         self.ui.progressBar.value = job.done_slices
-        self.ui.statusLabel.text = f"{job.done_slices} / {job.total} slices, {job.slices_per_second:.1f} slices/s"
+        self.ui.statusLabel.text = progress_text(job)
         table = self.ui.sliceTable
         for row in range(table.rowCount, len(job.statistics)):
             stats = job.statistics[row]
             table.insertRow(row)
-            cells = (str(stats.index), f"{stats.area_mm2:.0f}", f"{stats.confidence:.2f}",
-                     "review" if stats.low_confidence else "")
-            for column, text in enumerate(cells):
+            for column, text in enumerate(slice_cells(stats)):
                 item = qt.QTableWidgetItem(text)
                 if stats.low_confidence:
                     item.setBackground(qt.QColor(*REVIEW_COLOR))
@@ -189,14 +188,8 @@ class SegmentationWidget(qt.QWidget):
 
     def onFinished(self) -> None:
         job = self.job
-        if job.state == "done":
-            flagged = sum(s.low_confidence for s in job.statistics)
-            self.ui.statusLabel.text = (f"Done: {job.total} slices in {job.seconds:.1f} s "
-                                        f"({job.slices_per_second:.1f} slices/s); {flagged} flagged for review.")
-        elif job.state == "cancelled":
-            self.ui.statusLabel.text = "Cancelled: the segmentation is as it was before."
-        else:
-            self.ui.statusLabel.text = "Failed: the segmentation is as it was before."
+        self.ui.statusLabel.text = finished_text(job)
+        if job.state == "failed":
             slicer.util.errorDisplay(f"Segmentation failed: {job.error}")
         self.updateButtons()
 

@@ -1,0 +1,215 @@
+"""The web app (`fetalbrainseg serve`) in a real headless Chromium, on a real shared stack:
+segment, review, paint, erase, undo, export; and what the server refuses."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.web_library import PathRefused, StackLibrary
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def test_the_library_offers_only_its_stacks_and_writes_only_inside_its_folder(shared_data, tmp_path):
+    images = shared_data / "fetal-mri" / "images"
+    library = StackLibrary([images / "e2mip_testing_0000.nii.gz"], tmp_path / "out")
+    assert library.names == ["e2mip_testing_0000.nii.gz"]
+    assert library.stack("e2mip_testing_0000.nii.gz") == (images / "e2mip_testing_0000.nii.gz").resolve()
+    for name in ("../images/e2mip_testing_0001.nii.gz", "/etc/passwd", "e2mip_testing_0001.nii.gz"):
+        with pytest.raises(PathRefused, match="not one of the stacks"):
+            library.stack(name)
+    assert library.output_folder("a/b") == (tmp_path / "out" / "a" / "b").resolve()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "escape").symlink_to(tmp_path)
+    for sub_folder in ("..", "../elsewhere", "/tmp", "a/../../x", "escape"):
+        with pytest.raises(PathRefused, match="outside the output folder"):
+            library.output_folder(sub_folder)
+    with pytest.raises(FileNotFoundError, match="no such stack"):
+        StackLibrary([images / "missing.nii.gz"], tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(shared_data, tmp_path_factory):
+    """`fetalbrainseg serve` on loopback with one shared test stack, as a user starts it."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM} (.ci/run installs it)")
+    stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
+    out_dir = tmp_path_factory.mktemp("exports")
+    port = _free_port()
+    log = open(out_dir.parent / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "FetalBrainSegLib", "serve", str(stack), "-o", str(out_dir),
+                                "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the server did not start: {Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url, stack, out_dir, process
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server[0])
+        page.wait_for_selector("#fbs-stack", timeout=60_000)
+        yield page
+        browser.close()
+
+
+def status(page) -> str:
+    return page.inner_text("#fbs-status")
+
+
+def wait_status(page, prefix: str, timeout_s: float = 120):
+    page.wait_for_function(f"document.querySelector('#fbs-status').textContent.trim().startsWith({prefix!r})",
+                           timeout=timeout_s * 1000)
+
+
+def wait_error(page, text: str):
+    page.wait_for_function(f"document.querySelector('#fbs-error')?.textContent.includes({text!r})", timeout=30_000)
+
+
+def view_box(page):
+    return page.locator("img.image-display-area").bounding_box()
+
+
+def brain_pixels(page) -> np.ndarray:
+    """(row, column) of the view's pixels painted in the brain colour, in page coordinates."""
+    from PIL import Image
+
+    time.sleep(1.5)  # the view's image arrives over the websocket after the state change
+    box = view_box(page)
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB")).astype(int)
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    rows, cols = np.nonzero((r - g > 60) & (r - b > 60))
+    return np.stack([rows + box["y"], cols + box["x"]], axis=1)
+
+
+def slice_rows(page) -> list[list[str]]:
+    return [row.split("\t") for row in page.locator("#fbs-slices tbody tr").all_inner_texts()]
+
+
+def drag(page, start, end):
+    page.mouse.move(*start)
+    page.mouse.down()
+    for t in np.linspace(0, 1, 12)[1:]:
+        page.mouse.move(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]))
+    page.mouse.up()
+    time.sleep(1)
+
+
+def export_to(page, sub_folder: str) -> str:
+    page.fill("#fbs-out-folder", sub_folder)
+    page.click("#fbs-export")
+    page.wait_for_function("document.querySelector('#fbs-exported').textContent.includes('brainmask') || "
+                           "document.querySelector('#fbs-error')", timeout=60_000)
+    return page.inner_text("#fbs-exported")
+
+
+def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmenter):
+    _, stack, out_dir, _ = server
+    page.locator("#fbs-stack").locator("xpath=ancestor::div[contains(@class, 'v-field ')][1]").click()
+    page.get_by_text(stack.name).last.click()
+    wait_status(page, f"{stack.name} loaded")
+    assert len(brain_pixels(page)) == 0  # nothing drawn before segmenting
+    page.click("#fbs-segment")
+    wait_status(page, "Done")
+
+    volume = read_volume(stack)
+    engine = segmenter.segment(volume, stack.name).mask
+    rows = slice_rows(page)
+    assert [int(r[0]) for r in rows] == list(range(engine.shape[2]))
+    # Slicer holds a left-handed stack (this one) with its slice axis reversed; the list counts
+    # slices as shown, and the export goes back to the file's order
+    assert np.linalg.det(volume.affine[:3, :3]) < 0
+    file_index = engine.shape[2] - 1 - np.arange(engine.shape[2])
+    areas = np.array([float(r[1]) for r in rows])
+    engine_areas = engine.sum(axis=(0, 1)) * volume.spacing[0] * volume.spacing[1]
+    assert np.allclose(areas, engine_areas[file_index], rtol=0.02, atol=1)
+
+    # the overlay follows the engine's mask: none on a brain-free slice, most on the largest
+    largest, empty = int(np.argmax(areas)), int(np.flatnonzero(areas == 0)[0])
+    page.locator("#fbs-slices tbody tr").nth(empty).click()
+    assert len(brain_pixels(page)) == 0
+    page.locator("#fbs-slices tbody tr").nth(largest).click()
+    brain = brain_pixels(page)
+    assert len(brain) > 500
+    second = int(np.argsort(areas)[-3])
+    page.locator("#fbs-slices tbody tr").nth(second).click()
+    ratio = len(brain_pixels(page)) / len(brain)
+    assert ratio == pytest.approx(areas[second] / areas[largest], rel=0.15)
+
+    # paint a stroke away from the brain, erase one through it, then undo the erase
+    page.locator("#fbs-slices tbody tr").nth(largest).click()
+    centre_y, centre_x = brain.mean(axis=0)
+    page.locator("button:has(.mdi-brush)").last.click()
+    drag(page, (centre_x - 40, centre_y - 150), (centre_x + 40, centre_y - 150))
+    page.locator("button:has(.mdi-eraser)").last.click()
+    drag(page, (centre_x - 60, centre_y), (centre_x + 60, centre_y))
+
+    exported = export_to(page, "edited")
+    mask_file = out_dir / "edited" / "e2mip_testing_0000_brainmask.nii.gz"
+    assert str(mask_file) in exported and (out_dir / "edited" / "e2mip_testing_0000.seg.nrrd").is_file()
+    edited = read_volume(mask_file)
+    assert np.allclose(edited.affine, volume.affine) and edited.data.shape == engine.shape
+    changed = np.flatnonzero((edited.data != engine).any(axis=(0, 1)))
+    shown = file_index[largest]
+    assert list(changed) == [shown]  # both strokes on the shown slice, every other slice untouched
+    on_slice, engine_slice = edited.data[..., shown] > 0, engine[..., shown] > 0
+    assert (on_slice & ~engine_slice).sum() > 20  # painted
+    assert (engine_slice & ~on_slice).sum() > 20  # erased
+
+    page.locator("button:has(.mdi-undo)").last.click()
+    time.sleep(1)
+    export_to(page, "undone")
+    undone = read_volume(out_dir / "undone" / "e2mip_testing_0000_brainmask.nii.gz").data > 0
+    assert np.array_equal(undone & (engine > 0), engine > 0)  # the erase is undone, voxel for voxel
+    assert np.array_equal(undone[..., shown] & ~engine_slice, on_slice & ~engine_slice)
+    assert np.array_equal(np.delete(undone, shown, axis=2), np.delete(engine > 0, shown, axis=2))
+
+    # never overwritten without asking
+    before = mask_file.read_bytes()
+    page.fill("#fbs-out-folder", "edited")
+    page.click("#fbs-export")
+    wait_error(page, "already exists")
+    assert mask_file.read_bytes() == before
+
+
+def test_exports_outside_the_output_folder_are_refused(server, page):
+    _, _, out_dir, process = server
+    page.fill("#fbs-out-folder", "../../escaped")
+    page.click("#fbs-export")
+    wait_error(page, "outside the output folder")
+    assert not (out_dir.parent.parent / "escaped").exists()
+    assert process.poll() is None  # the server goes on
