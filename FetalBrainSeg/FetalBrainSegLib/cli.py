@@ -255,7 +255,7 @@ def _serve(args) -> int:
     try:
         from .inference import Segmenter
         from .slicer_logic import BrainSegmentationLogic
-        from .web_app import serve
+        from .slicer_web_app import serve
     except ImportError as exc:
         print(f"error: the web app needs trame-slicer ({exc}); pip install 'fetalbrainseg[web]'", file=sys.stderr)
         return 1
