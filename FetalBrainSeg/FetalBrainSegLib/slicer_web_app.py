@@ -192,6 +192,10 @@ class WebApp:
     def _build_panel(self):
         layout = self._ui.layout
         layout.title.set_text("FetalBrainSeg")
+        # trame-slicer's open and save-scene buttons would bypass the offered stacks and the export
+        # rules, and leave the panel naming a stack the view no longer shows
+        for button in (self._ui.load_volume_items_buttons, self._ui.download_scene_button):
+            button.style = "display: none"
         # trame-slicer's editor keeps the left drawer; ours is on the right
         with layout, v3.VNavigationDrawer(location="right", permanent=True, width=340):
             with v3.VCard(classes="ma-2", variant="flat"):

@@ -132,7 +132,7 @@ def drag(page, start, end):
 def export_to(page, sub_folder: str) -> str:
     page.fill("#fbs-out-folder", sub_folder)
     page.click("#fbs-export")
-    page.wait_for_function("document.querySelector('#fbs-exported').textContent.includes('brainmask') || "
+    page.wait_for_function(f"document.querySelector('#fbs-exported').textContent.includes('/{sub_folder}/') || "
                            "document.querySelector('#fbs-error')", timeout=60_000)
     return page.inner_text("#fbs-exported")
 
