@@ -213,3 +213,10 @@ def test_exports_outside_the_output_folder_are_refused(server, page):
     wait_error(page, "outside the output folder")
     assert not (out_dir.parent.parent / "escaped").exists()
     assert process.poll() is None  # the server goes on
+
+
+def test_a_stack_the_server_does_not_offer_is_refused(server, page):
+    _, _, _, process = server
+    page.evaluate("window.trame.state.set('fbs_stack', '../../../../etc/passwd')")
+    wait_error(page, "not one of the stacks this server offers")
+    assert process.poll() is None
