@@ -35,6 +35,7 @@ class WebApp:
         self.logic = logic or BrainSegmentationLogic()
         self.device = device
         self.job = None
+        self.loaded_stack: str | None = None
         self.server = server or get_server(client_type="vue3")
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
@@ -78,6 +79,7 @@ class WebApp:
         if self.volume_node is None:
             raise VolumeError(f"{name}: not a readable image")
         self._show_acquisition_plane()
+        self.loaded_stack = name
         self.state.update({"fbs_slices": [], "fbs_progress": 0, "fbs_exported": [],
                            "fbs_status": f"{name} loaded. Segment when ready."})
         return self.volume_node
@@ -142,12 +144,13 @@ class WebApp:
 
     # ------------------------------------------------------------------ server side
     def _on_stack_chosen(self, fbs_stack, **_):
-        if not fbs_stack:
+        if not fbs_stack or fbs_stack == self.loaded_stack:
             return
         try:
             self.load_stack(fbs_stack)
         except (PathRefused, VolumeError) as exc:
             self.state.fbs_error = str(exc)
+            self.state.fbs_stack = self.loaded_stack  # the panel names what the view shows
 
     def _on_segment_clicked(self):
         if self.segment() is not None:

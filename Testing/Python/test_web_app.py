@@ -220,3 +220,4 @@ def test_a_stack_the_server_does_not_offer_is_refused(server, page):
     page.evaluate("window.trame.state.set('fbs_stack', '../../../../etc/passwd')")
     wait_error(page, "not one of the stacks this server offers")
     assert process.poll() is None
+    page.wait_for_function("window.trame.state.get('fbs_stack') === 'e2mip_testing_0000.nii.gz'", timeout=10_000)
