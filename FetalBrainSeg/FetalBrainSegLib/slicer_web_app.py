@@ -73,6 +73,7 @@ class WebApp:
         path = self.library.stack(name)
         self.cancel()
         self.slicer_app.scene.Clear()
+        self.loaded_stack = None
         # the loader of trame-slicer's own upload button (2.0.0, pinned): shows the volume
         # and gives the segment editor an empty segmentation on it
         self._viewer._load_files_logic._on_load_volume_files([str(path)])
