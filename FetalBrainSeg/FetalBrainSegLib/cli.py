@@ -240,6 +240,8 @@ def _add_serve(commands) -> None:
                    help="address to listen on (default: this machine only); others expose the app and data")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--max-upload-mb", type=float, default=500, help="largest stack accepted from the page "
+                   "(default: %(default)s)")
     p.set_defaults(run=_serve)
 
 
@@ -262,7 +264,7 @@ def _serve(args) -> int:
     from .web_library import StackLibrary
 
     try:
-        library = StackLibrary(args.stacks, args.out_dir)
+        library = StackLibrary(args.stacks, args.out_dir, args.max_upload_mb)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

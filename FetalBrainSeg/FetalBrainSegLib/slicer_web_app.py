@@ -9,6 +9,7 @@ import asyncio
 
 import numpy as np
 from trame.app import get_server
+from trame.app.file_upload import ClientFile
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_slicer import module as trame_slicer_module
@@ -102,6 +103,20 @@ class WebApp:
         self.state.update({"fbs_running": True, "fbs_slices": [], "fbs_progress": 0,
                            "fbs_status": f"Segmenting {job.total} slices…"})
         return job
+
+    def upload(self, files):
+        """A stack sent from the page: checked like any input, then offered and shown."""
+        if not files:
+            return
+        file = ClientFile(files[0])
+        self.state.fbs_error = ""
+        try:
+            name = self.library.add_upload(file.name, file.content or b"")
+        except VolumeError as exc:
+            self.state.fbs_error = f"Upload refused: {exc}"
+            return
+        self.state.fbs_stacks = self.library.names
+        self.state.fbs_stack = name
 
     def cancel(self):
         if self.job is not None and not self.job.finished:
@@ -207,6 +222,17 @@ class WebApp:
                 with v3.VCardText():
                     v3.VSelect(label="Stack", items=("fbs_stacks",), v_model=("fbs_stack",),
                                disabled=("fbs_running",), density="compact", id="fbs-stack")
+                    max_mb = self.library.max_upload_bytes / 1e6
+                    # the size is checked here first, so a huge file is never sent
+                    v3.VFileInput(label="…or upload a stack (.nii.gz, .nii, .nrrd)", density="compact",
+                                  accept=".nii,.nii.gz,.nrrd,.gz", id="fbs-upload", disabled=("fbs_running",),
+                                  prepend_icon="mdi-upload", show_size=True, hide_details=True,
+                                  change=("const f = $event.target.files[0]; if (!f) { return; } "
+                                          f"if (f.size > {max_mb} * 1e6) {{ fbs_error = 'Upload refused: ' + f.name + "
+                                          f"' is ' + (f.size / 1e6).toFixed(0) + ' MB, more than the {max_mb:.0f} MB "
+                                          "this server accepts'; } else { fbs_error = ''; "
+                                          f"trame.trigger('{self.server.trigger_name(self.upload)}', "
+                                          "[$event.target.files]); }"))
                     with html.Div(classes="d-flex ga-2"):
                         v3.VBtn("Segment", click=self._on_segment_clicked, color="primary", id="fbs-segment",
                                 disabled=("fbs_running || !fbs_stack",))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.volume_io import read_volume, write_volume
 from FetalBrainSegLib.web_library import PathRefused, StackLibrary
 
 CHROMIUM = "/usr/bin/chromium"
@@ -56,7 +56,7 @@ def server(shared_data, tmp_path_factory):
     port = _free_port()
     log = open(out_dir.parent / "serve.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "FetalBrainSegLib", "serve", str(stack), "-o", str(out_dir),
-                                "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT)
+                                "--port", str(port), "--device", "cpu", "--max-upload-mb", "3"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
@@ -221,3 +221,26 @@ def test_a_stack_the_server_does_not_offer_is_refused(server, page):
     wait_error(page, "not one of the stacks this server offers")
     assert process.poll() is None
     page.wait_for_function("window.trame.state.get('fbs_stack') === 'e2mip_testing_0000.nii.gz'", timeout=10_000)
+
+
+def test_uploads_are_checked_and_bad_ones_leave_the_server_running(server, page, shared_data, tmp_path):
+    _, _, _, process = server
+    write_volume(np.random.rand(64, 64, 1).astype(np.float32), np.diag([1, 1, 3, 1.0]), tmp_path / "flat.nii.gz")
+    write_volume(np.random.rand(16, 16, 4, 3).astype(np.float32), np.eye(4), tmp_path / "series.nii.gz")
+    (tmp_path / "notes.nii.gz").write_text("not an image")
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")
+    huge = shared_data / "samples" / "f0832s1_fetus_03.nii.gz"  # 3.8 MB; this server takes 3 MB
+    for path, message in ((tmp_path / "flat.nii.gz", "single slice"), (tmp_path / "series.nii.gz", "4D image"),
+                          (tmp_path / "notes.nii.gz", "notes.nii.gz"), (tmp_path / "report.pdf", "not a NIfTI"),
+                          (huge, "more than the 3 MB")):
+        page.set_input_files("#fbs-upload", str(path))
+        wait_error(page, message)
+        assert "Upload refused" in page.inner_text("#fbs-error")
+        assert process.poll() is None
+    assert page.evaluate("window.trame.state.get('fbs_stacks')") == ["e2mip_testing_0000.nii.gz"]
+
+    good = shared_data / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
+    page.set_input_files("#fbs-upload", str(good))
+    wait_status(page, f"{good.name} loaded")
+    page.click("#fbs-segment")
+    wait_status(page, "Done")
