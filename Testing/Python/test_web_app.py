@@ -244,3 +244,35 @@ def test_uploads_are_checked_and_bad_ones_leave_the_server_running(server, page,
     wait_status(page, f"{good.name} loaded")
     page.click("#fbs-segment")
     wait_status(page, "Done")
+
+
+def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothing(shared_data, tmp_path,
+                                                                                    monkeypatch):
+    """The app object itself, without a browser: deterministic where a click would race the engine."""
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    from trame.app import get_server
+
+    from FetalBrainSegLib.inference import Segmenter
+    from FetalBrainSegLib.slicer_logic import BrainSegmentationLogic, find_brain_segment, segment_mask
+    from FetalBrainSegLib.slicer_web_app import WebApp
+
+    stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
+    logic = BrainSegmentationLogic(lambda device: Segmenter(device=device, batch_size=2))
+    app = WebApp(StackLibrary([stack], tmp_path), logic, device="cpu", server=get_server("fbs-app-test"))
+    app.load_stack(stack.name)
+    job = app.segment()
+    listed = []
+    while not job.poll():
+        listed.append(len(app.state.fbs_slices))
+        time.sleep(0.005)
+    listed.append(len(app.state.fbs_slices))
+    assert job.state == "done" and listed[-1] == 12 and listed == sorted(listed)
+    assert any(0 < n < 12 for n in listed)  # rows (and masks) came chunk by chunk
+
+    segmentation, volume = app.segmentation_node, app.volume_node
+    before = segment_mask(segmentation, find_brain_segment(segmentation), volume)
+    again = app.segment()
+    again.cancel()
+    again.wait(timeout=60)
+    assert again.state == "cancelled"
+    assert np.array_equal(segment_mask(segmentation, find_brain_segment(segmentation), volume), before)
