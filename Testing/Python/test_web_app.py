@@ -38,6 +38,8 @@ def test_the_library_offers_only_its_stacks_and_writes_only_inside_its_folder(sh
             library.output_folder(sub_folder)
     with pytest.raises(FileNotFoundError, match="no such stack"):
         StackLibrary([images / "missing.nii.gz"], tmp_path)
+    in_folder = StackLibrary([images], tmp_path).names  # a folder offers the stacks inside it
+    assert "e2mip_testing_0000.nii.gz" in in_folder and len(in_folder) == len(list(images.glob("*.nii*")))
 
 
 def _free_port() -> int:
@@ -225,12 +227,13 @@ def test_a_stack_the_server_does_not_offer_is_refused(server, page):
 
 def test_uploads_are_checked_and_bad_ones_leave_the_server_running(server, page, shared_data, tmp_path):
     _, _, _, process = server
+    write_volume(np.random.rand(64, 64).astype(np.float32), np.eye(4), tmp_path / "picture.nii.gz")
     write_volume(np.random.rand(64, 64, 1).astype(np.float32), np.diag([1, 1, 3, 1.0]), tmp_path / "flat.nii.gz")
     write_volume(np.random.rand(16, 16, 4, 3).astype(np.float32), np.eye(4), tmp_path / "series.nii.gz")
     (tmp_path / "notes.nii.gz").write_text("not an image")
     (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")
     huge = shared_data / "samples" / "f0832s1_fetus_03.nii.gz"  # 3.8 MB; this server takes 3 MB
-    for path, message in ((tmp_path / "flat.nii.gz", "single slice"), (tmp_path / "series.nii.gz", "4D image"),
+    for path, message in ((tmp_path / "picture.nii.gz", "2D image"), (tmp_path / "flat.nii.gz", "single slice"), (tmp_path / "series.nii.gz", "4D image"),
                           (tmp_path / "notes.nii.gz", "notes.nii.gz"), (tmp_path / "report.pdf", "not a NIfTI"),
                           (huge, "more than the 3 MB")):
         page.set_input_files("#fbs-upload", str(path))
