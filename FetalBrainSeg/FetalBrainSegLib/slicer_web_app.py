@@ -13,8 +13,8 @@ from trame.app.file_upload import ClientFile
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_slicer import module as trame_slicer_module
-from trame_slicer.app.logic import SegmentationAppLogic
 from trame_server.utils.typed_state import TypedState
+from trame_slicer.app.logic import SegmentationAppLogic
 from trame_slicer.app.ui import LayoutButtonState, PaintEffectState, SegmentationAppUI
 from trame_slicer.core import SlicerApp
 
@@ -138,7 +138,7 @@ class WebApp:
         except PathRefused as exc:
             self.state.fbs_error = f"Export refused: {exc}"
             return []
-        name = self.state.fbs_stack or self.volume_node.GetName()
+        name = self.loaded_stack or self.volume_node.GetName()
         mask = mask_path_for(folder / f"{strip_suffix(name)}{self.state.fbs_mask_format}", folder)
         segmentation = folder / f"{strip_suffix(name)}.seg.nrrd"
         for path in (mask, segmentation):  # both or neither
