@@ -88,10 +88,9 @@ def evaluate_model(name: str, weights: Path, records: list[StackRecord], device:
     # one runtime for every model, and the networks alone
     segmenter = Segmenter(weights, device=device, backend="torch", postprocess="none")
     model = segmenter.backend.model
-    predictions: dict[str, np.ndarray] = {}
-    scores = evaluate_records(segmenter, records, log=lambda line: None, predictions=predictions)
-    axes = {record.name: slice_axis(read_volume(record.mask).affine) for record in records}
-    montage = [np.take(predictions[stack], k, axis=axes[stack]) for stack, k in montage_keys]
+    results = {}
+    scores = evaluate_records(segmenter, records, log=lambda line: None, results=results)
+    montage = [np.take(results[stack].mask, k, axis=results[stack].slice_axis) for stack, k in montage_keys]
     images = segmenter.stack(read_volume(records[0].image)).network_input()
     ms_mean, ms_std = time_batch_one(segmenter, images, runs)
     batch_ms = {b: time_per_image(segmenter, images, b) for b in batch_sizes}

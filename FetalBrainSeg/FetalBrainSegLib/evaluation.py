@@ -41,13 +41,13 @@ def score_stack(prediction: np.ndarray, truth: np.ndarray, slice_axis: int, stac
 
 
 def evaluate_records(segmenter: Segmenter, records: list[StackRecord], log=print,
-                     predictions: dict[str, np.ndarray] | None = None) -> list[SliceScore]:
-    """Per-slice scores; `predictions`, when given, receives each stack's mask by name."""
+                     results: dict | None = None) -> list[SliceScore]:
+    """Per-slice scores; `results`, when given, receives each stack's segmentation result by name."""
     scores: list[SliceScore] = []
     for record in records:
         volume, result = segmenter.segment_file(record.image)
-        if predictions is not None:
-            predictions[record.name] = result.mask
+        if results is not None:
+            results[record.name] = result
         truth = read_volume(record.mask).data.reshape(volume.data.shape)
         stack_scores = score_stack(result.mask, truth, result.slice_axis, record.name, record.modality)
         scores += stack_scores
