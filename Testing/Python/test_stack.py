@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import rotation
 
-from FetalBrainSegLib.stack import SliceGrid, Stack, slice_axis
+from FetalBrainSegLib.stack import SliceGrid, Stack, _resampling_matrix, slice_axis
 from FetalBrainSegLib.volume_io import Volume, VolumeError
 
 
@@ -43,6 +43,19 @@ def test_physical_size_is_kept_on_the_network_grid_and_back(shape, spacing):
     back = grid.from_network(net[None].astype(np.float32))[0] > 0.5
     assert back.shape == shape
     assert np.count_nonzero(back != (disc > 0)) <= 0.03 * disc.sum()
+
+
+@pytest.mark.parametrize("shape,spacing", [((256, 256), (1.17, 1.17)), ((512, 384), (0.6, 0.8)),
+                                           ((96, 80), (3.0, 3.5)), ((384, 100), (0.3, 2.0))])
+def test_resampling_by_taps_equals_the_filter_matrices(shape, spacing):
+    """The gathered taps compute exactly the separable filter (fine T2W, coarse EPI, mixed)."""
+    grid = SliceGrid(shape, spacing, pixel_size=1.2)
+    slices = np.random.default_rng(3).random((2, *shape)).astype(np.float32)
+    to_a, to_b = (_resampling_matrix(n, s, 256, 1.2) for n, s in zip(shape, spacing))
+    np.testing.assert_allclose(grid.to_network(slices), to_a @ slices @ to_b.T, atol=1e-5)
+    maps = np.random.default_rng(4).random((2, 256, 256)).astype(np.float32)
+    back_a, back_b = (_resampling_matrix(256, 1.2, n, s) for n, s in zip(shape, spacing))
+    np.testing.assert_allclose(grid.from_network(maps), back_a @ maps @ back_b.T, atol=1e-5)
 
 
 def test_field_of_view_beyond_the_network_is_cropped_to_zero():
