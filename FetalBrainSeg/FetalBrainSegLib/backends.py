@@ -8,6 +8,10 @@
   bf16) is faster but its masks differ from fp32 by more than our bar of Dice 0.999, so it is
   only used when asked for.
 
+`precision="int8"` runs the INT8 model shipped beside the weights (`<name>.int8.onnx`,
+written by `fetalbrainseg quantize`) in either ONNX runtime: the fastest on CPUs, as accurate
+against manual masks, but also short of Dice 0.999 against fp32, so it too is opt-in.
+
 `auto` picks the fastest one installed: PyTorch on a CUDA GPU, else OpenVINO, else ONNX
 Runtime, else PyTorch. Each backend knows the preprocessing its weights were trained
 with, from the same metadata record.
@@ -24,12 +28,22 @@ from pathlib import Path
 import numpy as np
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
 CPU_PREFERENCE = ("openvino", "onnxruntime")  # fastest first, on CPUs (docs/results/latency.md)
 ONNX_METADATA_KEY = "fetalbrainseg"
 
 
 def onnx_path_for(weights: Path) -> Path:
     return weights.with_suffix(".onnx")
+
+
+def int8_path_for(weights: Path) -> Path:
+    """`name.int8.onnx` beside `name.pt` or `name.onnx` (an INT8 file names itself)."""
+    return weights if weights.name.endswith(".int8.onnx") else onnx_path_for(weights).with_suffix(".int8.onnx")
+
+
+def _onnx_precision(metadata: dict) -> str:
+    return metadata.get("quantization", {}).get("precision", "fp32")
 
 
 class TorchBackend:
@@ -69,6 +83,7 @@ class OnnxRuntimeBackend:
         if ONNX_METADATA_KEY not in meta:
             raise ValueError(f"{Path(onnx_file).name}: not a FetalBrainSeg ONNX model (no metadata)")
         self.metadata = json.loads(meta[ONNX_METADATA_KEY])
+        self.precision = _onnx_precision(self.metadata)
         self.input_name = self.session.get_inputs()[0].name
         self.device = "cpu"
 
@@ -77,7 +92,7 @@ class OnnxRuntimeBackend:
         return self.session.run(None, {self.input_name: batch})[0][:, 0]
 
     def describe(self) -> str:
-        return "onnxruntime on cpu"
+        return f"onnxruntime {self.precision} on cpu"
 
 
 class OpenVinoBackend:
@@ -91,8 +106,6 @@ class OpenVinoBackend:
         if not Path(onnx_file).is_file():
             raise FileNotFoundError(f"ONNX model not found: {onnx_file}")
         core = openvino.Core()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ValueError("this CPU has no native bf16 (AVX512-BF16 or AMX); use --precision fp32")
         model = core.read_model(str(onnx_file))
@@ -100,8 +113,10 @@ class OpenVinoBackend:
             self.metadata = json.loads(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str))
         except RuntimeError:
             raise ValueError(f"{Path(onnx_file).name}: not a FetalBrainSeg ONNX model (no metadata)") from None
-        self.precision = precision
-        hint = "f32" if precision == "fp32" else "bf16"
+        if _onnx_precision(self.metadata) == "int8" and precision == "bf16":
+            raise ValueError(f"{Path(onnx_file).name} is an INT8 model; it runs with --precision int8")
+        self.precision = "int8" if _onnx_precision(self.metadata) == "int8" else precision
+        hint = "bf16" if precision == "bf16" else "f32"  # an INT8 model's quantized layers run in int8 either way
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request; a Segmenter may be shared between threads
@@ -128,14 +143,20 @@ def create_backend(name: str = "auto", weights: str | os.PathLike | None = None,
 
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     weights = Path(weights) if weights else default_weights_path()
     onnx_only = weights.suffix == ".onnx"
-    onnx_file = weights if onnx_only else onnx_path_for(weights)
+    onnx_file = int8_path_for(weights) if precision == "int8" else weights if onnx_only else onnx_path_for(weights)
     if onnx_only and name == "torch":
         raise ValueError(f"{weights.name} is an ONNX model; it runs with --backend onnxruntime or openvino")
+    if precision == "int8" and name == "torch":
+        raise ValueError("--precision int8 runs with --backend onnxruntime or openvino, on the CPU")
+    if precision == "int8" and not onnx_file.is_file():
+        raise FileNotFoundError(f"INT8 model not found: {onnx_file} (write it with `fetalbrainseg quantize`)")
     if name == "auto":
-        wants_gpu = not onnx_only and (device.startswith("cuda") or
-                                       (device == "auto" and installed("torch") and _cuda_available()))
+        wants_gpu = precision != "int8" and not onnx_only and (
+            device.startswith("cuda") or (device == "auto" and installed("torch") and _cuda_available()))
         usable = [b for b in CPU_PREFERENCE if installed(b)] if onnx_file.is_file() else []
         if not wants_gpu and usable:
             name = usable[0]
@@ -143,8 +164,8 @@ def create_backend(name: str = "auto", weights: str | os.PathLike | None = None,
             name = "torch"
         else:
             raise ModuleNotFoundError("no inference runtime installed: pip install onnxruntime (light) or torch")
-    if precision != "fp32" and name != "openvino":
-        raise ValueError(f"--precision {precision} is offered by the openvino backend only")
+    if precision == "bf16" and name != "openvino":
+        raise ValueError("--precision bf16 is offered by the openvino backend only")
     if name == "onnxruntime":
         return OnnxRuntimeBackend(onnx_file, device)
     if name == "openvino":

@@ -5,7 +5,7 @@ Everything is measured in one run on one machine, so backends compare as ratios:
   network, resampling back, threshold), as `segment_slice` serves a scanner: p50 and p99;
 - a whole stack through `segment` (chunks of 8): milliseconds and slices per second;
 - the network's achieved GFLOP/s (2 x MACs per slice / p50 latency) against the machine's
-  peak, measured in the same run with a large matrix product in fp32 and in bf16.
+  peak, measured in the same run with a large matrix product in fp32, bf16 and int8.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import BACKENDS, installed
+from .backends import BACKENDS, installed, int8_path_for
 from .inference import Segmenter
 from .provenance import write_results
 from .stack import Stack
@@ -23,14 +23,23 @@ from .volume_io import read_volume
 
 
 def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float | None:
-    """Best-of GFLOP/s of a size x size matrix product (torch when installed, else numpy fp32)."""
+    """Best-of GFLOP/s (GOP/s for int8) of a size x size matrix product (torch when installed, else numpy fp32)."""
     if installed("torch"):
         import torch
 
-        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-        a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
-        torch.matmul(a, b)
-        best = min(timed(torch.matmul, a, b) for _ in range(repeats))
+        if dtype == "int8":  # torch._int_mm: int8 x int8 -> int32 in oneDNN's VNNI/AMX kernels
+            a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
+            b = torch.randint(-128, 128, (size, size), dtype=torch.int8)
+            product = torch._int_mm
+        else:
+            torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+            a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
+            product = torch.matmul
+        try:
+            product(a, b)
+        except RuntimeError:  # no int8 product on this build or CPU
+            return None
+        best = min(timed(product, a, b) for _ in range(repeats))
     elif dtype == "fp32":
         a, b = np.random.rand(size, size).astype(np.float32), np.random.rand(size, size).astype(np.float32)
         a @ b
@@ -41,13 +50,18 @@ def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float 
 
 
 def _variants(backends: list[str]) -> list[tuple[str, str]]:
-    """Each backend in fp32, and OpenVINO in bf16 too where the CPU has native bf16."""
+    """Each backend in fp32; OpenVINO in bf16 too where the CPU has native bf16; both ONNX
+    runtimes in int8 too when the INT8 model ships."""
+    from .resources import default_weights_path
+
     variants = [(name, "fp32") for name in backends]
     if "openvino" in backends:
         import openvino
 
         if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             variants.append(("openvino", "bf16"))
+    if int8_path_for(default_weights_path()).is_file():
+        variants += [(name, "int8") for name in backends if name in ("onnxruntime", "openvino")]
     return variants
 
 
@@ -83,14 +97,15 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
             f"{len(slices)}-slice stack {rows[-1]['stack_ms']:.0f} ms")
     model, _ = load_weights(default_weights_path())
     gflop_per_slice = 2 * count_macs(model) / 1e9
-    peaks = {dtype: matmul_peak_gflops(dtype) for dtype in ("fp32", "bf16")}
+    peaks = {dtype: matmul_peak_gflops(dtype) for dtype in ("fp32", "bf16", "int8")}
     for row in rows:
         achieved = gflop_per_slice / (row["p50_ms"] / 1e3)
         row["achieved_gflops"] = achieved
         for dtype, peak in peaks.items():
             row[f"of_{dtype}_peak"] = achieved / peak if peak else float("nan")
     for dtype, peak in peaks.items():
-        log(f"machine peak ({dtype} {2048}x{2048} matmul): {peak:.0f} GFLOP/s" if peak else f"no {dtype} peak")
+        log(f"machine peak ({dtype} 2048x2048 product): {peak:.0f} G{'OP' if dtype == 'int8' else 'FLOP'}/s"
+            if peak else f"no {dtype} peak")
     return rows, peaks, gflop_per_slice
 
 
@@ -99,12 +114,12 @@ def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, 
              f"Stack: `{stack_path.name}`; network {gflop_per_slice:.2f} GFLOP per slice; batch 1 per slice, "
              "end to end (resampling, normalization, network, resampling back, threshold).", "",
              "| backend | p50 per slice (ms) | p99 per slice (ms) | stack (ms) | slices/s | achieved GFLOP/s "
-             "| of fp32 peak | of bf16 peak |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| of fp32 peak | of bf16 peak | of int8 peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['backend']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['stack_ms']:.0f} "
                      f"({r['stack_slices']} slices) | {r['slices_per_s']:.0f} | {r['achieved_gflops']:.0f} "
-                     f"| {r['of_fp32_peak']:.0%} | {r['of_bf16_peak']:.0%} |")
-    lines += ["", "Machine peak in the same run (2048x2048 matmul): "
-              + ", ".join(f"{d} {p:.0f} GFLOP/s" for d, p in peaks.items() if p)]
+                     f"| {r['of_fp32_peak']:.0%} | {r['of_bf16_peak']:.0%} | {r['of_int8_peak']:.0%} |")
+    lines += ["", "Machine peak in the same run (2048x2048 matrix product): "
+              + ", ".join(f"{d} {p:.0f} {'GOP/s' if d == 'int8' else 'GFLOP/s'}" for d, p in peaks.items() if p)]
     return write_results(out_dir, "latency", rows, lines)

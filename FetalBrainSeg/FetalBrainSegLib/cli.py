@@ -71,8 +71,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--postprocess", choices=["none", "largest3d", "largest2d"], default="largest3d",
                    help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
                         "per slice, or none")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: faster with --backend openvino on CPUs with native bf16; masks differ slightly")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 "
+                        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks")
 
 
 def _make_segmenter(args):
@@ -385,6 +386,28 @@ def _export_onnx(args) -> int:
     return 0
 
 
+def _add_quantize(commands) -> None:
+    from .quantization import DEFAULT_CALIBRATION_SLICES
+
+    p = commands.add_parser("quantize", help="write the INT8 model of an ONNX model, calibrated on train slices")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="the fp32 .onnx (or the .pt it sits beside; default: the shipped model)")
+    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
+    p.add_argument("--calibration-slices", type=int, default=DEFAULT_CALIBRATION_SLICES,
+                   help="train slices drawn for the activation ranges (default: %(default)s)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="default: beside the model, .int8.onnx")
+    p.set_defaults(run=_quantize)
+
+
+def _quantize(args) -> int:
+    from .quantization import quantize_int8
+    from .resources import default_weights_path
+
+    path = quantize_int8(args.weights or default_weights_path(), args.manifest, args.output, args.calibration_slices)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fetalbrainseg", description="Real-time fetal brain segmentation (RFBSNet).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -395,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_info(commands)
     _add_export_onnx(commands)
+    _add_quantize(commands)
     _add_benchmark(commands)
     _add_models(commands)
     return parser
