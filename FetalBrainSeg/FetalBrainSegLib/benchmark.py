@@ -5,7 +5,9 @@ Everything is measured in one run on one machine, so backends compare as ratios:
   network, resampling back, threshold), as `segment_slice` serves a scanner: p50 and p99;
 - a whole stack through `segment` (chunks of 8): milliseconds and slices per second;
 - the network's achieved GFLOP/s (2 x MACs per slice / p50 latency) against the machine's
-  peak, measured in the same run with a large matrix product in fp32, bf16 and int8.
+  peak, measured in the same run with a large matrix product in fp32, bf16 and int8;
+- with a manifest, what each precision costs in accuracy: Dice of its masks against fp32
+  PyTorch's and against the manual masks, pooled over every slice of the test split.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import numpy as np
 
 from .backends import BACKENDS, installed, int8_path_for
 from .inference import Segmenter
+from .metrics import pooled_dice
 from .provenance import write_results
 from .stack import Stack
 from .volume_io import read_volume
 
 
-def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float | None:
+def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 10) -> float | None:
     """Best-of GFLOP/s (GOP/s for int8) of a size x size matrix product (torch when installed, else numpy fp32)."""
     if installed("torch"):
         import torch
@@ -71,14 +74,36 @@ def timed(call, *args) -> float:
     return time.perf_counter() - start
 
 
+class TestSplitReference:
+    """The test split on the network grid, with fp32 PyTorch's masks and the manual ones."""
+
+    def __init__(self, manifest: Path):
+        from .backends import TorchBackend
+        from .dataset import load_slices, read_manifest, select
+        from .resources import default_weights_path
+
+        test = load_slices(select(read_manifest(manifest), "test"))
+        self.images, self.manual = test.images, test.masks
+        self.fp32 = self.masks(TorchBackend(default_weights_path(), "cpu"))
+
+    def masks(self, backend, batch: int = 8) -> np.ndarray:
+        return np.concatenate([backend.predict(self.images[i:i + batch]) >= 0.5
+                               for i in range(0, len(self.images), batch)])
+
+    def scores(self, backend) -> dict:
+        masks = self.masks(backend)
+        return {"dice_vs_fp32_torch": pooled_dice(masks, self.fp32), "dice_vs_manual": pooled_dice(masks, self.manual)}
+
+
 def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repeats: int = 100, warmup: int = 10,
-                      log=print) -> tuple[list[dict], dict, float]:
+                      log=print, manifest: Path | None = None) -> tuple[list[dict], dict, float]:
     """Rows per backend, the machine's peaks, and the network's GFLOP per slice."""
     from .complexity import count_macs  # these need torch; the benchmark runs where it is installed
     from .resources import default_weights_path
     from .weights import load_weights
 
     volume = read_volume(stack_path)
+    reference = TestSplitReference(manifest) if manifest else None
     rows = []
     for name, precision in _variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)]):
         segmenter = Segmenter(device="cpu", backend=name, precision=precision)
@@ -92,7 +117,8 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
         stack_seconds = min(timed(segmenter.segment, volume) for _ in range(3))
         rows.append({"backend": segmenter.backend.describe(), "p50_ms": 1e3 * np.percentile(latencies, 50),
                      "p99_ms": 1e3 * np.percentile(latencies, 99), "stack_slices": len(slices),
-                     "stack_ms": 1e3 * stack_seconds, "slices_per_s": len(slices) / stack_seconds})
+                     "stack_ms": 1e3 * stack_seconds, "slices_per_s": len(slices) / stack_seconds,
+                     **(reference.scores(segmenter.backend) if reference else {})})
         log(f"{rows[-1]['backend']}: p50 {rows[-1]['p50_ms']:.1f} ms, p99 {rows[-1]['p99_ms']:.1f} ms, "
             f"{len(slices)}-slice stack {rows[-1]['stack_ms']:.0f} ms")
     model, _ = load_weights(default_weights_path())
@@ -110,16 +136,21 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
 
 
 def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, stack_path: Path, out_dir: Path) -> Path:
+    scored = "dice_vs_fp32_torch" in rows[0]
     lines = ["# Latency per backend", "",
              f"Stack: `{stack_path.name}`; network {gflop_per_slice:.2f} GFLOP per slice; batch 1 per slice, "
              "end to end (resampling, normalization, network, resampling back, threshold).", "",
              "| backend | p50 per slice (ms) | p99 per slice (ms) | stack (ms) | slices/s | achieved GFLOP/s "
-             "| of fp32 peak | of bf16 peak | of int8 peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| of fp32 peak | of bf16 peak | of int8 peak |" + (" Dice vs fp32 PyTorch | Dice vs manual |" if scored else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if scored else "")]
     for r in rows:
         lines.append(f"| {r['backend']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['stack_ms']:.0f} "
                      f"({r['stack_slices']} slices) | {r['slices_per_s']:.0f} | {r['achieved_gflops']:.0f} "
-                     f"| {r['of_fp32_peak']:.0%} | {r['of_bf16_peak']:.0%} | {r['of_int8_peak']:.0%} |")
+                     f"| {r['of_fp32_peak']:.0%} | {r['of_bf16_peak']:.0%} | {r['of_int8_peak']:.0%} |"
+                     + (f" {r['dice_vs_fp32_torch']:.4f} | {r['dice_vs_manual']:.4f} |" if scored else ""))
+    if scored:
+        lines += ["", "Dice: the masks (probability >= 0.5 on the network grid) pooled over every slice of the "
+                  "test split, T2W and EPI, against fp32 PyTorch's masks and against the manual masks."]
     lines += ["", "Machine peak in the same run (2048x2048 matrix product): "
               + ", ".join(f"{d} {p:.0f} {'GOP/s' if d == 'int8' else 'GFLOP/s'}" for d, p in peaks.items() if p)]
     return write_results(out_dir, "latency", rows, lines)

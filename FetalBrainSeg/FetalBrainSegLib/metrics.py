@@ -23,3 +23,9 @@ def dice_iou(prediction: np.ndarray, truth: np.ndarray, slice_axis: int = 0) -> 
     dice = np.where(empty, 1.0, 2 * tp / np.maximum(2 * tp + fp + fn, 1))
     iou = np.where(empty, 1.0, tp / np.maximum(union, 1))
     return dice, iou
+
+
+def pooled_dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice over every voxel at once (how closely two runtimes' masks agree over a whole split)."""
+    tp, fp, fn = (counts.sum() for counts in overlap_counts(prediction, truth))
+    return 1.0 if tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn))

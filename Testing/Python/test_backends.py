@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO_ROOT, dice
 
 from FetalBrainSegLib.backends import OnnxRuntimeBackend, TorchBackend, create_backend, int8_path_for, onnx_path_for
+from FetalBrainSegLib.metrics import pooled_dice
 from FetalBrainSegLib.resources import default_weights_path
 from FetalBrainSegLib.stack import Stack
 from FetalBrainSegLib.volume_io import read_volume
@@ -85,17 +86,13 @@ def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
 def test_every_default_runtime_keeps_masks_within_dice_0999_of_fp32_pytorch(manifest):
     """What auto runs by default on a CPU (OpenVINO fp32, or ONNX Runtime) is held to Dice >= 0.999
     against fp32 PyTorch over every test stack, T2W and EPI."""
-    from FetalBrainSegLib.metrics import overlap_counts
-
     weights = default_weights_path()
     reference = TorchBackend(weights, "cpu")
     stacks = [Stack(read_volume(r.image)).network_input() for r in manifest if r.split == "test"]
-    truth = [reference.predict(images) >= 0.5 for images in stacks]
+    truth = np.concatenate([reference.predict(images) >= 0.5 for images in stacks])
     for name in ("openvino", "onnxruntime"):
         backend = create_backend(name, weights, "cpu")
-        counts = np.array([[c.sum() for c in overlap_counts(backend.predict(images) >= 0.5, t)]
-                           for images, t in zip(stacks, truth)]).sum(axis=0)
-        assert 2 * counts[0] / (2 * counts[0] + counts[1] + counts[2]) >= 0.999, name
+        assert pooled_dice(np.concatenate([backend.predict(images) >= 0.5 for images in stacks]), truth) >= 0.999, name
 
 
 def test_reduced_precisions_are_only_used_when_asked_for_and_only_where_they_run(tmp_path):
@@ -116,13 +113,6 @@ def test_reduced_precisions_are_only_used_when_asked_for_and_only_where_they_run
     assert create_backend("onnxruntime", int8_path_for(default_weights_path())).describe() == "onnxruntime int8 on cpu"
 
 
-def _pooled_dice(predictions: np.ndarray, truth: np.ndarray) -> float:
-    from FetalBrainSegLib.metrics import overlap_counts
-
-    both, only_a, only_b = (c.sum() for c in overlap_counts(predictions, truth))
-    return 2 * both / (2 * both + only_a + only_b)
-
-
 def test_int8_is_as_accurate_as_fp32_against_manual_masks(manifest):
     """The shipped INT8 model, in both runtimes, over every test slice (T2W and EPI): as close
     to the manual masks as fp32 PyTorch, though only within Dice 0.99 of fp32's own masks
@@ -133,8 +123,8 @@ def test_int8_is_as_accurate_as_fp32_against_manual_masks(manifest):
     reference = TorchBackend(default_weights_path(), "cpu").predict(test.images) >= 0.5
     for name in ("onnxruntime", "openvino"):
         int8 = create_backend(name, device="cpu", precision="int8").predict(test.images) >= 0.5
-        assert _pooled_dice(int8, test.masks) >= _pooled_dice(reference, test.masks) - 0.005, name
-        assert _pooled_dice(int8, reference) >= 0.99, name
+        assert pooled_dice(int8, test.masks) >= pooled_dice(reference, test.masks) - 0.005, name
+        assert pooled_dice(int8, reference) >= 0.99, name
 
 
 def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command(manifest_path, manifest, tmp_path,

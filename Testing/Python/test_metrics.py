@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from FetalBrainSegLib.evaluation import score_stack, summarize
-from FetalBrainSegLib.metrics import dice_iou
+from FetalBrainSegLib.metrics import dice_iou, pooled_dice
 
 
 def test_dice_and_iou_on_known_slices():
@@ -16,6 +16,16 @@ def test_dice_and_iou_on_known_slices():
     dice, iou = dice_iou(pred, truth)
     np.testing.assert_allclose(dice, [4 / 6, 0, 0, 1])
     np.testing.assert_allclose(iou, [0.5, 0, 0, 1])
+
+
+def test_pooled_dice_counts_every_voxel_of_every_slice_together():
+    a = np.zeros((2, 4, 4), bool)
+    b = np.zeros((2, 4, 4), bool)
+    a[0, :2] = True  # 8 voxels
+    b[0, :1] = True  # 4 of them
+    b[1, 3] = True  # 4 more, only in b
+    assert pooled_dice(a, b) == pytest.approx(2 * 4 / (2 * 4 + 4 + 4))
+    assert pooled_dice(a, a) == 1.0 and pooled_dice(a & False, a & False) == 1.0
 
 
 def test_slice_axis_is_respected():
