@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import platform
 import shlex
 import subprocess
@@ -39,8 +40,13 @@ def command_line() -> str:
     return "fetalbrainseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+@functools.cache  # read once per run, before it rewrites committed results (which would read as "-dirty")
+def _provenance_at_start() -> tuple:
+    return (("command", command_line()), ("git_revision", git_revision()), ("machine", machine()))
+
+
 def provenance() -> dict:
-    return {"command": command_line(), "git_revision": git_revision(), "machine": machine()}
+    return dict(_provenance_at_start())
 
 
 def provenance_markdown() -> str:
@@ -50,11 +56,12 @@ def provenance_markdown() -> str:
 
 def write_results(out_dir: Path, name: str, rows: list[dict], markdown_lines: list[str]) -> Path:
     """`name`.csv from the rows and `name`.md from the lines, closed by where they came from."""
+    footer = provenance_markdown()  # first: the revision is read once, before any results file changes
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / f"{name}.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     path = out_dir / f"{name}.md"
-    path.write_text("\n".join(markdown_lines) + "\n\n" + provenance_markdown())
+    path.write_text("\n".join(markdown_lines) + "\n\n" + footer)
     return path
