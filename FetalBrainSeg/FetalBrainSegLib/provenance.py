@@ -37,7 +37,10 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return "fetalbrainseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The `fetalbrainseg` command, or the `python scripts/...` one, that is running."""
+    script = sys.argv[0]
+    program = f"python {script}" if script.endswith(".py") and Path(script).name != "__main__.py" else "fetalbrainseg"
+    return " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 @functools.cache  # read once per run, before it rewrites committed results (which would read as "-dirty")
