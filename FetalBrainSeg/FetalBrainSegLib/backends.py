@@ -160,10 +160,11 @@ def create_backend(name: str = "auto", weights: str | os.PathLike | None = None,
         usable = [b for b in CPU_PREFERENCE if installed(b)] if onnx_file.is_file() else []
         if not wants_gpu and usable:
             name = usable[0]
-        elif installed("torch") and not onnx_only:
+        elif installed("torch") and not onnx_only and precision != "int8":
             name = "torch"
         else:
-            raise ModuleNotFoundError("no inference runtime installed: pip install onnxruntime (light) or torch")
+            raise ModuleNotFoundError("no inference runtime installed for this model: pip install onnxruntime"
+                                      + ("" if onnx_only or precision == "int8" else " (light) or torch"))
     if precision == "bf16" and name != "openvino":
         raise ValueError("--precision bf16 is offered by the openvino backend only")
     if name == "onnxruntime":

@@ -56,6 +56,11 @@ def test_auto_picks_the_fastest_installed_cpu_runtime_and_torch_when_asked():
     probe = WITHOUT_TORCH + ("sys.modules['openvino'] = None\n"
                              "from FetalBrainSegLib.backends import create_backend; print(create_backend().name)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "onnxruntime"
+    # INT8 never falls back to fp32 PyTorch
+    probe = ("import sys\nsys.modules['openvino'] = None\nsys.modules['onnxruntime'] = None\n"
+             "from FetalBrainSegLib.backends import create_backend; create_backend(device='cpu', precision='int8')")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode != 0 and "no inference runtime installed for this model: pip install onnxruntime\n" in done.stderr
 
 
 def test_backend_misuse_gets_clear_errors(tmp_path):
