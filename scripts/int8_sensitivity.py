@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalBrainSeg"))
 from FetalBrainSegLib.backends import onnx_path_for  # noqa: E402
 from FetalBrainSegLib.dataset import load_slices, read_manifest, select  # noqa: E402
 from FetalBrainSegLib.metrics import pooled_dice  # noqa: E402
-from FetalBrainSegLib.provenance import write_results  # noqa: E402
+from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
 INPUT_LAYERS = ["/network/downsample/conv/conv.0/Conv", "/network/shallow/shallow.0/Conv",
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--calibration-slices", type=int, default=64)
     parser.add_argument("-o", "--out-dir", type=Path, default=Path("docs/results"))
     args = parser.parse_args()
+    provenance()  # the revision this run starts from, before it writes any results
 
     train = select(read_manifest(args.manifest), "train")
     calibration, validation = load_slices(train[::2]).images, load_slices(train[1::2]).images

@@ -327,6 +327,9 @@ def _add_benchmark(commands) -> None:
 
 
 def _benchmark(args) -> int:
+    from .provenance import provenance
+
+    provenance()  # the revision this run starts from, before it writes any results
     if args.comparison:
         from .comparison_run import COMPARISON_MODELS, ComparisonConfig, run_comparison
 
