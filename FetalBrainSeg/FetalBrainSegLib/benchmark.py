@@ -25,25 +25,37 @@ from .stack import Stack
 from .volume_io import read_volume
 
 
-def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 10) -> float | None:
-    """Best-of GFLOP/s (GOP/s for int8) of a size x size matrix product (torch when installed, else numpy fp32)."""
+PEAK_SIZE = {"cpu": 2048, "cuda": 8192}  # large enough to reach each kind of device's peak
+
+
+def matmul_peak_gflops(dtype: str, device: str = "cpu", repeats: int = 10) -> float | None:
+    """Best-of GFLOP/s (GOP/s for int8) of a square matrix product on `device` (torch when installed,
+    else numpy fp32 on the CPU)."""
+    size = PEAK_SIZE["cuda" if device.startswith("cuda") else "cpu"]
     if installed("torch"):
         import torch
 
-        if dtype == "int8":  # torch._int_mm: int8 x int8 -> int32 in oneDNN's VNNI/AMX kernels
-            a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
-            b = torch.randint(-128, 128, (size, size), dtype=torch.int8)
+        if dtype == "int8":  # torch._int_mm: int8 x int8 -> int32 (oneDNN VNNI/AMX on CPUs, tensor cores on GPUs)
+            a = torch.randint(-128, 128, (size, size), dtype=torch.int8, device=device)
+            b = torch.randint(-128, 128, (size, size), dtype=torch.int8, device=device)
             product = torch._int_mm
         else:
             torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-            a, b = torch.randn(size, size, dtype=torch_dtype), torch.randn(size, size, dtype=torch_dtype)
+            a = torch.randn(size, size, dtype=torch_dtype, device=device)
+            b = torch.randn(size, size, dtype=torch_dtype, device=device)
             product = torch.matmul
+
+        def finished_product(x, y):
+            product(x, y)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
         try:
-            product(a, b)
-        except RuntimeError:  # no int8 product on this build or CPU
+            finished_product(a, b)
+        except RuntimeError:  # no int8 product on this build or device
             return None
-        best = min(timed(product, a, b) for _ in range(repeats))
-    elif dtype == "fp32":
+        best = min(timed(finished_product, a, b) for _ in range(repeats))
+    elif dtype == "fp32" and device == "cpu":
         a, b = np.random.rand(size, size).astype(np.float32), np.random.rand(size, size).astype(np.float32)
         a @ b
         best = min(timed(np.matmul, a, b) for _ in range(repeats))
@@ -96,8 +108,9 @@ class TestSplitReference:
 
 
 def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repeats: int = 100, warmup: int = 10,
-                      log=print, manifest: Path | None = None) -> tuple[list[dict], dict, float]:
-    """Rows per backend, the machine's peaks, and the network's GFLOP per slice."""
+                      log=print, manifest: Path | None = None, device: str = "cpu") -> tuple[list[dict], dict, float]:
+    """Rows per backend, the peaks of each device used ({device: {dtype: peak}}), and the network's
+    GFLOP per slice. Every runtime is timed on the CPU; with a CUDA `device`, PyTorch on it too."""
     from .complexity import count_macs  # these need torch; the benchmark runs where it is installed
     from .resources import default_weights_path
     from .weights import load_weights
@@ -105,8 +118,12 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
     volume = read_volume(stack_path)
     reference = TestSplitReference(manifest) if manifest else None
     rows = []
-    for name, precision in _variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)]):
-        segmenter = Segmenter(device="cpu", backend=name, precision=precision)
+    variants = [(name, precision, "cpu")
+                for name, precision in _variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)])]
+    if device != "cpu":
+        variants.insert(0, ("torch", "fp32", device))  # first: a missing GPU stops the run before minutes of timing
+    for name, precision, on in variants:
+        segmenter = Segmenter(device=on, backend=name, precision=precision)
         stack = Stack(volume, stack_path.name, segmenter.pixel_size)
         slices, scale, spacing = stack.slices(), stack.normalization_scale, stack.grid.spacing
         for k in range(warmup):
@@ -115,7 +132,7 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
                               for k in range(repeats)])
         segmenter.segment(volume)
         stack_seconds = min(timed(segmenter.segment, volume) for _ in range(3))
-        rows.append({"backend": segmenter.backend.describe(), "p50_ms": 1e3 * np.percentile(latencies, 50),
+        rows.append({"backend": segmenter.backend.describe(), "device": on, "p50_ms": 1e3 * np.percentile(latencies, 50),
                      "p99_ms": 1e3 * np.percentile(latencies, 99), "stack_slices": len(slices),
                      "stack_ms": 1e3 * stack_seconds, "slices_per_s": len(slices) / stack_seconds,
                      **(reference.scores(segmenter.backend) if reference else {})})
@@ -123,16 +140,21 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
             f"{len(slices)}-slice stack {rows[-1]['stack_ms']:.0f} ms")
     model, _ = load_weights(default_weights_path())
     gflop_per_slice = 2 * count_macs(model) / 1e9
-    peaks = {dtype: matmul_peak_gflops(dtype) for dtype in ("fp32", "bf16", "int8")}
+    peaks = {on: {dtype: matmul_peak_gflops(dtype, on) for dtype in ("fp32", "bf16", "int8")}
+             for on in dict.fromkeys(on for _, _, on in variants)}
     for row in rows:
         achieved = gflop_per_slice / (row["p50_ms"] / 1e3)
         row["achieved_gflops"] = achieved
-        for dtype, peak in peaks.items():
+        for dtype, peak in peaks[row["device"]].items():
             row[f"of_{dtype}_peak"] = achieved / peak if peak else float("nan")
-    for dtype, peak in peaks.items():
-        log(f"machine peak ({dtype} 2048x2048 product): {peak:.0f} G{'OP' if dtype == 'int8' else 'FLOP'}/s"
-            if peak else f"no {dtype} peak")
+    log(f"peaks in the same run: {_peaks_text(peaks)}")
     return rows, peaks, gflop_per_slice
+
+
+def _peaks_text(peaks: dict) -> str:
+    return "; ".join(f"{on} ({PEAK_SIZE['cuda' if on.startswith('cuda') else 'cpu']}² product) "
+                     + ", ".join(f"{d} {p:.0f} {'GOP/s' if d == 'int8' else 'GFLOP/s'}" for d, p in by_dtype.items() if p)
+                     for on, by_dtype in peaks.items())
 
 
 def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, stack_path: Path, out_dir: Path) -> Path:
@@ -151,6 +173,5 @@ def write_latency_report(rows: list[dict], peaks: dict, gflop_per_slice: float, 
     if scored:
         lines += ["", "Dice: the masks (probability >= 0.5 on the network grid) pooled over every slice of the "
                   "test split, T2W and EPI, against fp32 PyTorch's masks and against the manual masks."]
-    lines += ["", "Machine peak in the same run (2048x2048 matrix product): "
-              + ", ".join(f"{d} {p:.0f} {'GOP/s' if d == 'int8' else 'GFLOP/s'}" for d, p in peaks.items() if p)]
+    lines += ["", f"Peaks in the same run, each row against its own device's: {_peaks_text(peaks)}"]
     return write_results(out_dir, "latency", rows, lines)

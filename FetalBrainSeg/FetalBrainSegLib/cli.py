@@ -321,7 +321,9 @@ def _add_benchmark(commands) -> None:
     p.add_argument("--models", nargs="+", default=None, help="--comparison: default all nine")
     p.add_argument("--runs-dir", type=Path, default=Path("runs") / "comparison",
                    help="--comparison: training runs and cached measurements (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="--comparison: auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", default=None,
+                   help="--comparison: auto (CUDA when present; the default), cpu or cuda; "
+                        "--latency: cuda also times PyTorch on the GPU (default: the CPU runtimes only)")
     p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results")
     p.set_defaults(run=_benchmark)
 
@@ -334,7 +336,7 @@ def _benchmark(args) -> int:
         from .comparison_run import COMPARISON_MODELS, ComparisonConfig, run_comparison
 
         config = ComparisonConfig(args.manifest, args.runs_dir, args.out_dir, args.steps,
-                                  tuple(args.models or COMPARISON_MODELS), args.device, args.repeats)
+                                  tuple(args.models or COMPARISON_MODELS), args.device or "auto", args.repeats)
         for path in run_comparison(config):
             print(f"wrote {path}")
         return 0
@@ -343,7 +345,8 @@ def _benchmark(args) -> int:
     manifest = args.manifest if args.manifest.is_file() else None
     if manifest is None:
         print(f"no manifest at {args.manifest}: the accuracy columns are left out")
-    rows, peaks, gflop = latency_benchmark(args.stack, args.backends, args.repeats, manifest=manifest)
+    rows, peaks, gflop = latency_benchmark(args.stack, args.backends, args.repeats, manifest=manifest,
+                                           device=args.device or "cpu")
     print(f"wrote {write_latency_report(rows, peaks, gflop, args.stack, args.out_dir)}")
     return 0
 

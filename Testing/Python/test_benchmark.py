@@ -16,9 +16,10 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
     assert [r["backend"] for r in rows] == ["onnxruntime fp32 on cpu", "onnxruntime int8 on cpu"]
     assert all(r["stack_slices"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 and r["stack_ms"] > 0 for r in rows)
     assert gflop == pytest.approx(5.61, abs=0.01)  # 2 x 2.80 GMAC per slice
-    assert set(peaks) == {"fp32", "bf16", "int8"} and peaks["fp32"] > 0
+    assert list(peaks) == ["cpu"] and set(peaks["cpu"]) == {"fp32", "bf16", "int8"} and peaks["cpu"]["fp32"] > 0
     for row in rows:
-        assert row["of_fp32_peak"] == pytest.approx(row["achieved_gflops"] / peaks["fp32"])
+        assert row["device"] == "cpu"
+        assert row["of_fp32_peak"] == pytest.approx(row["achieved_gflops"] / peaks["cpu"]["fp32"])
     fp32, int8 = rows
     assert fp32["dice_vs_fp32_torch"] >= 0.999 and 0.99 <= int8["dice_vs_fp32_torch"] < 1
     assert 0.8 < fp32["dice_vs_manual"] < 0.95 and abs(int8["dice_vs_manual"] - fp32["dice_vs_manual"]) < 0.005
@@ -27,6 +28,7 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
     text = report.read_text()
     assert "| onnxruntime int8 on cpu |" in text and "f0832s1_fetus_04.nii.gz" in text
     assert f"| {int8['dice_vs_fp32_torch']:.4f} | {int8['dice_vs_manual']:.4f} |" in text
+    assert f"cpu (2048² product) fp32 {peaks['cpu']['fp32']:.0f} GFLOP/s" in text
     assert "- git_revision:" in text and "- machine:" in text  # the provenance footer
     with (tmp_path / "latency.csv").open() as handle:
         assert [r["backend"] for r in csv.DictReader(handle)] == [r["backend"] for r in rows]
