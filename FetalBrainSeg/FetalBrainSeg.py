@@ -38,6 +38,7 @@ class FetalBrainSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    precision: Annotated[str, Choice(["fp32", "int8"])] = "fp32"
     threshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
 
 

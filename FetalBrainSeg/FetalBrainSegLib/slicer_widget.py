@@ -92,7 +92,7 @@ class SegmentationWidget(qt.QWidget):
         self.ui.segmentButton.toolTip = ("Stop; the segmentation goes back to how it was" if self.running
                                          else "Segment the brain on every slice of the input stack")
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector,
-                       self.ui.deviceComboBox, self.ui.thresholdSliderWidget):
+                       self.ui.deviceComboBox, self.ui.precisionComboBox, self.ui.thresholdSliderWidget):
             widget.enabled = not self.running and self.live is None
         self.ui.editButton.enabled = not self.running and volume is not None and hasResult
         self.ui.exportMaskButton.enabled = not self.running and volume is not None and hasResult
@@ -117,7 +117,8 @@ class SegmentationWidget(qt.QWidget):
         self.stopLive()
         if checked and self.dependenciesReady():
             self.live = self._withConsent(lambda replace: self.logic.startLive(
-                *self._runSettings(), replaceEdits=replace), "Cannot start live mode")
+                *self._runSettings(), replaceEdits=replace, precision=self.ui.precisionComboBox.currentText),
+                "Cannot start live mode")
             if self.live is not None:
                 self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
                 self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
@@ -154,7 +155,8 @@ class SegmentationWidget(qt.QWidget):
 
     def start(self) -> None:
         job = self._withConsent(lambda replace: self.logic.process(
-            *self._runSettings(), waitForCompletion=False, replaceEdits=replace, onProgress=self.onProgress),
+            *self._runSettings(), waitForCompletion=False, replaceEdits=replace, onProgress=self.onProgress,
+            precision=self.ui.precisionComboBox.currentText),
             "Cannot segment")
         if job is None:
             return

@@ -55,7 +55,7 @@ def headless():
 
 @pytest.fixture(scope="module")
 def logic(segmenter):
-    return BrainSegmentationLogic(segmenter_factory=lambda device: segmenter)
+    return BrainSegmentationLogic(segmenter_factory=lambda device, precision: segmenter)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,21 @@ def test_the_exported_labelmap_is_the_engines_mask_on_the_input_geometry(headles
     areas = np.array([s.area_mm2 for s in job.statistics])
     np.testing.assert_allclose(areas, job.mask.sum(axis=(0, 1)) * 1.0, rtol=1e-6)  # 1 x 1 mm pixels
     np.testing.assert_allclose(sorted(areas), sorted(engine_mask.sum(axis=(0, 1))), rtol=1e-9)
+
+
+def test_int8_is_asked_for_per_run_and_its_segmenter_is_kept_apart(headless, engine_mask, t2w_test_record):
+    from FetalBrainSegLib.inference import Segmenter
+
+    logic = BrainSegmentationLogic()  # the real factory: each (device, precision) loads its own model
+    volume = headless.load(t2w_test_record.image)
+    job = logic.process(volume, None, device="cpu", precision="int8")
+    assert job.state == "done" and logic.segmenter("cpu", "int8").backend.precision == "int8"
+    exported = slicer.util.arrayFromVolume(headless.export_labelmap(job.segmentation_node)).transpose(2, 1, 0)
+    int8_mask = on_file_grid(exported, volume, t2w_test_record.image)
+    assert np.array_equal(int8_mask, Segmenter(device="cpu", precision="int8").segment(read_volume(
+        t2w_test_record.image)).mask)
+    assert 0.98 < dice(int8_mask, engine_mask) < 1  # close to fp32's, not the same
+    assert logic.segmenter("cpu").backend.precision == "fp32"
 
 
 def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_consent(headless, logic, engine_mask, t2w_test_record):

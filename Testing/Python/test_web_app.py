@@ -260,7 +260,7 @@ def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothi
     from FetalBrainSegLib.slicer_web_app import WebApp
 
     stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
-    logic = BrainSegmentationLogic(lambda device: Segmenter(device=device, batch_size=2))
+    logic = BrainSegmentationLogic(lambda device, precision: Segmenter(device=device, precision=precision, batch_size=2))
     app = WebApp(StackLibrary([stack], tmp_path), logic, device="cpu", server=get_server("fbs-app-test"))
     app.load_stack(stack.name)
     job = app.segment()
