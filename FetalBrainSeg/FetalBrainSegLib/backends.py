@@ -113,9 +113,10 @@ class OpenVinoBackend:
             self.metadata = json.loads(model.get_rt_info(["framework", ONNX_METADATA_KEY]).astype(str))
         except RuntimeError:
             raise ValueError(f"{Path(onnx_file).name}: not a FetalBrainSeg ONNX model (no metadata)") from None
-        if _onnx_precision(self.metadata) == "int8" and precision == "bf16":
+        quantized = _onnx_precision(self.metadata) == "int8"
+        if quantized and precision == "bf16":
             raise ValueError(f"{Path(onnx_file).name} is an INT8 model; it runs with --precision int8")
-        self.precision = "int8" if _onnx_precision(self.metadata) == "int8" else precision
+        self.precision = "int8" if quantized else precision
         hint = "bf16" if precision == "bf16" else "f32"  # an INT8 model's quantized layers run in int8 either way
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()

@@ -25,13 +25,15 @@ from .stack import Stack
 from .volume_io import read_volume
 
 
-PEAK_SIZE = {"cpu": 2048, "cuda": 8192}  # large enough to reach each kind of device's peak
+def _peak_size(device: str) -> int:
+    """A matrix product large enough to reach the device's peak."""
+    return 8192 if device.startswith("cuda") else 2048
 
 
 def matmul_peak_gflops(dtype: str, device: str = "cpu", repeats: int = 10) -> float | None:
     """Best-of GFLOP/s (GOP/s for int8) of a square matrix product on `device` (torch when installed,
     else numpy fp32 on the CPU)."""
-    size = PEAK_SIZE["cuda" if device.startswith("cuda") else "cpu"]
+    size = _peak_size(device)
     if installed("torch"):
         import torch
 
@@ -86,7 +88,7 @@ def timed(call, *args) -> float:
     return time.perf_counter() - start
 
 
-class TestSplitReference:
+class ReferenceMasks:
     """The test split on the network grid, with fp32 PyTorch's masks and the manual ones."""
 
     def __init__(self, manifest: Path):
@@ -116,7 +118,7 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
     from .weights import load_weights
 
     volume = read_volume(stack_path)
-    reference = TestSplitReference(manifest) if manifest else None
+    reference = ReferenceMasks(manifest) if manifest else None
     rows = []
     variants = [(name, precision, "cpu")
                 for name, precision in _variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)])]
@@ -152,7 +154,7 @@ def latency_benchmark(stack_path: Path, backends: list[str] | None = None, repea
 
 
 def _peaks_text(peaks: dict) -> str:
-    return "; ".join(f"{on} ({PEAK_SIZE['cuda' if on.startswith('cuda') else 'cpu']}² product) "
+    return "; ".join(f"{on} ({_peak_size(on)}² product) "
                      + ", ".join(f"{d} {p:.0f} {'GOP/s' if d == 'int8' else 'GFLOP/s'}" for d, p in by_dtype.items() if p)
                      for on, by_dtype in peaks.items())
 

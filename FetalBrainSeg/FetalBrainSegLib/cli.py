@@ -59,11 +59,15 @@ def _train(args) -> int:
     return 0
 
 
+def _add_weights_and_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="NAME",
                    help="the network (fetalbrainseg models): its shipped weights, or checked against --weights")
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _add_weights_and_device(p)
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
     p.add_argument("--threshold", type=float, default=0.5, help="brain probability threshold")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
@@ -239,8 +243,7 @@ def _add_serve(commands) -> None:
     p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: this machine only); others expose the app and data")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    _add_weights_and_device(p)
     p.add_argument("--max-upload-mb", type=float, default=500, help="largest stack accepted from the page "
                    "(default: %(default)s)")
     p.set_defaults(run=_serve)

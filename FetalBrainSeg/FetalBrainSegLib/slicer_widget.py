@@ -117,8 +117,7 @@ class SegmentationWidget(qt.QWidget):
         self.stopLive()
         if checked and self.dependenciesReady():
             self.live = self._withConsent(lambda replace: self.logic.startLive(
-                *self._runSettings(), replaceEdits=replace, precision=self.ui.precisionComboBox.currentText),
-                "Cannot start live mode")
+                **self._runSettings(), replaceEdits=replace), "Cannot start live mode")
             if self.live is not None:
                 self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
                 self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
@@ -132,9 +131,12 @@ class SegmentationWidget(qt.QWidget):
             self.live = None
             self.ui.statusLabel.text = "Live mode stopped."
 
-    def _runSettings(self) -> tuple:
-        return (self.ui.inputVolumeSelector.currentNode(), self.ui.outputSegmentationSelector.currentNode(),
-                self.ui.deviceComboBox.currentText, self.ui.thresholdSliderWidget.value)
+    def _runSettings(self) -> dict:
+        """The panel's settings, as the logic's process and startLive take them."""
+        return {"inputVolume": self.ui.inputVolumeSelector.currentNode(),
+                "outputSegmentation": self.ui.outputSegmentationSelector.currentNode(),
+                "device": self.ui.deviceComboBox.currentText, "threshold": self.ui.thresholdSliderWidget.value,
+                "precision": self.ui.precisionComboBox.currentText}
 
     def _withConsent(self, action, failure: str):
         """action(replaceEdits): asked first before replacing edits; errors become a message, and None."""
@@ -155,8 +157,7 @@ class SegmentationWidget(qt.QWidget):
 
     def start(self) -> None:
         job = self._withConsent(lambda replace: self.logic.process(
-            *self._runSettings(), waitForCompletion=False, replaceEdits=replace, onProgress=self.onProgress,
-            precision=self.ui.precisionComboBox.currentText),
+            **self._runSettings(), waitForCompletion=False, replaceEdits=replace, onProgress=self.onProgress),
             "Cannot segment")
         if job is None:
             return

@@ -88,16 +88,20 @@ def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
     assert (REPO_ROOT / "weights" / onnx_path_for(default_weights_path()).name).is_file()
 
 
-def test_every_default_runtime_keeps_masks_within_dice_0999_of_fp32_pytorch(manifest):
+@pytest.fixture(scope="module")
+def reference_masks(manifest_path):
+    """Every test slice (T2W and EPI) with fp32 PyTorch's masks and the manual ones, as the latency
+    benchmark scores precisions."""
+    from FetalBrainSegLib.benchmark import ReferenceMasks
+
+    return ReferenceMasks(manifest_path)
+
+
+def test_every_default_runtime_keeps_masks_within_dice_0999_of_fp32_pytorch(reference_masks):
     """What auto runs by default on a CPU (OpenVINO fp32, or ONNX Runtime) is held to Dice >= 0.999
     against fp32 PyTorch over every test stack, T2W and EPI."""
-    weights = default_weights_path()
-    reference = TorchBackend(weights, "cpu")
-    stacks = [Stack(read_volume(r.image)).network_input() for r in manifest if r.split == "test"]
-    truth = np.concatenate([reference.predict(images) >= 0.5 for images in stacks])
     for name in ("openvino", "onnxruntime"):
-        backend = create_backend(name, weights, "cpu")
-        assert pooled_dice(np.concatenate([backend.predict(images) >= 0.5 for images in stacks]), truth) >= 0.999, name
+        assert reference_masks.scores(create_backend(name, device="cpu"))["dice_vs_fp32_torch"] >= 0.999, name
 
 
 def test_reduced_precisions_are_only_used_when_asked_for_and_only_where_they_run(tmp_path):
@@ -118,18 +122,15 @@ def test_reduced_precisions_are_only_used_when_asked_for_and_only_where_they_run
     assert create_backend("onnxruntime", int8_path_for(default_weights_path())).describe() == "onnxruntime int8 on cpu"
 
 
-def test_int8_is_as_accurate_as_fp32_against_manual_masks(manifest):
+def test_int8_is_as_accurate_as_fp32_against_manual_masks(reference_masks):
     """The shipped INT8 model, in both runtimes, over every test slice (T2W and EPI): as close
     to the manual masks as fp32 PyTorch, though only within Dice 0.99 of fp32's own masks
     (hence not a default; the figures are in docs/results/latency.md)."""
-    from FetalBrainSegLib.dataset import load_slices, select
-
-    test = load_slices(select(manifest, "test"))
-    reference = TorchBackend(default_weights_path(), "cpu").predict(test.images) >= 0.5
+    fp32_vs_manual = pooled_dice(reference_masks.fp32, reference_masks.manual)
     for name in ("onnxruntime", "openvino"):
-        int8 = create_backend(name, device="cpu", precision="int8").predict(test.images) >= 0.5
-        assert pooled_dice(int8, test.masks) >= pooled_dice(reference, test.masks) - 0.005, name
-        assert pooled_dice(int8, reference) >= 0.99, name
+        scores = reference_masks.scores(create_backend(name, device="cpu", precision="int8"))
+        assert scores["dice_vs_manual"] >= fp32_vs_manual - 0.005, name
+        assert scores["dice_vs_fp32_torch"] >= 0.99, name
 
 
 def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command(manifest_path, manifest, tmp_path,
