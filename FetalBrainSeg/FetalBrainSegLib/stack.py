@@ -1,11 +1,14 @@
 """A stack of 2D slices: which axis is the slice axis, and how slices go to the network grid and back.
 
-The network sees 256x256 slices at a fixed physical pixel size. Each in-plane axis is
+The network sees slices at a fixed physical pixel size (1.2 mm). Each in-plane axis is
 resampled by a separable linear (triangle) filter that widens when it shrinks, so
-coarse EPI and fine T2W land on the same millimetre grid without aliasing; content
-beyond the network's field of view is cropped, missing content is zero-padded. The
-same construction maps the network's probabilities back onto the original voxel grid,
-so a mask always has the input's exact shape and geometry, whatever the orientation.
+coarse EPI and fine T2W land on the same millimetre grid without aliasing. The grid is
+256 pixels (307 mm) along an axis, zero-padded around the slice, or as many more as the
+slice's field of view needs, rounded up to a multiple of 16 (the network halves it four
+times): the network is fully convolutional, so a brain near the edge of a wide stack is
+seen whole. The same construction maps the network's probabilities back onto the
+original voxel grid, so a mask always has the input's exact shape and geometry,
+whatever the orientation.
 """
 
 from __future__ import annotations
@@ -17,8 +20,16 @@ import numpy as np
 
 from .volume_io import Volume, VolumeError
 
-NETWORK_SIZE = 256
+NETWORK_SIZE = 256  # the smallest network grid, what the network was trained on
 DEFAULT_PIXEL_SIZE_MM = 1.2  # 256 px x 1.2 mm = 307 mm, the usual fetal field of view
+GRID_MULTIPLE = 16  # the network halves its grid four times
+MAX_FIELD_OF_VIEW_MM = 800.0  # wider slices come from a wrong header, not a uterus
+
+
+def network_extent(n: int, spacing: float, pixel_size: float) -> int:
+    """Network pixels along an axis of n voxels: at least NETWORK_SIZE, enough for the whole field of view."""
+    needed = int(np.ceil(n * spacing / pixel_size / GRID_MULTIPLE - 1e-6)) * GRID_MULTIPLE
+    return max(NETWORK_SIZE, needed)
 
 
 def check_stack(volume: Volume, name: str = "input") -> None:
@@ -42,7 +53,25 @@ def check_stack(volume: Volume, name: str = "input") -> None:
         raise VolumeError(f"{name}: has a degenerate voxel-to-world matrix")
     if float(data.max()) == float(data.min()):
         raise VolumeError(f"{name}: every voxel has the same intensity; there is no image to segment")
+    spacing = np.linalg.norm(np.asarray(volume.affine)[:3, :3], axis=0)
+    axis = slice_axis(volume.affine)
+    field = [shape[a] * spacing[a] for a in range(3) if a != axis]
+    if max(field) > MAX_FIELD_OF_VIEW_MM:
+        raise VolumeError(f"{name}: its slices span {field[0]:.0f} x {field[1]:.0f} mm, more than the "
+                          f"{MAX_FIELD_OF_VIEW_MM:.0f} mm any MRI field of view has; check the voxel spacing in its header")
     volume.data = data.reshape(shape)
+
+
+def acquired(values: np.ndarray) -> np.ndarray:
+    """The voxels that count for normalization, as float64: the non-zero ones (all when fewer than two are)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    nonzero = values[values != 0]
+    return nonzero if nonzero.size > 1 else values
+
+
+def intensity_scale(values: np.ndarray) -> float:
+    """The normalization's divisor: the standard deviation of the acquired voxels (see Stack.normalization_scale)."""
+    return float(acquired(values).std())
 
 
 def slice_axis(affine: np.ndarray) -> int:
@@ -101,22 +130,23 @@ class SliceGrid:
     shape: tuple[int, int]
     spacing: tuple[float, float]
     pixel_size: float = DEFAULT_PIXEL_SIZE_MM
-    size: int = NETWORK_SIZE
 
     def __post_init__(self):
-        (na, nb), (sa, sb) = self.shape, self.spacing
-        object.__setattr__(self, "_to_net", (Resampling(_resampling_matrix(na, sa, self.size, self.pixel_size)),
-                                              Resampling(_resampling_matrix(nb, sb, self.size, self.pixel_size))))
-        object.__setattr__(self, "_from_net", (Resampling(_resampling_matrix(self.size, self.pixel_size, na, sa)),
-                                                Resampling(_resampling_matrix(self.size, self.pixel_size, nb, sb))))
+        (na, nb), (sa, sb), pixel = self.shape, self.spacing, self.pixel_size
+        ga, gb = network_extent(na, sa, pixel), network_extent(nb, sb, pixel)
+        object.__setattr__(self, "network_shape", (ga, gb))
+        object.__setattr__(self, "_to_net", (Resampling(_resampling_matrix(na, sa, ga, pixel)),
+                                              Resampling(_resampling_matrix(nb, sb, gb, pixel))))
+        object.__setattr__(self, "_from_net", (Resampling(_resampling_matrix(ga, pixel, na, sa)),
+                                                Resampling(_resampling_matrix(gb, pixel, nb, sb))))
 
     def to_network(self, slices: np.ndarray) -> np.ndarray:
-        """(n, A, B) slices -> (n, size, size) float32 on the network grid."""
+        """(n, A, B) slices -> (n, *network_shape) float32 on the network grid."""
         along_a, along_b = self._to_net
         return along_b.apply(along_a.apply(np.asarray(slices, dtype=np.float32), 1), 2)
 
     def from_network(self, images: np.ndarray) -> np.ndarray:
-        """(n, size, size) network-grid maps (e.g. probabilities) -> (n, A, B) on the slice grid."""
+        """(n, *network_shape) network-grid maps (e.g. probabilities) -> (n, A, B) on the slice grid."""
         along_a, along_b = self._from_net
         return along_b.apply(along_a.apply(np.asarray(images, dtype=np.float32), 1), 2)
 
@@ -148,15 +178,18 @@ class Stack:
 
     @cached_property
     def normalization_scale(self) -> float:
-        """Intensities are divided by the stack's standard deviation (the authors' choice).
+        """Intensities are divided by the standard deviation of the stack's non-zero voxels.
 
-        Dividing without subtracting the mean keeps background at zero, the value the
-        network's zero padding also has.
+        The authors divide by the stack's standard deviation; leaving out exact zeros (zero
+        filling outside the acquired field of view) changes that by under 2% on every shared
+        stack, and makes a stack padded with zeros, or embedded in a wider grid, give the same
+        network input. Dividing without subtracting the mean keeps background at zero, the value
+        the network's zero padding also has.
         """
-        return float(np.asarray(self.volume.data, dtype=np.float64).std())
+        return intensity_scale(self.volume.data)
 
     def network_input(self, index: slice | np.ndarray = slice(None)) -> np.ndarray:
-        """Normalized slices on the network grid, (n, size, size) float32."""
+        """Normalized slices on the network grid, (n, *grid.network_shape) float32."""
         return self.grid.to_network(self.slices()[index]) / np.float32(self.normalization_scale)
 
 

@@ -3,8 +3,9 @@
 Each slice comes with its voxel-to-scanner matrix (4x4: in-plane pixel (i, j) at k = 0 ->
 RAS millimetres), and each answer gives the mask and the brain's centroid and bounding box
 in scanner coordinates, what head tracking and slice re-acquisition need. Intensities are
-scaled by the standard deviation of all slices seen so far in the series (the stack-level
-normalization the network was trained with, built up as the stack arrives).
+scaled by the standard deviation of the non-zero voxels of all slices seen so far in the
+series (the stack-level normalization the network was trained with, built up as the stack
+arrives).
 
 `SliceStream` runs a `StreamingSegmenter` on a worker thread: slices are answered strictly
 in arrival order, none is dropped, and each answer records its latency.
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .inference import Segmenter
+from .stack import acquired
 
 
 @dataclass
@@ -45,7 +47,7 @@ class StreamingSegmenter:
         self._count, self._sum, self._sum_squares = 0, 0.0, 0.0
 
     def _series_scale(self, image: np.ndarray) -> float:
-        values = image.astype(np.float64)
+        values = acquired(image)
         self._count += values.size
         self._sum += values.sum()
         self._sum_squares += np.square(values).sum()

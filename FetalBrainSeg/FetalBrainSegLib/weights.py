@@ -25,7 +25,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, model_name: str, mod
         "model": model_name,
         "model_options": dict(model_options or {}),
         "state_dict": {k: v.detach().float().cpu() for k, v in model.state_dict().items()},
-        "preprocessing": {"pixel_size_mm": float(pixel_size), "size": NETWORK_SIZE, "normalization": "stack_std"},
+        "preprocessing": {"pixel_size_mm": float(pixel_size), "size": NETWORK_SIZE, "normalization": "stack_std_nonzero"},
         "training": dict(training or {}),
     }
     path = Path(path)

@@ -1,0 +1,70 @@
+"""The whole field of view (issue 16): wide stacks are segmented whole, in every runtime; usual ones as before."""
+
+import numpy as np
+import pytest
+from conftest import dice
+
+from FetalBrainSegLib.backends import installed
+from FetalBrainSegLib.inference import Segmenter
+from FetalBrainSegLib.stack import NETWORK_SIZE, SliceGrid, Stack
+from FetalBrainSegLib.volume_io import Volume, VolumeError, read_volume
+
+# (first row, first column, side of the wider square grid) for a 256x256 stack of 1.17 mm pixels:
+# against a corner, against an edge, and centred in a 491 mm field of view
+PLACEMENTS = [(0, 164, 420), (164, 0, 420), (82, 82, 420)]
+RUNTIMES = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")]
+
+
+def embed(volume: Volume, row: int, column: int, side: int) -> Volume:
+    """The same stack inside a wider in-plane grid of zeros, its voxels where they were in the scanner."""
+    data = np.zeros((side, side, volume.data.shape[2]), volume.data.dtype)
+    data[row : row + volume.data.shape[0], column : column + volume.data.shape[1]] = volume.data
+    affine = volume.affine.copy()
+    affine[:3, 3] -= affine[:3, 0] * row + affine[:3, 1] * column
+    return Volume(data, affine)
+
+
+@pytest.fixture(scope="module")
+def stack_0001(manifest):
+    volume = read_volume(next(r for r in manifest if r.name == "e2mip_testing_0001").image)
+    assert volume.data.shape[:2] == (256, 256) and Stack(volume).axis == 2  # what PLACEMENTS assume
+    return volume
+
+
+@pytest.mark.parametrize("backend,precision", RUNTIMES)
+def test_a_stack_embedded_off_centre_in_a_wide_grid_gets_the_same_mask(stack_0001, backend, precision):
+    if not installed(backend):
+        pytest.fail(f"the test environment lacks the {backend} runtime")
+    segmenter = Segmenter(backend=backend, precision=precision, device="cpu")
+    reference = segmenter.segment(stack_0001).mask
+    assert reference.any()
+    for row, column, side in PLACEMENTS:
+        wide = embed(stack_0001, row, column, side)
+        assert Stack(wide).grid.network_shape[0] > NETWORK_SIZE  # 491 mm: the wide grid is really used
+        mask = segmenter.segment(wide).mask
+        assert not mask[:row].any() and not mask[row + 256 :].any()  # nothing found in the zeros around it
+        assert dice(mask[row : row + 256, column : column + 256], reference) >= 0.99, (row, column, side)
+
+
+def test_a_wide_grid_reaches_every_voxel():
+    grid = SliceGrid((400, 330), (1.0, 1.0), pixel_size=1.2)  # 400 x 330 mm
+    assert grid.network_shape == (336, 288)  # ceil(400 / 1.2 / 16) * 16, ceil(330 / 1.2 / 16) * 16
+    back = grid.from_network(np.ones((1, *grid.network_shape), np.float32))[0]
+    np.testing.assert_allclose(back, 1.0, atol=1e-6)  # edges and corners included
+
+
+def test_usual_stacks_keep_the_256_grid_and_wide_ones_are_covered_whole(manifest):
+    for record in manifest:
+        stack = Stack(read_volume(record.image), record.name)
+        extent_mm = np.array(stack.grid.shape) * np.array(stack.grid.spacing)
+        network_mm = np.array(stack.grid.network_shape) * stack.grid.pixel_size
+        if extent_mm.max() <= NETWORK_SIZE * stack.grid.pixel_size:
+            assert stack.grid.network_shape == (NETWORK_SIZE, NETWORK_SIZE), record.name
+        assert np.all(network_mm >= extent_mm) and np.all(network_mm < extent_mm + 16 * 1.2 + 1e-6) \
+            or stack.grid.network_shape[int(np.argmin(extent_mm))] == NETWORK_SIZE, record.name
+
+
+def test_an_absurd_field_of_view_is_refused_before_any_work(stack_0001):
+    wrong_header = Volume(stack_0001.data, stack_0001.affine @ np.diag([8.0, 8.0, 1.0, 1.0]))  # 2,396 mm
+    with pytest.raises(VolumeError, match="2396 x 2396 mm.*check the voxel spacing"):
+        Stack(wrong_header, "wrong_header")
