@@ -1,4 +1,4 @@
-"""Runtimes that turn normalized 256x256 slices into brain probabilities.
+"""Runtimes that turn normalized slices on the network grid (256x256 or larger) into brain probabilities.
 
 - `torch`: the weights file (.pt) in PyTorch, on the CPU or a CUDA GPU; needed for training.
 - `onnxruntime`: the ONNX file shipped beside the weights, with numpy and ONNX Runtime alone,
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .stack import NETWORK_SIZE
+
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 CPU_PREFERENCE = ("openvino", "onnxruntime")  # fastest first, on CPUs (docs/results/latency.md)
@@ -49,13 +51,15 @@ def _onnx_precision(metadata: dict) -> str:
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, weights: Path, device: str = "auto"):
+    def __init__(self, weights: Path | None, device: str = "auto", model=None, metadata: dict | None = None):
+        """From a weights file, or (for validation during training) from a model in memory and its metadata."""
         from .network import foreground_probability, resolve_device
         from .weights import load_weights
 
         self.device = resolve_device(device)
-        model, self.metadata = load_weights(weights)
-        self.model = model.to(self.device)
+        if model is None:
+            model, metadata = load_weights(weights)
+        self.model, self.metadata = model.to(self.device), metadata
         self._probability = foreground_probability
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -118,16 +122,33 @@ class OpenVinoBackend:
             raise ValueError(f"{Path(onnx_file).name} is an INT8 model; it runs with --precision int8")
         self.precision = "int8" if quantized else precision
         hint = "bf16" if precision == "bf16" else "f32"  # an INT8 model's quantized layers run in int8 either way
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
-        self.request = self.compiled.create_infer_request()
-        self._lock = threading.Lock()  # one infer request; a Segmenter may be shared between threads
+        self._core, self._model = core, model
+        self._config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        self._requests: dict[tuple[int, int], object] = {}
+        self._lock = threading.Lock()  # one infer request per grid; a Segmenter may be shared between threads
         self.device = "cpu"
+        self._request((NETWORK_SIZE, NETWORK_SIZE))  # the usual grid, compiled up front
+
+    def _request(self, grid: tuple[int, int]):
+        """An infer request compiled for this grid (OpenVINO is fastest on static shapes; wide stacks are rare)."""
+        if grid not in self._requests:
+            import openvino
+
+            if self._model.input(0).get_partial_shape().is_dynamic:
+                self._model.reshape({0: openvino.PartialShape([-1, 1, *grid])})
+            elif tuple(self._model.input(0).get_shape())[2:] != grid:
+                raise ValueError(f"this ONNX model takes {NETWORK_SIZE}x{NETWORK_SIZE} slices only; re-export it "
+                                 "with `fetalbrainseg export-onnx` for wider fields of view")
+            compiled = self._core.compile_model(self._model, "CPU", self._config)
+            self._requests[grid] = compiled.create_infer_request()
+        return self._requests[grid]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(images, dtype=np.float32)[:, None]
         with self._lock:
-            self.request.infer({0: batch})
-            return np.array(self.request.get_output_tensor(0).data[:, 0], dtype=np.float32)
+            request = self._request(batch.shape[2:])
+            request.infer({0: batch})
+            return np.array(request.get_output_tensor(0).data[:, 0], dtype=np.float32)
 
     def describe(self) -> str:
         return f"openvino {self.precision} on cpu"
@@ -205,7 +226,8 @@ def export_onnx(weights: str | os.PathLike, output: str | os.PathLike | None = N
     tmp = output.with_name(f".{output.name}.part")
     torch.onnx.export(BrainProbability(model).eval(), (torch.zeros(1, 1, 256, 256),), str(tmp),
                       input_names=["slices"], output_names=["brain_probability"], opset_version=17,
-                      dynamic_axes={"slices": {0: "batch"}, "brain_probability": {0: "batch"}}, dynamo=False)
+                      dynamic_axes={name: {0: "batch", 2: "height", 3: "width"}
+                                    for name in ("slices", "brain_probability")}, dynamo=False)
     graph = onnx.load(str(tmp))
     entry = graph.metadata_props.add()
     entry.key, entry.value = ONNX_METADATA_KEY, json.dumps(metadata)

@@ -13,21 +13,45 @@ DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
 
 
 def _add_train(commands) -> None:
-    p = commands.add_parser("train", help="train a model on a manifest's train split")
+    from .augment import INTENSITY_SETTINGS
+    from .training import LOSSES, TrainConfig
+
+    defaults = TrainConfig(manifest="", out_dir="")
+    p = commands.add_parser("train", help="train a model on a manifest's train split",
+                            description="Train a network on the labelled train stacks of a manifest, on augmented "
+                                        "crops, validating on whole slices of held-out stacks after every epoch. "
+                                        "Writes OUT/checkpoint.pt (resumable), OUT/train.log and OUT/best.pt.")
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt")
-    p.add_argument("--model", default="rfbsnet")
+    p.add_argument("--model", default=defaults.model, help="network of the registry (default: %(default)s)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="model constructor option, e.g. norm=batch (RFBSNet's one deviation)")
-    p.add_argument("--modalities", nargs="+", default=["T2W"], help="first one picks the best epoch")
-    p.add_argument("--steps", type=int, default=10000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--init", type=Path, default=None, metavar="WEIGHTS",
+                   help="start from these weights (fine-tuning) instead of a random initialization")
+    p.add_argument("--modalities", nargs="+", default=list(defaults.modalities),
+                   help="modalities to train on; the best epoch has the highest mean validation Dice over them "
+                        "(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps in all (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="crops per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=defaults.lr,
+                   help=f"Adam learning rate, x{defaults.lr_decay} every {defaults.lr_decay_steps} steps "
+                        "(default: %(default)s)")
+    p.add_argument("--crop-size", type=int, default=defaults.crop_size,
+                   help="training crop in network pixels; 0 trains on whole slices (default: %(default)s)")
+    p.add_argument("--brain-crop-share", type=float, default=defaults.brain_crop_share,
+                   help="share of crops centred near brain (default: %(default).2f)")
+    p.add_argument("--scale-range", type=float, nargs=2, default=list(defaults.scale_range), metavar=("LOW", "HIGH"),
+                   help="random magnification range (default: %(default)s)")
+    p.add_argument("--intensity", choices=INTENSITY_SETTINGS, default=defaults.intensity,
+                   help="intensity augmentation; strong adds dark blobs and speckle (default: %(default)s)")
+    p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="training loss (default: %(default)s)")
     p.add_argument("--val-stacks", nargs="*", default=[], help="stack names held out (default: 15%% per modality)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="plain crops: no rotation, scaling or intensity changes")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
@@ -50,7 +74,9 @@ def _train(args) -> int:
                          modalities=tuple(args.modalities), steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, val_stacks=tuple(args.val_stacks), seed=args.seed, device=args.device,
                          precision=args.precision, augment=args.augment,
-                         model_options=_parse_options(args.model_option))
+                         model_options=_parse_options(args.model_option), crop_size=args.crop_size,
+                         brain_crop_share=args.brain_crop_share, scale_range=tuple(args.scale_range),
+                         intensity=args.intensity, loss=args.loss, init=str(args.init or ""))
     trainer = Trainer(config)
     if args.resume and trainer.checkpoint_path.is_file():
         trainer.resume()
@@ -409,15 +435,20 @@ def _add_quantize(commands) -> None:
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument("--calibration-slices", type=int, default=DEFAULT_CALIBRATION_SLICES,
                    help="train slices drawn for the activation ranges (default: %(default)s)")
+    p.add_argument("--calibration-from", type=Path, default=None, metavar="INT8_MODEL",
+                   help="calibrate on the slices recorded in this INT8 model instead of drawing them "
+                        "(rebuilds it exactly, however the data set has grown)")
     p.add_argument("-o", "--output", type=Path, default=None, help="default: beside the model, .int8.onnx")
     p.set_defaults(run=_quantize)
 
 
 def _quantize(args) -> int:
-    from .quantization import quantize_int8
+    from .quantization import quantize_int8, recorded_calibration
     from .resources import default_weights_path
 
-    path = quantize_int8(args.weights or default_weights_path(), args.manifest, args.output, args.calibration_slices)
+    keys = recorded_calibration(args.calibration_from) if args.calibration_from else None
+    path = quantize_int8(args.weights or default_weights_path(), args.manifest, args.output, args.calibration_slices,
+                         keys=keys)
     print(f"wrote {path}")
     return 0
 

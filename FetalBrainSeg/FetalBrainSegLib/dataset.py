@@ -45,21 +45,36 @@ def select(records: list[StackRecord], split: str, modalities: tuple[str, ...] |
     return chosen
 
 
+def pad_centred(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(n, A, B) -> (n, *shape), zero-padded evenly around (network grids share their centre with the slice)."""
+    (a, b), (ta, tb) = images.shape[1:], shape
+    before = ((ta - a) // 2, (tb - b) // 2)
+    return np.pad(images, ((0, 0), (before[0], ta - a - before[0]), (before[1], tb - b - before[1])))
+
+
 @dataclass
 class SliceSet:
-    """Labelled slices on the network grid: images (n, S, S) float32, masks (n, S, S) uint8."""
+    """Labelled slices on the network grid: images (n, S, S) float32, masks (n, S, S) uint8.
+
+    Stacks wider than 307 mm have larger network grids; every slice is padded to the largest.
+    """
 
     images: np.ndarray
     masks: np.ndarray
     modalities: list[str]  # one per slice
+    keys: list[tuple[str, int]]  # (stack name, slice index) of each slice
 
 
 def load_slices(records: list[StackRecord], pixel_size: float = DEFAULT_PIXEL_SIZE_MM) -> SliceSet:
-    images, masks, modalities = [], [], []
+    images, masks, modalities, keys = [], [], [], []
     for record in records:
         stack = Stack(read_volume(record.image), record.name, pixel_size)
         mask = read_volume(record.mask).data.reshape(stack.volume.data.shape)
         images.append(stack.network_input())
         masks.append(stack.grid.to_network(np.moveaxis(mask > 0, stack.axis, 0)) > 0.5)
         modalities += [record.modality] * stack.num_slices
-    return SliceSet(np.concatenate(images), np.concatenate(masks).astype(np.uint8), modalities)
+        keys += [(record.name, i) for i in range(stack.num_slices)]
+    side = max(max(image.shape[1:]) for image in images)
+    images = [pad_centred(image, (side, side)) for image in images]
+    masks = [pad_centred(mask, (side, side)) for mask in masks]
+    return SliceSet(np.concatenate(images), np.concatenate(masks).astype(np.uint8), modalities, keys)

@@ -21,7 +21,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .postprocess import POSTPROCESSING, postprocess
+from .review import SliceReview, flip_disagreement, review_slices
 from .stack import SliceGrid, Stack
+from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
 
 
@@ -35,6 +37,7 @@ class Chunk:
     stop: int  # one past the last
     total: int  # slices in the stack
     probabilities: np.ndarray  # (stop - start, A, B) float32 on the slice grid
+    disagreement: np.ndarray | None = None  # per slice, with flip averaging: 1 - Dice of the flipped masks
 
 
 @dataclass
@@ -43,6 +46,8 @@ class SegmentationResult:
     mask: np.ndarray  # uint8 0/1, the input volume's voxel grid
     slice_axis: int
     seconds: float
+    review: list[SliceReview]  # one per slice: area, confidence, review flag and its reasons
+    disagreement: np.ndarray | None = None  # per slice, with flip averaging (see Chunk)
 
     @property
     def num_slices(self) -> int:
@@ -58,7 +63,7 @@ def _slice_grid(shape: tuple[int, int], spacing: tuple[float, float], pixel_size
 class Segmenter:
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
                  batch_size: int = 8, threshold: float = 0.5, backend: str = "auto", precision: str = "fp32",
-                 postprocess: str = "largest3d"):
+                 postprocess: str = "largest3d", tta: bool = False):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if not 0.0 < threshold < 1.0:
@@ -67,24 +72,46 @@ class Segmenter:
             raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}")
         from .backends import create_backend
 
-        self.backend = create_backend(backend, weights, device, precision)
+        # a name, or a backend object (training validates its model in memory through a TorchBackend)
+        self.backend = create_backend(backend, weights, device, precision) if isinstance(backend, str) else backend
         self.device = self.backend.device
         self.metadata = self.backend.metadata
         self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
         self.batch_size = batch_size
         self.threshold = threshold
         self.postprocess = postprocess
+        self.tta = tta
 
     def stack(self, volume: Volume, name: str = "input") -> Stack:
         """The checked stack for this volume (raises VolumeError with a one-line reason)."""
         return Stack(volume, name, self.pixel_size)
 
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities of (n, H, W) network-grid slices; with `tta`, the mean over the slices and their
+        left-right and up-down flips, and each slice's flip disagreement."""
+        probs = self.backend.predict(images)
+        if not self.tta:
+            return probs, None
+        variants = [np.flip(self.backend.predict(np.ascontiguousarray(np.flip(images, axis))), axis)
+                    for axis in (1, 2)]
+        disagreement = flip_disagreement(probs >= self.threshold, [v >= self.threshold for v in variants])
+        return (probs + variants[0] + variants[1]) / 3, disagreement
+
     def iter_chunks(self, stack: Stack) -> Iterator[Chunk]:
         total = stack.num_slices
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
-            probs = self.backend.predict(stack.network_input(slice(start, stop)))
-            yield Chunk(start, stop, total, stack.grid.from_network(probs))
+            probs, disagreement = self.predict(stack.network_input(slice(start, stop)))
+            yield Chunk(start, stop, total, stack.grid.from_network(probs), disagreement)
+
+    def finish(self, stack: Stack, probabilities: np.ndarray,
+               disagreement: np.ndarray | None = None) -> tuple[np.ndarray, list[SliceReview]]:
+        """A whole stack's mask (binarized, post-processed, on the volume grid) and its slice reviews,
+        from (n, A, B) slice-first probabilities."""
+        mask = postprocess(self.binarize(stack.assemble(probabilities)), stack.axis, self.postprocess)
+        spacing = stack.grid.spacing
+        review = review_slices(probabilities, np.moveaxis(mask, stack.axis, 0), spacing[0] * spacing[1], disagreement)
+        return mask, review
 
     def segment(self, volume: Volume, name: str = "input",
                 on_chunk: Callable[[Chunk], None] | None = None,
@@ -93,15 +120,18 @@ class Segmenter:
         begin = time.perf_counter()
         stack = self.stack(volume, name)
         probs = np.zeros(stack.slices().shape, dtype=np.float32)
+        disagreement = np.zeros(stack.num_slices) if self.tta else None
         for chunk in self.iter_chunks(stack):
             if cancel is not None and cancel.is_set():
                 raise SegmentationCancelled(f"{name}: cancelled after {chunk.start} of {chunk.total} slices")
             probs[chunk.start : chunk.stop] = chunk.probabilities
+            if chunk.disagreement is not None:
+                disagreement[chunk.start : chunk.stop] = chunk.disagreement
             if on_chunk is not None:
                 on_chunk(chunk)
-        probabilities = stack.assemble(probs)
-        mask = postprocess(self.binarize(probabilities), stack.axis, self.postprocess)
-        return SegmentationResult(probabilities, mask, stack.axis, time.perf_counter() - begin)
+        mask, review = self.finish(stack, probs, disagreement)
+        return SegmentationResult(stack.assemble(probs), mask, stack.axis, time.perf_counter() - begin, review,
+                                  disagreement)
 
     def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:
         volume = read_volume(path)
@@ -119,11 +149,11 @@ class Segmenter:
             raise ValueError(f"a slice must be a 2D array, not shape {image.shape}")
         if not np.isfinite(image).all():
             raise ValueError("the slice contains NaN or infinite intensities")
-        scale = float(intensity_scale) if intensity_scale else float(image.std())
+        scale = float(intensity_scale) if intensity_scale else acquired_std(image)
         grid = _slice_grid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
-        probs = self.backend.predict(grid.to_network(image[None]) / np.float32(scale))
+        probs, _ = self.predict(grid.to_network(image[None]) / np.float32(scale))
         probabilities = grid.from_network(probs)[0]
         return probabilities, self.binarize(probabilities)
 

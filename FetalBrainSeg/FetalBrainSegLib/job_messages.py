@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .slice_statistics import SliceStatistics
+from .review import SliceReview
 
 
 def progress_text(job) -> str:
@@ -11,7 +11,7 @@ def progress_text(job) -> str:
 
 def finished_text(job) -> str:
     if job.state == "done":
-        flagged = sum(s.low_confidence for s in job.statistics)
+        flagged = sum(s.flagged for s in job.statistics)
         return (f"Done: {job.total} slices in {job.seconds:.1f} s ({job.slices_per_second:.1f} slices/s); "
                 f"{flagged} flagged for review.")
     if job.state == "cancelled":
@@ -19,7 +19,7 @@ def finished_text(job) -> str:
     return f"Failed: the segmentation is as it was before. {job.error}"
 
 
-def slice_cells(stats: SliceStatistics) -> tuple[str, str, str, str]:
-    """Slice, area (mm²), confidence, review flag: one row of the per-slice list."""
+def slice_cells(stats: SliceReview) -> tuple[str, str, str, str]:
+    """Slice, area (mm²), confidence, review flag with its reasons: one row of the per-slice list."""
     return (str(stats.index), f"{stats.area_mm2:.0f}", f"{stats.confidence:.2f}",
-            "review" if stats.low_confidence else "")
+            f"review: {', '.join(stats.reasons)}" if stats.flagged else "")

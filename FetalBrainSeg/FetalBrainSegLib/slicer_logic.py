@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +29,7 @@ from vtk.util import numpy_support
 
 from .inference import Chunk, Segmenter
 from .outputs import output_problem
-from .postprocess import postprocess
-from .slice_statistics import SliceStatistics, slice_statistics
+from .review import SliceReview, provisional_reviews
 from .stack import reorder_to_grid, slice_axis
 from .streaming import SliceResult, StreamingSegmenter
 from .volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask_like, write_volume
@@ -130,12 +129,14 @@ class SegmentationJob:
     on_progress: Callable[["SegmentationJob"], None] | None = None
     state: str = "running"  # running, done, cancelled, failed
     error: str = ""
-    statistics: list[SliceStatistics] = field(default_factory=list)
+    statistics: list[SliceReview] = field(default_factory=list)  # provisional while running, final once done
 
     def __post_init__(self):
         self.volume = volume_from_node(self.volume_node)
         self.stack = self.segmenter.stack(self.volume, self.volume_node.GetName())
         self.mask = np.zeros(self.volume.data.shape, np.uint8)
+        self._probabilities = np.zeros(self.stack.slices().shape, np.float32)
+        self._disagreement = np.zeros(self.stack.num_slices) if self.segmenter.tta else None
         self.slice_axis = self.stack.axis
         self.total = self.stack.num_slices
         self.done_slices = 0
@@ -219,7 +220,11 @@ class SegmentationJob:
         index[self.slice_axis] = slice(chunk.start, chunk.stop)
         self.mask[tuple(index)] = self.stack.assemble(self.segmenter.binarize(chunk.probabilities))
         self._write(self.mask)
-        self.statistics += slice_statistics(chunk.probabilities, self.segmenter.threshold, self._pixel_area, chunk.start)
+        self._probabilities[chunk.start : chunk.stop] = chunk.probabilities
+        if chunk.disagreement is not None:
+            self._disagreement[chunk.start : chunk.stop] = chunk.disagreement
+        self.statistics += provisional_reviews(chunk.probabilities, self.segmenter.threshold, self._pixel_area,
+                                               chunk.start)
         self.done_slices = chunk.stop
         if self.on_progress is not None:
             self.on_progress(self)
@@ -232,11 +237,9 @@ class SegmentationJob:
         self.seconds = time.perf_counter() - self._start
         segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
         if state == "done":
-            # masks were shown chunk by chunk; the whole-stack clean-up comes once all slices are in
-            self.mask = postprocess(self.mask, self.slice_axis, self.segmenter.postprocess)
+            # masks were shown chunk by chunk; the whole-stack clean-up and review come once all slices are in
+            self.mask, self.statistics = self.segmenter.finish(self.stack, self._probabilities, self._disagreement)
             self._write(self.mask)
-            areas = np.moveaxis(self.mask, self.slice_axis, 0).reshape(self.total, -1).sum(axis=1) * self._pixel_area
-            self.statistics = [replace(s, area_mm2=float(areas[s.index])) for s in self.statistics]
             segment.SetTag(DIGEST_TAG, mask_digest(self.mask))
         elif self.previous_mask is None:
             self.segmentation_node.GetSegmentation().RemoveSegment(self.segment_id)

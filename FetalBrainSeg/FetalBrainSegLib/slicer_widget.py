@@ -179,13 +179,12 @@ class SegmentationWidget(qt.QWidget):
     def onProgress(self, job) -> None:
         self.ui.progressBar.value = job.done_slices
         self.ui.statusLabel.text = progress_text(job)
-        table = self.ui.sliceTable
-        for row in range(table.rowCount, len(job.statistics)):
-            stats = job.statistics[row]
-            table.insertRow(row)
+        table = self.ui.sliceTable  # refilled whole: the final rows (post-processed areas, flags) replace the live ones
+        table.setRowCount(len(job.statistics))
+        for row, stats in enumerate(job.statistics):
             for column, text in enumerate(slice_cells(stats)):
                 item = qt.QTableWidgetItem(text)
-                if stats.low_confidence:
+                if stats.flagged:
                     item.setBackground(qt.QColor(*REVIEW_COLOR))
                 table.setItem(row, column, item)
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from FetalBrainSegLib.training import TrainConfig, Trainer, dice_loss
+from FetalBrainSegLib.augment import AugmentSettings, brain_points, training_batch
+from FetalBrainSegLib.training import TrainConfig, Trainer, dice_loss, segmentation_loss
 from FetalBrainSegLib.weights import load_weights
 
 VAL = ("e2mip_validation_slice_T2W_vol0005",)
@@ -19,6 +20,60 @@ def test_dice_loss_is_zero_for_a_perfect_answer_and_one_for_predicting_nothing()
     assert float(dice_loss(nothing, target)) == pytest.approx(1, abs=0.15)
 
 
+def test_dice_plus_cross_entropy_is_near_zero_when_right_and_above_one_when_predicting_nothing():
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:5, 2:5] = 1
+    perfect = torch.cat([-20 * (target * 2 - 1), 20 * (target * 2 - 1)], dim=1)
+    nothing = torch.cat([torch.full_like(target, 20), torch.full_like(target, -20)], dim=1)
+    assert float(segmentation_loss(perfect, target, "dice_ce")) == pytest.approx(0, abs=1e-3)
+    assert float(segmentation_loss(nothing, target, "dice_ce")) > float(segmentation_loss(nothing, target, "dice")) + 0.5
+    with pytest.raises(ValueError, match="loss must be one of"):
+        segmentation_loss(perfect, target, "focal")
+
+
+def test_augmented_crops_keep_image_and_mask_aligned(trainer):
+    """The image is the mask itself: whatever rotation, flip, scale and crop a batch gets, the two must agree."""
+    brainy = np.flatnonzero(trainer.train_set.masks.any(axis=(1, 2)))[:16]
+    masks = torch.from_numpy(trainer.train_set.masks[brainy])[:, None].float()
+    points = brain_points(trainer.train_set.masks[brainy])
+    settings = AugmentSettings(crop_size=160, brain_share=1.0, scale_range=(0.7, 1.4))
+    generator = torch.Generator().manual_seed(0)
+    from FetalBrainSegLib.augment import spatial
+
+    images, crops = spatial(masks.clone(), masks, points, settings, generator)
+    assert images.shape == crops.shape == (16, 1, 160, 160)
+    agreement = ((images > 0.5) == (crops > 0.5)).float().mean()
+    assert agreement == 1.0
+    assert bool(crops.flatten(1).any(1).all())  # brain-centred crops all hold brain
+
+
+def test_a_share_of_crops_is_centred_on_brain(trainer):
+    images = torch.from_numpy(trainer.train_set.images)[:, None]
+    masks = torch.from_numpy(trainer.train_set.masks)[:, None].float()
+    brainy = torch.from_numpy(np.flatnonzero(trainer.train_set.masks.reshape(len(masks), -1).sum(1) > 200))[:64]
+    points = [trainer.train_points[i] for i in brainy.tolist()]
+
+    def brain_fraction(share):
+        settings = AugmentSettings(crop_size=96, brain_share=share)
+        _, crops = training_batch(images[brainy], masks[brainy], points, settings, torch.Generator().manual_seed(1))
+        return float(crops.flatten(1).any(1).float().mean())
+
+    assert brain_fraction(1.0) == 1.0
+    assert brain_fraction(0.0) < 0.8  # random 96^2 views of 256^2 slices often miss the brain
+
+
+def test_intensity_augmentation_strong_darkens_some_of_the_brain():
+    generator = torch.Generator().manual_seed(0)
+    flat = torch.ones(32, 1, 64, 64)
+    from FetalBrainSegLib.augment import _signal_dropout
+
+    darkened = _signal_dropout(flat, generator)
+    assert float(darkened.min()) < 0.5 and float(darkened.max()) <= 1.0
+    assert 0.3 < float((darkened.flatten(1).min(1).values < 0.9).float().mean()) < 1.0  # about half of the images
+    with pytest.raises(ValueError, match="intensity augmentation"):
+        AugmentSettings(intensity="extreme")
+
+
 @pytest.fixture(scope="module")
 def trainer(manifest_path, tmp_path_factory):
     config = TrainConfig(manifest=str(manifest_path), model_options={"norm": "batch"},
@@ -26,10 +81,13 @@ def trainer(manifest_path, tmp_path_factory):
     return Trainer(config, log=lambda line: None)
 
 
-def test_stacks_are_split_by_name(trainer):
+def test_stacks_are_split_by_name(trainer, manifest):
     assert trainer.val_names == list(VAL)
     assert not set(trainer.train_names) & set(VAL)
-    assert len(trainer.train_names) == 10 and len(trainer.val_set.images) == 5
+    labelled_t2w = {r.name for r in manifest if r.split == "train" and r.mask and r.modality == "T2W"}
+    assert set(trainer.train_names) == labelled_t2w - set(VAL)
+    assert [s.record.name for s in trainer.val_stacks] == list(VAL) and len(trainer.train_set.images) == len(trainer.train_set.keys)
+    assert {name for name, _ in trainer.train_set.keys} == set(trainer.train_names)
 
 
 def test_a_few_steps_on_real_slices_lower_the_loss(trainer):
@@ -37,7 +95,6 @@ def test_a_few_steps_on_real_slices_lower_the_loss(trainer):
     brainy = np.flatnonzero(trainer.train_set.masks.any(axis=(1, 2)))[:: 25][:8]
     images = torch.from_numpy(trainer.train_set.images[brainy])[:, None]
     masks = torch.from_numpy(trainer.train_set.masks[brainy])[:, None].float()
-    trainer.config.augment = False
     for group in trainer.optimizer.param_groups:
         group["lr"] = 1e-3
     losses = [trainer.train_step(images, masks) for _ in range(8)]
@@ -63,3 +120,17 @@ def test_a_run_checkpoints_and_resumes_where_it_stopped(manifest_path, tmp_path)
     second.run(progress=False)
     assert second.step == 3 and [h["epoch"] for h in second.history] == [1, 2]
     assert (tmp_path / "train.log").read_text().count("\n") == 2
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(manifest_path, tmp_path):
+    from FetalBrainSegLib.resources import default_weights_path
+
+    config = TrainConfig(manifest=str(manifest_path), out_dir=str(tmp_path), model_options={"norm": "batch"},
+                         init=str(default_weights_path()), steps=1, val_stacks=VAL, device="cpu")
+    shipped, _ = load_weights(default_weights_path())
+    tuned = Trainer(config, log=lambda line: None).model.state_dict()
+    for name, value in shipped.state_dict().items():
+        torch.testing.assert_close(tuned[name], value)
+    config.model_options = {}
+    with pytest.raises(ValueError, match="holds rfbsnet"):
+        Trainer(config, log=lambda line: None)

@@ -1,0 +1,71 @@
+"""The per-slice review flag: each signal catches the mistake it is for, on a real stack's manual mask."""
+
+import numpy as np
+import pytest
+from conftest import load_pair
+
+from FetalBrainSegLib.review import (MIN_AREA_CHANGE_MM2, area_jump, flip_disagreement, review_slices,
+                                     uncertain_share)
+from FetalBrainSegLib.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def manual(manifest):
+    """e2mip_testing_0001's manual mask, slice first, as a perfect prediction (p = 0 or 1), and its pixel area."""
+    volume, truth = load_pair(next(r for r in manifest if r.name == "e2mip_testing_0001"))
+    stack = Stack(volume)
+    mask = np.ascontiguousarray(np.moveaxis(truth > 0, stack.axis, 0)).astype(np.uint8)
+    return mask, stack.grid.spacing[0] * stack.grid.spacing[1]
+
+
+def test_a_perfect_confident_mask_is_flagged_nowhere_in_the_middle_of_the_brain(manual):
+    """Where the brain ends, true sections shrink fast and split into lobes, so a flag there may be
+    anatomy; in the middle half of the brain a flag on the manual mask would be a false alarm."""
+    mask, pixel_area = manual
+    reviews = review_slices(mask.astype(np.float32), mask, pixel_area)
+    brain = np.flatnonzero(mask.any(axis=(1, 2)))
+    middle = brain[len(brain) // 4 : -len(brain) // 4]
+    assert not [r.index for r in reviews if r.flagged and r.index in middle]
+    assert not [r for r in reviews if "uncertain" in r.reasons]
+    assert [r.index for r in reviews] == list(range(len(mask)))
+    np.testing.assert_allclose([r.area_mm2 for r in reviews], mask.reshape(len(mask), -1).sum(1) * pixel_area)
+
+
+def test_a_brain_slice_missed_in_the_middle_or_at_the_end_is_an_area_jump(manual):
+    mask, pixel_area = manual
+    brain = np.flatnonzero(mask.any(axis=(1, 2)))
+    middle, last = brain[len(brain) // 2], brain[-1]
+    for missed in (middle, last - 1):  # a missed slice next to brain: the jump its neighbours expose
+        predicted = mask.copy()
+        predicted[missed] = 0
+        reviews = review_slices(predicted.astype(np.float32), predicted, pixel_area)
+        assert "area jump" in reviews[missed].reasons, missed
+        assert reviews[missed].confidence == 1.0  # confidently wrong: the old confidence flag missed these
+    assert area_jump(np.array([0.0, 100.0, 0.0])).max() == 0.0  # changes under MIN_AREA_CHANGE_MM2 are noise
+    assert area_jump(np.array([0.0, 2 * MIN_AREA_CHANGE_MM2, 0.0]))[1] == pytest.approx(1.0)
+
+
+def test_a_confident_false_positive_below_the_head_is_a_second_piece(manual):
+    mask, pixel_area = manual
+    middle = np.flatnonzero(mask.any(axis=(1, 2)))[len(mask) // 2]
+    predicted = mask.copy()
+    rows = np.flatnonzero(~mask[middle].any(axis=1))
+    predicted[middle, rows[-60:-10], 20:80] = 1  # 50 x 60 pixels, about 3,000 mm², below the brain
+    reviews = review_slices(predicted.astype(np.float32) * 0.9, predicted, pixel_area)
+    assert reviews[middle].reasons == ("pieces",) and reviews[middle].confidence > 0.75
+
+
+def test_a_hesitant_mask_is_uncertain_and_flips_that_disagree_are_caught(manual):
+    mask, pixel_area = manual
+    middle = int(np.argmax(mask.reshape(len(mask), -1).sum(1)))
+    probabilities = mask.astype(np.float32)
+    probabilities[middle] *= 0.55  # the whole brain barely above the threshold
+    reviews = review_slices(probabilities, mask, pixel_area)
+    assert reviews[middle].reasons == ("uncertain",)
+    assert uncertain_share(probabilities, mask)[middle] == pytest.approx(1.0)
+
+    shifted = np.roll(mask, 15, axis=2)
+    disagreement = flip_disagreement(mask, [mask, shifted])
+    assert disagreement[middle] > 0.1 and disagreement[~mask.any(axis=(1, 2))].max() == 0.0
+    reviews = review_slices(mask.astype(np.float32), mask, pixel_area, disagreement)
+    assert "flips disagree" in reviews[middle].reasons
