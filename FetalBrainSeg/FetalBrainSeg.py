@@ -5,17 +5,23 @@ FetalBrainSegLib, which the command line and the Python API share.
 """
 
 import os
+import sys
 import tempfile
 from typing import Annotated
 
 import slicer
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from FetalBrainSegLib.slicer_logic import BrainSegmentationLogic
+from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD
+from FetalBrainSegLib.slicer.logic import BrainSegmentationLogic
 
 
 class FetalBrainSeg(ScriptedLoadableModule):
@@ -28,9 +34,12 @@ class FetalBrainSeg(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segments the fetal brain on every 2D slice of a fetal MRI stack with RFBSNet. Pick the stack, click "
             "Segment and watch masks appear; fix slices in the Segment Editor; export the mask for NiftyMIC, SVRTK "
-            "or NeSVoR. See the project README.")
+            "or NeSVoR. See the project README."
+        )
         self.parent.acknowledgementText = (
-            "RFBSNet: Faghihpirayesh et al., Deep Learning Framework for Real-time Fetal Brain Segmentation in MRI, 2022.")
+            "RFBSNet: Faghihpirayesh et al., Deep Learning Framework for Real-time Fetal Brain Segmentation in MRI, "
+            "2022."
+        )
 
 
 @parameterNodeWrapper
@@ -39,7 +48,7 @@ class FetalBrainSegParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     precision: Annotated[str, Choice(["fp32", "int8"])] = "fp32"
-    threshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
+    threshold: Annotated[float, WithinRange(0.01, 0.99)] = DEFAULT_THRESHOLD
 
 
 class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -51,7 +60,7 @@ class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from FetalBrainSegLib.slicer_widget import SegmentationWidget
+        from FetalBrainSegLib.slicer.widget import SegmentationWidget
 
         self.panel = SegmentationWidget(self.logic)
         self.layout.addWidget(self.panel)
@@ -70,6 +79,12 @@ class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self.panel is not None:
             self.panel.cleanup()
+
+    def onReload(self):
+        """Developer mode's Reload: forget the Lib modules too, so that edits to them take effect."""
+        for name in [n for n in sys.modules if n == "FetalBrainSegLib" or n.startswith("FetalBrainSegLib.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
 
 class FetalBrainSegLogic(ScriptedLoadableModuleLogic, BrainSegmentationLogic):
@@ -97,15 +112,20 @@ class FetalBrainSegTest(ScriptedLoadableModuleTest):
         self.test_cancel_restores_the_segmentation()
 
     def _stack(self):
-        from FetalBrainSegLib.demo import fetch_sample
+        from FetalBrainSegLib.samples import fetch_sample
 
         return slicer.util.loadVolume(str(os.environ.get("FETALBRAINSEG_TEST_STACK") or fetch_sample()))
 
     def test_segment_export_and_rerun(self):
-        from FetalBrainSegLib.slicer_logic import (EditedSegmentError, find_brain_segment, ijk_to_ras, segment_mask,
-                                                   write_segment)
-        from FetalBrainSegLib.stack import reorder_to_grid
-        from FetalBrainSegLib.volume_io import read_volume
+        from FetalBrainSegLib.engine.stack import reorder_to_grid
+        from FetalBrainSegLib.engine.volume_io import read_volume
+        from FetalBrainSegLib.slicer.logic import (
+            EditedSegmentError,
+            find_brain_segment,
+            ijk_to_ras,
+            segment_mask,
+            write_segment,
+        )
 
         self.delayDisplay("Segmenting the sample stack")
         volume = self._stack()
@@ -147,4 +167,3 @@ class FetalBrainSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(job.state, "cancelled")
         self.assertEqual(job.segmentation_node.GetSegmentation().GetNumberOfSegments(), 0)
         self.delayDisplay("Test passed")
-

@@ -20,14 +20,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalBrainSeg"))
 
-from FetalBrainSegLib.backends import onnx_path_for  # noqa: E402
-from FetalBrainSegLib.dataset import load_slices, read_manifest, select  # noqa: E402
-from FetalBrainSegLib.metrics import pooled_dice  # noqa: E402
+from FetalBrainSegLib.engine.backends import onnx_path_for  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, select  # noqa: E402
+from FetalBrainSegLib.evaluation.metrics import pooled_dice  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
-INPUT_LAYERS = ["/network/downsample/conv/conv.0/Conv", "/network/shallow/shallow.0/Conv",
-                "/network/encoders.0/encoders.0.0/Conv"]
+INPUT_LAYERS = [
+    "/network/downsample/conv/conv.0/Conv",
+    "/network/shallow/shallow.0/Conv",
+    "/network/encoders.0/encoders.0.0/Conv",
+]
 
 
 def main() -> None:
@@ -49,10 +52,15 @@ def main() -> None:
     core = openvino.Core()
 
     def masks(model_file: Path) -> np.ndarray:
-        request = core.compile_model(core.read_model(str(model_file)), "CPU",
-                                     {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-        return np.concatenate([np.array(request.infer({0: validation[i:i + 8, None]})[0])[:, 0] >= 0.5
-                               for i in range(0, len(validation), 8)])
+        request = core.compile_model(
+            core.read_model(str(model_file)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        ).create_infer_request()
+        return np.concatenate(
+            [
+                np.array(request.infer({0: validation[i : i + 8, None]})[0])[:, 0] >= 0.5
+                for i in range(0, len(validation), 8)
+            ]
+        )
 
     class Slices(CalibrationDataReader):
         def __init__(self):
@@ -70,21 +78,38 @@ def main() -> None:
 
         def agreement(**which) -> float:
             quantized = Path(scratch) / "int8.onnx"
-            quantize_static(str(prepared), str(quantized), Slices(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, **which)
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Slices(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                **which,
+            )
             return pooled_dice(masks(quantized), reference)
 
-        rows = [{"quantized": "every layer", "dice_vs_fp32": agreement()},
-                {"quantized": "every layer but the three input convolutions",
-                 "dice_vs_fp32": agreement(nodes_to_exclude=INPUT_LAYERS)}]
+        rows = [
+            {"quantized": "every layer", "dice_vs_fp32": agreement()},
+            {
+                "quantized": "every layer but the three input convolutions",
+                "dice_vs_fp32": agreement(nodes_to_exclude=INPUT_LAYERS),
+            },
+        ]
         for layer in layers:
             rows.append({"quantized": f"only {layer}", "dice_vs_fp32": agreement(nodes_to_quantize=[layer])})
             print(f"{rows[-1]['quantized']}: {rows[-1]['dice_vs_fp32']:.5f}", flush=True)
 
-    lines = ["# INT8: what each layer's quantization costs", "",
-             f"OpenVINO masks on {len(validation)} slices of half the train stacks (T2W and EPI), against the fp32 "
-             f"model's; ranges calibrated on {len(drawn)} slices of the other half.", "",
-             "| quantized | Dice vs fp32 |", "|---|---|"]
+    lines = [
+        "# INT8: what each layer's quantization costs",
+        "",
+        f"OpenVINO masks on {len(validation)} slices of half the train stacks (T2W and EPI), against the fp32 "
+        f"model's; ranges calibrated on {len(drawn)} slices of the other half.",
+        "",
+        "| quantized | Dice vs fp32 |",
+        "|---|---|",
+    ]
     lines += [f"| {r['quantized']} | {r['dice_vs_fp32']:.5f} |" for r in rows]
     print(f"wrote {write_results(args.out_dir, 'int8_sensitivity', rows, lines)}")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from FetalBrainSegLib.dataset import read_manifest, select
-from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import read_manifest, select
 
 
 def scale_std(data):  # the authors' choice, and ours: divide by the stack's standard deviation
@@ -38,8 +38,12 @@ def scale_foreground_median(data):  # median of the voxels above the stack's mea
     return data / np.median(data[data > data.mean()])
 
 
-SCHEMES = {"stack std (authors)": scale_std, "z-score": scale_zscore, "99th percentile": scale_p99,
-           "foreground median": scale_foreground_median}
+SCHEMES = {
+    "stack std (authors)": scale_std,
+    "z-score": scale_zscore,
+    "99th percentile": scale_p99,
+    "foreground median": scale_foreground_median,
+}
 
 
 def centre_crop(data, keep=0.6):
@@ -69,7 +73,10 @@ def main(argv=None) -> int:
         for name in SCHEMES:
             values = np.array(levels[name])
             rows.append((modality, len(stacks), name, values.std() / abs(values.mean()), np.median(crop_shift[name])))
-    print("| modality | stacks | normalization | CV of brain level across stacks | median change when the FOV is cropped to 60% |")
+    print(
+        "| modality | stacks | normalization | CV of brain level across stacks "
+        "| median change when the FOV is cropped to 60% |"
+    )
     print("|---|---|---|---|---|")
     for modality, count, name, cv, shift in rows:
         print(f"| {modality} | {count} | {name} | {cv:.3f} | {shift:.1%} |")

@@ -27,8 +27,14 @@ from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 
 # Boston T2W (as held out for the shipped weights, so fine-tuning does not leak), one CHUV
 # orientation (its fetus's other two orientations are trained on), and three EPI stacks.
-VAL_STACKS = ("e2mip_training_0003", "e2mip_training_0004", "mial_t30_coronal1",
-              "e2mip_sample_dwi_0633s1_B0", "e2mip_train_slice_DWI_vol0003", "e2mip_train_slice_DWI_vol0004")
+VAL_STACKS = (
+    "e2mip_training_0003",
+    "e2mip_training_0004",
+    "mial_t30_coronal1",
+    "e2mip_sample_dwi_0633s1_B0",
+    "e2mip_train_slice_DWI_vol0003",
+    "e2mip_train_slice_DWI_vol0004",
+)
 BASE_STEPS = 1500  # at 160^2 crops; other crop sizes get the same CPU time
 STEP_COST = {160: 1.0, 128: 0.65, 0: 2.6}  # measured ms per step relative to 160^2 (batch 8, channels_last)
 REFERENCE = {"crop_size": 160, "loss": "dice_ce", "scale_range": (0.8, 1.25), "intensity": "standard"}
@@ -52,11 +58,38 @@ def arm_steps(settings: dict) -> int:
 
 def train_command(run_dir: Path, settings: dict, steps: int, manifest: Path) -> list[str]:
     low, high = settings["scale_range"]
-    return [sys.executable, "-m", "FetalBrainSegLib", "train", "--manifest", str(manifest), "-o", str(run_dir),
-            "--model-option", "norm=batch", "--init", str(ROOT / "weights" / "rfbsnet_fetal_brain.pt"),
-            "--modalities", "T2W", "EPI", "--val-stacks", *VAL_STACKS, "--steps", str(steps),
-            "--crop-size", str(settings["crop_size"]), "--loss", settings["loss"],
-            "--scale-range", str(low), str(high), "--intensity", settings["intensity"], "--resume", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "FetalBrainSegLib",
+        "train",
+        "--manifest",
+        str(manifest),
+        "-o",
+        str(run_dir),
+        "--model-option",
+        "norm=batch",
+        "--init",
+        str(ROOT / "weights" / "rfbsnet_fetal_brain.pt"),
+        "--modalities",
+        "T2W",
+        "EPI",
+        "--val-stacks",
+        *VAL_STACKS,
+        "--steps",
+        str(steps),
+        "--crop-size",
+        str(settings["crop_size"]),
+        "--loss",
+        settings["loss"],
+        "--scale-range",
+        str(low),
+        str(high),
+        "--intensity",
+        settings["intensity"],
+        "--resume",
+        "--quiet",
+    ]
 
 
 def run_arm(name: str, runs: Path, manifest: Path) -> list[dict]:
@@ -65,8 +98,13 @@ def run_arm(name: str, runs: Path, manifest: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "FetalBrainSeg")}
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "stdout.log").open("a") as log:
-        subprocess.run(["nice", "-n", "10", *train_command(run_dir, settings, arm_steps(settings), manifest)],
-                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            ["nice", "-n", "10", *train_command(run_dir, settings, arm_steps(settings), manifest)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     return [json.loads(line) for line in (run_dir / "train.log").read_text().splitlines()]
 
 
@@ -90,29 +128,44 @@ def main() -> int:
     for name, history in histories.items():
         settings, best = arm_settings(name), max(history, key=score)
         low, high = settings["scale_range"]
-        rows.append({"arm": name, "loss": settings["loss"], "crop": settings["crop_size"] or 256,
-                     "scaling": f"{low:g}-{high:g}", "intensity": settings["intensity"], "steps": history[-1]["step"],
-                     "minutes": round(sum(h["seconds"] for h in history) / 60, 1), "best_epoch": best["epoch"],
-                     **{f"{m}_dice_all": round(v["dice_all"], 4) for m, v in best["val"].items()},
-                     **{f"{m}_dice_brain": round(v["dice_brain"], 4) for m, v in best["val"].items()},
-                     **{f"{m}_empty_ok": round(v["empty_correct"], 3) for m, v in best["val"].items()},
-                     "score": round(score(best), 4)})
-    lines = ["# Training-recipe ablation (validation stacks, never the test split)", "",
-             f"Each arm fine-tunes the shipped weights for the same CPU time ({BASE_STEPS} steps of batch 8 at 160², "
-             "other crop sizes scaled by their step cost), one thread each, two arms at a time. Scores are the best "
-             "epoch's per-slice Dice (moving average of the weights; whole stacks, original voxel grid, default "
-             "post-processing) on the validation stacks " + ", ".join(VAL_STACKS) + ". "
-             "score = mean of the T2W and EPI Dice over all slices (an empty prediction on a brain-free slice scores "
-             "1). One seed per arm: differences under about 0.01 are within run-to-run noise. Curves: "
-             "training_curves.png.", "",
-             "| arm | loss | crop | scaling | intensity | steps | minutes | best epoch | T2W Dice (all / brain) "
-             "| T2W brain-free empty | EPI Dice (all / brain) | EPI brain-free empty | score |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        rows.append(
+            {
+                "arm": name,
+                "loss": settings["loss"],
+                "crop": settings["crop_size"] or 256,
+                "scaling": f"{low:g}-{high:g}",
+                "intensity": settings["intensity"],
+                "steps": history[-1]["step"],
+                "minutes": round(sum(h["seconds"] for h in history) / 60, 1),
+                "best_epoch": best["epoch"],
+                **{f"{m}_dice_all": round(v["dice_all"], 4) for m, v in best["val"].items()},
+                **{f"{m}_dice_brain": round(v["dice_brain"], 4) for m, v in best["val"].items()},
+                **{f"{m}_empty_ok": round(v["empty_correct"], 3) for m, v in best["val"].items()},
+                "score": round(score(best), 4),
+            }
+        )
+    lines = [
+        "# Training-recipe ablation (validation stacks, never the test split)",
+        "",
+        f"Each arm fine-tunes the shipped weights for the same CPU time ({BASE_STEPS} steps of batch 8 at 160², "
+        "other crop sizes scaled by their step cost), one thread each, two arms at a time. Scores are the best "
+        "epoch's per-slice Dice (moving average of the weights; whole stacks, original voxel grid, default "
+        "post-processing) on the validation stacks " + ", ".join(VAL_STACKS) + ". "
+        "score = mean of the T2W and EPI Dice over all slices (an empty prediction on a brain-free slice scores "
+        "1). One seed per arm: differences under about 0.01 are within run-to-run noise. Curves: "
+        "training_curves.png.",
+        "",
+        "| arm | loss | crop | scaling | intensity | steps | minutes | best epoch | T2W Dice (all / brain) "
+        "| T2W brain-free empty | EPI Dice (all / brain) | EPI brain-free empty | score |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['arm']} | {r['loss']} | {r['crop']} | {r['scaling']} | {r['intensity']} | {r['steps']} "
-                     f"| {r['minutes']} | {r['best_epoch']} | {r['T2W_dice_all']:.4f} / {r['T2W_dice_brain']:.4f} "
-                     f"| {r['T2W_empty_ok']:.0%} | {r['EPI_dice_all']:.4f} / {r['EPI_dice_brain']:.4f} "
-                     f"| {r['EPI_empty_ok']:.0%} | {r['score']:.4f} |")
+        lines.append(
+            f"| {r['arm']} | {r['loss']} | {r['crop']} | {r['scaling']} | {r['intensity']} | {r['steps']} "
+            f"| {r['minutes']} | {r['best_epoch']} | {r['T2W_dice_all']:.4f} / {r['T2W_dice_brain']:.4f} "
+            f"| {r['T2W_empty_ok']:.0%} | {r['EPI_dice_all']:.4f} / {r['EPI_dice_brain']:.4f} "
+            f"| {r['EPI_empty_ok']:.0%} | {r['score']:.4f} |"
+        )
     write_results(args.out, "training_ablation", rows, lines)
     _plot(histories, args.out / "training_curves.png")
     return 0

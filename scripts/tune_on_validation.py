@@ -26,21 +26,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
-from FetalBrainSegLib.dataset import read_manifest, select  # noqa: E402
-from FetalBrainSegLib.evaluation import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.postprocess import POSTPROCESSING, postprocess  # noqa: E402
+from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
+from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess  # noqa: E402
+from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals  # noqa: E402
+from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import read_manifest, select  # noqa: E402
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.review import ReviewThresholds, confidence, review_signals  # noqa: E402
-from FetalBrainSegLib.volume_io import read_volume  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 BAD_DICE = 0.8
 MAX_SHARE_FLAGGED = 0.20  # on validation, leaving room under the 25% allowed on new stacks
 OLD_FLAG_CONFIDENCE = 0.8  # the flag before: mean confidence under 0.8
-GRID = {"uncertain": np.round(np.arange(0.1, 1.01, 0.05), 2), "area jump": np.round(np.arange(0.2, 1.01, 0.05), 2),
-        "pieces": np.round(np.arange(0.02, 0.51, 0.04), 2),
-        "flips disagree": np.round(np.arange(0.02, 1.01, 0.02), 2)}
+GRID = {
+    "uncertain": np.round(np.arange(0.1, 1.01, 0.05), 2),
+    "area jump": np.round(np.arange(0.2, 1.01, 0.05), 2),
+    "pieces": np.round(np.arange(0.02, 0.51, 0.04), 2),
+    "flips disagree": np.round(np.arange(0.02, 1.01, 0.02), 2),
+}
 
 
 @dataclass
@@ -66,22 +69,40 @@ def run_stacks(records, weights) -> list[StackRun]:
         middle = time.perf_counter()
         b = averaged.segment(volume, record.name)
         spacing = plain.stack(volume).grid.spacing
-        runs.append(StackRun(record.name, record.modality, truth, a, b, middle - start, time.perf_counter() - middle,
-                             spacing[0] * spacing[1]))
+        runs.append(
+            StackRun(
+                record.name,
+                record.modality,
+                truth,
+                a,
+                b,
+                middle - start,
+                time.perf_counter() - middle,
+                spacing[0] * spacing[1],
+            )
+        )
     return runs
 
 
 def slice_table(runs: list[StackRun], use_tta: bool) -> dict[str, np.ndarray]:
     """Per slice of every stack: Dice of the final mask, each review signal, the old confidence."""
-    columns: dict[str, list] = {"dice": [], "confidence": [], "uncertain": [], "area jump": [], "pieces": [],
-                                "flips disagree": []}
+    columns: dict[str, list] = {
+        "dice": [],
+        "confidence": [],
+        "uncertain": [],
+        "area jump": [],
+        "pieces": [],
+        "flips disagree": [],
+    }
     for run in runs:
         result = run.tta if use_tta else run.plain
         probabilities = np.moveaxis(result.probabilities, result.slice_axis, 0)
-        signals = review_signals(probabilities, np.moveaxis(result.mask, result.slice_axis, 0), run.pixel_area,
-                                 result.disagreement)
-        columns["dice"] += [s.dice for s in score_stack(result.mask, run.truth, result.slice_axis, run.name,
-                                                          run.modality)]
+        signals = review_signals(
+            probabilities, np.moveaxis(result.mask, result.slice_axis, 0), run.pixel_area, result.disagreement
+        )
+        columns["dice"] += [
+            s.dice for s in score_stack(result.mask, run.truth, result.slice_axis, run.name, run.modality)
+        ]
         columns["confidence"] += confidence(probabilities).tolist()
         for name in columns:
             if name in signals:
@@ -128,12 +149,18 @@ def main(argv=None) -> int:
     validation = run_stacks([r for r in records if r.name in validation_names and r.mask], args.weights)
     test = run_stacks(select(records, "test"), args.weights)
 
-    lines = ["# After the network: choices on the validation stacks", "",
-             f"Validation stacks (held out of training, recorded in the weights): {', '.join(sorted(validation_names))}. "
-             "The test split is scored only in the last section, after every choice.", "",
-             "## Threshold and post-processing (validation)", "",
-             "| modality | threshold | post-processing | slices | aDice | aDice (brain slices) "
-             "| brain-free slices predicted empty |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# After the network: choices on the validation stacks",
+        "",
+        f"Validation stacks (held out of training, recorded in the weights): {', '.join(sorted(validation_names))}. "
+        "The test split is scored only in the last section, after every choice.",
+        "",
+        "## Threshold and post-processing (validation)",
+        "",
+        "| modality | threshold | post-processing | slices | aDice | aDice (brain slices) "
+        "| brain-free slices predicted empty |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for modality in ("T2W", "EPI"):
         for threshold, method in itertools.product(THRESHOLDS, POSTPROCESSING):
             scores = []
@@ -141,47 +168,72 @@ def main(argv=None) -> int:
                 mask = postprocess((run.plain.probabilities >= threshold).astype("uint8"), run.plain.slice_axis, method)
                 scores += score_stack(mask, run.truth, run.plain.slice_axis, run.name, run.modality)
             m = summarize(scores)
-            lines.append(f"| {modality} | {threshold} | {method} | {m['slices']} | {m['aDice']:.4f} | "
-                         f"{m['aDice_brain']:.4f} | {m['empty_predicted_empty']:.1%} of {m['empty_slices']} |")
+            lines.append(
+                f"| {modality} | {threshold} | {method} | {m['slices']} | {m['aDice']:.4f} | "
+                f"{m['aDice_brain']:.4f} | {m['empty_predicted_empty']:.1%} of {m['empty_slices']} |"
+            )
 
-    lines += ["", "## What keeping the largest 3D component costs on end slices (validation and test)", "",
-              "End slices: the first and last two slices with brain in the manual mask. Counted: brain slices where "
-              "the post-processing removed correctly predicted brain (Dice fell), and by how much in all.", "",
-              "| split | end slices | of which it removed true brain | Dice lost on them | other brain slices "
-              "| of which it removed true brain | Dice lost on them |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## What keeping the largest 3D component costs on end slices (validation and test)",
+        "",
+        "End slices: the first and last two slices with brain in the manual mask. Counted: brain slices where "
+        "the post-processing removed correctly predicted brain (Dice fell), and by how much in all.",
+        "",
+        "| split | end slices | of which it removed true brain | Dice lost on them | other brain slices "
+        "| of which it removed true brain | Dice lost on them |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for split, runs in (("validation", validation), ("test", test)):
         lines.append(_end_slice_row(split, runs))
 
-    lines += ["", "## Flip averaging (`--tta`: the slice, its left-right and up-down flips)", "",
-              "| split | modality | aDice plain | aDice with flips | brain slices plain | with flips | ms per slice plain "
-              "| with flips (torch, this CPU) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Flip averaging (`--tta`: the slice, its left-right and up-down flips)",
+        "",
+        "| split | modality | aDice plain | aDice with flips | brain slices plain | with flips | ms per slice plain "
+        "| with flips (torch, this CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for split, runs in (("validation", validation), ("test", test)):
         for modality in ("T2W", "EPI"):
             chosen = [r for r in runs if r.modality == modality]
-            plain = summarize(sum((score_stack(r.plain.mask, r.truth, r.plain.slice_axis, r.name, modality)
-                                   for r in chosen), []))
-            tta = summarize(sum((score_stack(r.tta.mask, r.truth, r.tta.slice_axis, r.name, modality)
-                                 for r in chosen), []))
+            plain = summarize(
+                sum((score_stack(r.plain.mask, r.truth, r.plain.slice_axis, r.name, modality) for r in chosen), [])
+            )
+            tta = summarize(
+                sum((score_stack(r.tta.mask, r.truth, r.tta.slice_axis, r.name, modality) for r in chosen), [])
+            )
             slices = sum(r.plain.num_slices for r in chosen)
-            lines.append(f"| {split} | {modality} | {plain['aDice']:.4f} | {tta['aDice']:.4f} | {plain['aDice_brain']:.4f} "
-                         f"| {tta['aDice_brain']:.4f} | {1000 * sum(r.plain_seconds for r in chosen) / slices:.0f} "
-                         f"| {1000 * sum(r.tta_seconds for r in chosen) / slices:.0f} |")
+            lines.append(
+                f"| {split} | {modality} | {plain['aDice']:.4f} | {tta['aDice']:.4f} | {plain['aDice_brain']:.4f} "
+                f"| {tta['aDice_brain']:.4f} | {1000 * sum(r.plain_seconds for r in chosen) / slices:.0f} "
+                f"| {1000 * sum(r.tta_seconds for r in chosen) / slices:.0f} |"
+            )
     (args.out / "validation_choices.md").parent.mkdir(parents=True, exist_ok=True)
     write_results(args.out, "validation_choices", [{"note": "tables in validation_choices.md"}], lines)
 
-    rows, flag_lines = [], ["# Review flag: which slices a person should look at", "",
-                            f"A bad slice has Dice < {BAD_DICE} against the manual mask (a brain-free slice with any "
-                            "predicted brain counts as Dice 0). Thresholds are chosen on the validation stacks: the "
-                            f"most bad slices flagged while flagging at most {MAX_SHARE_FLAGGED:.0%} of slices; then "
-                            "the test split is scored once. Target on new stacks: at least 80% of bad slices flagged, "
-                            "at most 25% of all slices.", "",
-                            "| flag | thresholds (chosen on validation) | validation: bad slices flagged | share flagged "
-                            "| test: bad slices | flagged | share flagged |", "|---|---|---|---|---|---|---|"]
-    for label, use_tta, signals in (("mean confidence < 0.8 (before)", False, ()),
-                                    ("uncertain, area jump or pieces (default)", False,
-                                     ("uncertain", "area jump", "pieces")),
-                                    ("the same or flips disagree (--tta)", True,
-                                     ("uncertain", "area jump", "pieces", "flips disagree"))):
+    rows, flag_lines = (
+        [],
+        [
+            "# Review flag: which slices a person should look at",
+            "",
+            f"A bad slice has Dice < {BAD_DICE} against the manual mask (a brain-free slice with any "
+            "predicted brain counts as Dice 0). Thresholds are chosen on the validation stacks: the "
+            f"most bad slices flagged while flagging at most {MAX_SHARE_FLAGGED:.0%} of slices; then "
+            "the test split is scored once. Target on new stacks: at least 80% of bad slices flagged, "
+            "at most 25% of all slices.",
+            "",
+            "| flag | thresholds (chosen on validation) | validation: bad slices flagged | share flagged "
+            "| test: bad slices | flagged | share flagged |",
+            "|---|---|---|---|---|---|---|",
+        ],
+    )
+    for label, use_tta, signals in (
+        ("mean confidence < 0.8 (before)", False, ()),
+        ("uncertain, area jump or pieces (default)", False, ("uncertain", "area jump", "pieces")),
+        ("the same or flips disagree (--tta)", True, ("uncertain", "area jump", "pieces", "flips disagree")),
+    ):
         val_table, test_table = slice_table(validation, use_tta), slice_table(test, use_tta)
         if signals:
             limits, val_recall, val_share = choose_thresholds(val_table, signals)
@@ -193,10 +245,20 @@ def main(argv=None) -> int:
         test_recall, test_share = flag_quality(test_flags, test_table["dice"])
         bad = int((test_table["dice"] < BAD_DICE).sum())
         text = ", ".join(f"{k} > {v:g}" if k != "confidence" else f"confidence < {v:g}" for k, v in limits.items())
-        flag_lines.append(f"| {label} | {text} | {val_recall:.0%} | {val_share:.0%} | {bad} | {test_recall:.0%} "
-                          f"| {test_share:.0%} |")
-        rows.append({"flag": label, "thresholds": text, "val_recall": val_recall, "val_share": val_share,
-                     "test_bad_slices": bad, "test_recall": test_recall, "test_share": test_share})
+        flag_lines.append(
+            f"| {label} | {text} | {val_recall:.0%} | {val_share:.0%} | {bad} | {test_recall:.0%} | {test_share:.0%} |"
+        )
+        rows.append(
+            {
+                "flag": label,
+                "thresholds": text,
+                "val_recall": val_recall,
+                "val_share": val_share,
+                "test_bad_slices": bad,
+                "test_recall": test_recall,
+                "test_share": test_share,
+            }
+        )
     flag_lines += ["", f"Defaults in the code (FetalBrainSegLib review.py): {ReviewThresholds()}."]
     write_results(args.out, "review_flag", rows, flag_lines)
     print("\n".join(lines + [""] + flag_lines))

@@ -29,9 +29,23 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out_dir = Path("/tmp") / f"fetalbrainseg-screenshot-{port}"
-    server = subprocess.Popen([sys.executable, "-m", "FetalBrainSegLib", "serve", str(args.stack), "-o", str(out_dir),
-                               "--port", str(port), "--device", "cpu"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "FetalBrainSegLib",
+            "serve",
+            str(args.stack),
+            "-o",
+            str(out_dir),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         for _ in range(240):
@@ -43,8 +57,14 @@ def main() -> int:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path="/usr/bin/chromium",
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync"])
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(url)
             page.wait_for_selector("#fbs-stack", timeout=60_000)
@@ -52,8 +72,9 @@ def main() -> int:
             page.get_by_text(args.stack.name).last.click()
             page.wait_for_function("document.querySelector('#fbs-status').textContent.includes('loaded')")
             page.click("#fbs-segment")
-            page.wait_for_function("document.querySelector('#fbs-status').textContent.trim().startsWith('Done')",
-                                   timeout=300_000)
+            page.wait_for_function(
+                "document.querySelector('#fbs-status').textContent.trim().startsWith('Done')", timeout=300_000
+            )
             areas = [float(row.split("\t")[1]) for row in page.locator("#fbs-slices tbody tr").all_inner_texts()]
             page.locator("#fbs-slices tbody tr").nth(areas.index(max(areas))).click()
             time.sleep(2)  # the view's image arrives over the websocket

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,45 +14,90 @@ DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
 
 
 def _add_train(commands) -> None:
-    from .augment import INTENSITY_SETTINGS
-    from .training import LOSSES, TrainConfig
+    from .training.config import INTENSITY_SETTINGS, LOSSES, TrainConfig
 
     defaults = TrainConfig(manifest="", out_dir="")
-    p = commands.add_parser("train", help="train a model on a manifest's train split",
-                            description="Train a network on the labelled train stacks of a manifest, on augmented "
-                                        "crops, validating on whole slices of held-out stacks after every epoch. "
-                                        "Writes OUT/checkpoint.pt (resumable), OUT/train.log and OUT/best.pt.")
+    p = commands.add_parser(
+        "train",
+        help="train a model on a manifest's train split",
+        description="Train a network on the labelled train stacks of a manifest, on augmented "
+        "crops, validating on whole slices of held-out stacks after every epoch. "
+        "Writes OUT/checkpoint.pt (resumable), OUT/train.log and OUT/best.pt.",
+    )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt")
     p.add_argument("--model", default=defaults.model, help="network of the registry (default: %(default)s)")
-    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model constructor option, e.g. norm=batch (RFBSNet's one deviation)")
-    p.add_argument("--init", type=Path, default=None, metavar="WEIGHTS",
-                   help="start from these weights (fine-tuning) instead of a random initialization")
-    p.add_argument("--modalities", nargs="+", default=list(defaults.modalities),
-                   help="modalities to train on; the best epoch has the highest mean validation Dice over them "
-                        "(default: %(default)s)")
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model constructor option, e.g. norm=batch (RFBSNet's one deviation)",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start from these weights (fine-tuning) instead of a random initialization",
+    )
+    p.add_argument(
+        "--modalities",
+        nargs="+",
+        default=list(defaults.modalities),
+        help="modalities to train on; the best epoch has the highest mean validation Dice over them "
+        "(default: %(default)s)",
+    )
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps in all (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="crops per step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=defaults.lr,
-                   help=f"Adam learning rate, x{defaults.lr_decay} every {defaults.lr_decay_steps} steps "
-                        "(default: %(default)s)")
-    p.add_argument("--crop-size", type=int, default=defaults.crop_size,
-                   help="training crop in network pixels; 0 trains on whole slices (default: %(default)s)")
-    p.add_argument("--brain-crop-share", type=float, default=defaults.brain_crop_share,
-                   help="share of crops centred near brain (default: %(default).2f)")
-    p.add_argument("--scale-range", type=float, nargs=2, default=list(defaults.scale_range), metavar=("LOW", "HIGH"),
-                   help="random magnification range (default: %(default)s)")
-    p.add_argument("--intensity", choices=INTENSITY_SETTINGS, default=defaults.intensity,
-                   help="intensity augmentation; strong adds dark blobs and speckle (default: %(default)s)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.lr,
+        help=f"Adam learning rate, x{defaults.lr_decay} every {defaults.lr_decay_steps} steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        default=defaults.crop_size,
+        help="training crop in network pixels; 0 trains on whole slices (default: %(default)s)",
+    )
+    p.add_argument(
+        "--brain-crop-share",
+        type=float,
+        default=defaults.brain_crop_share,
+        help="share of crops centred near brain (default: %(default).2f)",
+    )
+    p.add_argument(
+        "--scale-range",
+        type=float,
+        nargs=2,
+        default=list(defaults.scale_range),
+        metavar=("LOW", "HIGH"),
+        help="random magnification range (default: %(default)s)",
+    )
+    p.add_argument(
+        "--intensity",
+        choices=INTENSITY_SETTINGS,
+        default=defaults.intensity,
+        help="intensity augmentation; strong adds dark blobs and speckle (default: %(default)s)",
+    )
     p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="training loss (default: %(default)s)")
     p.add_argument("--val-stacks", nargs="*", default=[], help="stack names held out (default: 15%% per modality)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)")
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="plain crops: no rotation, scaling or intensity changes")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="plain crops: no rotation, scaling or intensity changes",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
@@ -68,15 +114,30 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _train(args) -> int:
-    from .training import TrainConfig, Trainer
+    from .training.config import TrainConfig
+    from .training.trainer import Trainer
 
-    config = TrainConfig(manifest=str(args.manifest), out_dir=str(args.out), model=args.model,
-                         modalities=tuple(args.modalities), steps=args.steps, batch_size=args.batch_size,
-                         lr=args.lr, val_stacks=tuple(args.val_stacks), seed=args.seed, device=args.device,
-                         precision=args.precision, augment=args.augment,
-                         model_options=_parse_options(args.model_option), crop_size=args.crop_size,
-                         brain_crop_share=args.brain_crop_share, scale_range=tuple(args.scale_range),
-                         intensity=args.intensity, loss=args.loss, init=str(args.init or ""))
+    config = TrainConfig(
+        manifest=str(args.manifest),
+        out_dir=str(args.out),
+        model=args.model,
+        modalities=tuple(args.modalities),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_stacks=tuple(args.val_stacks),
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        augment=args.augment,
+        model_options=_parse_options(args.model_option),
+        crop_size=args.crop_size,
+        brain_crop_share=args.brain_crop_share,
+        scale_range=tuple(args.scale_range),
+        intensity=args.intensity,
+        loss=args.loss,
+        init=str(args.init or ""),
+    )
     trainer = Trainer(config)
     if args.resume and trainer.checkpoint_path.is_file():
         trainer.resume()
@@ -91,23 +152,43 @@ def _add_weights_and_device(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help="the network (fetalbrainseg models): its shipped weights, or checked against --weights")
+    from .engine.inference import DEFAULT_THRESHOLD
+
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="the network (fetalbrainseg models): its shipped weights, or checked against --weights",
+    )
     _add_weights_and_device(p)
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
-    p.add_argument("--threshold", type=float, default=0.5, help="brain probability threshold")
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
-                   help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime)")
-    p.add_argument("--postprocess", choices=["none", "largest3d", "largest2d"], default="largest3d",
-                   help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
-                        "per slice, or none")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 "
-                        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks")
+    p.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="brain probability threshold (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        default="auto",
+        help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime)",
+    )
+    p.add_argument(
+        "--postprocess",
+        choices=["none", "largest3d", "largest2d"],
+        default="largest3d",
+        help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
+        "per slice, or none",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default="fp32",
+        help="bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 "
+        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks",
+    )
 
 
 def _make_segmenter(args):
-    from .inference import Segmenter
+    from .engine.inference import Segmenter
     from .resources import default_weights_path
 
     weights = args.weights
@@ -115,14 +196,23 @@ def _make_segmenter(args):
         weights = default_weights_path(args.model)
         if not weights.is_file():
             # only here, as the registry needs PyTorch and shipped weights run without it
-            from .models import build_model
+            from .models.registry import build_model
 
             build_model(args.model)  # an unknown name fails here, with the registry's names
-            raise SystemExit(f"error: no shipped weights for {args.model} (only rfbsnet ships); train them with "
-                             f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
-                             f"--weights runs/{args.model}/best.pt")
-    segmenter = Segmenter(weights, device=args.device, batch_size=args.batch_size, threshold=args.threshold,
-                          backend=args.backend, precision=args.precision, postprocess=args.postprocess)
+            raise SystemExit(
+                f"error: no shipped weights for {args.model} (only rfbsnet ships); train them with "
+                f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
+                f"--weights runs/{args.model}/best.pt"
+            )
+    segmenter = Segmenter(
+        weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        backend=args.backend,
+        precision=args.precision,
+        postprocess=args.postprocess,
+    )
     held = segmenter.metadata["model"]
     if args.model and held != args.model.lower():
         raise SystemExit(f"error: {weights} holds a {held} network, not {args.model}")
@@ -141,20 +231,22 @@ def _add_segment(commands) -> None:
 
 def segment_to_file(segmenter, image: Path, output: Path, progress: bool):
     """Segment one stack and write its mask atomically; returns (volume, result)."""
+    from .engine.volume_io import read_volume, write_mask
     from .progress import ProgressBar
-    from .volume_io import read_volume, write_mask_like
 
     volume = read_volume(image)
-    bar = ProgressBar(volume.data.shape[segmenter.stack(volume, image.name).axis], image.name, "slices", enabled=progress)
+    bar = ProgressBar(
+        volume.data.shape[segmenter.stack(volume, image.name).axis], image.name, "slices", enabled=progress
+    )
     result = segmenter.segment(volume, image.name, on_chunk=lambda chunk: bar.update(chunk.stop - chunk.start))
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_mask_like(volume, result.mask, output)
+    write_mask(volume, result.mask, output)
     return volume, result
 
 
 def _segment(args) -> int:
-    from .outputs import collect_inputs, mask_path_for, output_problem
-    from .volume_io import VolumeError
+    from .engine.outputs import collect_inputs, mask_path_for, output_problem
+    from .engine.volume_io import VolumeError
 
     inputs = collect_inputs(args.inputs)
     if not inputs:
@@ -181,14 +273,18 @@ def _segment(args) -> int:
         claimed.add(output.resolve())
         total_slices += result.num_slices
         total_seconds += seconds
-        done.append(f"{image.name}: {result.num_slices} slices in {seconds:.2f} s "
-                    f"({result.num_slices / seconds:.1f} slices/s) -> {output}")
+        done.append(
+            f"{image.name}: {result.num_slices} slices in {seconds:.2f} s "
+            f"({result.num_slices / seconds:.1f} slices/s) -> {output}"
+        )
     for line in done:
         print(line)
     if done:
-        print(f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
-              f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
-              + (f"; {failed} input(s) failed" if failed else ""))
+        print(
+            f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
+            f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
+            + (f"; {failed} input(s) failed" if failed else "")
+        )
     return 1 if failed else 0
 
 
@@ -203,8 +299,8 @@ def _add_evaluate(commands) -> None:
 
 
 def _evaluate(args) -> int:
-    from .dataset import read_manifest, select
-    from .evaluation import evaluate_records, markdown_summary, write_csv
+    from .evaluation.dataset import read_manifest, select
+    from .evaluation.scores import evaluate_records, markdown_summary, write_csv
 
     records = select(read_manifest(args.manifest), args.split, tuple(args.modalities))
     scores = evaluate_records(_make_segmenter(args), records)
@@ -212,8 +308,11 @@ def _evaluate(args) -> int:
     write_csv(scores, args.out_dir / "slices.csv")
     from .provenance import provenance_markdown
 
-    summary = markdown_summary(scores, f"{'/'.join(args.modalities)} {args.split} split, weights "
-                                       f"{(args.weights or 'shipped')}, threshold {args.threshold}")
+    summary = markdown_summary(
+        scores,
+        f"{'/'.join(args.modalities)} {args.split} split, weights "
+        f"{(args.weights or 'shipped')}, threshold {args.threshold}",
+    )
     summary += "\n" + provenance_markdown()
     (args.out_dir / "summary.md").write_text(summary)
     print(summary)
@@ -231,14 +330,14 @@ def _add_demo(commands) -> None:
 
 
 def _demo(args) -> int:
-    from . import demo
-    from .montage import montage, write_png
-    from .outputs import mask_path_for, output_problem
-    from .volume_io import VolumeError, strip_suffix
+    from . import samples
+    from .engine.outputs import mask_path_for, output_problem
+    from .engine.volume_io import VolumeError, strip_suffix
+    from .study.montage import montage, write_png
 
     try:
-        image = args.input or demo.fetch_sample(args.url or demo.SAMPLE_URL)
-    except demo.DownloadError as exc:
+        image = args.input or samples.fetch_sample(args.url or samples.SAMPLE_URL)
+    except samples.DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     output = mask_path_for(image, args.out_dir)
@@ -256,22 +355,33 @@ def _demo(args) -> int:
     axis = result.slice_axis
     write_png(picture, montage(np.moveaxis(volume.data, axis, 0), np.moveaxis(result.mask, axis, 0)))
     brain = int(np.moveaxis(result.mask, axis, 0).reshape(result.num_slices, -1).any(axis=1).sum())
-    print(f"{image.name}: brain found on {brain} of {result.num_slices} slices in {result.seconds:.2f} s\n"
-          f"mask: {output}\nmontage: {picture}")
+    print(
+        f"{image.name}: brain found on {brain} of {result.num_slices} slices in {result.seconds:.2f} s\n"
+        f"mask: {output}\nmontage: {picture}"
+    )
     return 0
 
 
 def _add_serve(commands) -> None:
     p = commands.add_parser("serve", help="the segment-review-edit-export workflow in a web browser (trame-slicer)")
     p.add_argument("stacks", nargs="*", type=Path, help="stacks (files) and folders of stacks to offer")
-    p.add_argument("-o", "--out-dir", type=Path, default=Path("fetalbrainseg-exports"),
-                   help="exports go into this folder (or folders inside it); default: %(default)s")
+    p.add_argument(
+        "-o",
+        "--out-dir",
+        type=Path,
+        default=Path("fetalbrainseg-exports"),
+        help="exports go into this folder (or folders inside it); default: %(default)s",
+    )
     p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: this machine only); others expose the app and data")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: this machine only); others expose the app and data",
+    )
     _add_weights_and_device(p)
-    p.add_argument("--max-upload-mb", type=float, default=500, help="largest stack accepted from the page "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=500, help="largest stack accepted from the page (default: %(default)s)"
+    )
     p.set_defaults(run=_serve)
 
 
@@ -285,13 +395,13 @@ def _serve(args) -> int:
     # pip's VTK renders offscreen through EGL (Mesa), so no display is needed
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     try:
-        from .inference import Segmenter
-        from .slicer_logic import BrainSegmentationLogic
-        from .slicer_web_app import serve
+        from .engine.inference import Segmenter
+        from .slicer.logic import BrainSegmentationLogic
+        from .web.app import serve
     except ImportError as exc:
         print(f"error: the web app needs trame-slicer ({exc}); pip install 'fetalbrainseg[web]'", file=sys.stderr)
         return 1
-    from .web_library import StackLibrary
+    from .web.library import StackLibrary
 
     try:
         library = StackLibrary(args.stacks, args.out_dir, args.max_upload_mb)
@@ -299,8 +409,11 @@ def _serve(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach it can read the offered stacks "
-              "and write into the output folder", file=sys.stderr)
+        print(
+            f"warning: listening on {args.host}: anyone who can reach it can read the offered stacks "
+            "and write into the output folder",
+            file=sys.stderr,
+        )
     logic = BrainSegmentationLogic(functools.partial(Segmenter, args.weights))
     serve(library, args.host, args.port, args.device, logic)
     return 0
@@ -313,17 +426,19 @@ def _add_info(commands) -> None:
 
 
 def _info(args) -> int:
-    from .complexity import count_macs, count_parameters
+    from .models.complexity import count_macs, count_parameters
+    from .models.weights import load_weights
     from .resources import default_weights_path
-    from .weights import load_weights
 
     path = args.weights or default_weights_path()
     model, meta = load_weights(path)
     training = meta.get("training", {})
-    print(f"weights: {path}\nmodel: {meta['model']} {meta['model_options'] or ''}\n"
-          f"trainable parameters: {count_parameters(model):,}\n"
-          f"MACs per 256x256 slice: {count_macs(model) / 1e9:.3f} G ({2 * count_macs(model) / 1e9:.2f} GFLOPs)\n"
-          f"preprocessing: {meta['preprocessing']}")
+    print(
+        f"weights: {path}\nmodel: {meta['model']} {meta['model_options'] or ''}\n"
+        f"trainable parameters: {count_parameters(model):,}\n"
+        f"MACs per 256x256 slice: {count_macs(model) / 1e9:.3f} G ({2 * count_macs(model) / 1e9:.2f} GFLOPs)\n"
+        f"preprocessing: {meta['preprocessing']}"
+    )
     for key in ("epoch", "step", "git_revision", "val_stacks"):
         if key in training:
             print(f"training {key}: {training[key]}")
@@ -333,26 +448,47 @@ def _info(args) -> int:
 def _add_benchmark(commands) -> None:
     p = commands.add_parser("benchmark", help="measure speed per runtime, or reproduce the paper's comparison")
     task = p.add_mutually_exclusive_group(required=True)
-    task.add_argument("--latency", action="store_true",
-                      help="per-slice latency p50/p99 and stack throughput per backend")
-    task.add_argument("--comparison", action="store_true",
-                      help="train (resumably) and compare every model: Table 1, Figs. 3-5")
-    p.add_argument("--stack", type=Path, default=Path("..") / "shared" / "data" / "samples" / "f0832s1_fetus_04.nii.gz",
-                   help="--latency: the stack to time (default: %(default)s, 40 slices of 256x256)")
+    task.add_argument(
+        "--latency", action="store_true", help="per-slice latency p50/p99 and stack throughput per backend"
+    )
+    task.add_argument(
+        "--comparison", action="store_true", help="train (resumably) and compare every model: Table 1, Figs. 3-5"
+    )
+    p.add_argument(
+        "--stack",
+        type=Path,
+        default=Path("..") / "shared" / "data" / "samples" / "f0832s1_fetus_04.nii.gz",
+        help="--latency: the stack to time (default: %(default)s, 40 slices of 256x256)",
+    )
     p.add_argument("--backends", nargs="+", default=None, help="--latency: default every installed backend")
     p.add_argument("--repeats", type=int, default=100, help="timed runs per measurement (default: %(default)s)")
-    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST,
-                   help="--comparison: the data; --latency: the test split that scores each precision's masks, "
-                        "left out when the file is missing (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=200,
-                   help="--comparison: training steps per model, the same for all (default: %(default)s; "
-                        "raise it on a GPU, finished runs continue)")
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        default=DEFAULT_MANIFEST,
+        help="--comparison: the data; --latency: the test split that scores each precision's masks, "
+        "left out when the file is missing (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=200,
+        help="--comparison: training steps per model, the same for all (default: %(default)s; "
+        "raise it on a GPU, finished runs continue)",
+    )
     p.add_argument("--models", nargs="+", default=None, help="--comparison: default all nine")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs") / "comparison",
-                   help="--comparison: training runs and cached measurements (default: %(default)s)")
-    p.add_argument("--device", default=None,
-                   help="--comparison: auto (CUDA when present; the default), cpu or cuda; "
-                        "--latency: cuda also times PyTorch on the GPU (default: the CPU runtimes only)")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs") / "comparison",
+        help="--comparison: training runs and cached measurements (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="--comparison: auto (CUDA when present; the default), cpu or cuda; "
+        "--latency: cuda also times PyTorch on the GPU (default: the CPU runtimes only)",
+    )
     p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results")
     p.set_defaults(run=_benchmark)
 
@@ -362,20 +498,28 @@ def _benchmark(args) -> int:
 
     provenance()  # the revision this run starts from, before it writes any results
     if args.comparison:
-        from .comparison_run import COMPARISON_MODELS, ComparisonConfig, run_comparison
+        from .study.comparison_run import COMPARISON_MODELS, ComparisonConfig, run_comparison
 
-        config = ComparisonConfig(args.manifest, args.runs_dir, args.out_dir, args.steps,
-                                  tuple(args.models or COMPARISON_MODELS), args.device or "auto", args.repeats)
+        config = ComparisonConfig(
+            args.manifest,
+            args.runs_dir,
+            args.out_dir,
+            args.steps,
+            tuple(args.models or COMPARISON_MODELS),
+            args.device or "auto",
+            args.repeats,
+        )
         for path in run_comparison(config):
             print(f"wrote {path}")
         return 0
-    from .benchmark import latency_benchmark, write_latency_report
+    from .study.benchmark import latency_benchmark, write_latency_report
 
     manifest = args.manifest if args.manifest.is_file() else None
     if manifest is None:
         print(f"no manifest at {args.manifest}: the accuracy columns are left out")
-    rows, peaks, gflop = latency_benchmark(args.stack, args.backends, args.repeats, manifest=manifest,
-                                           device=args.device or "cpu")
+    rows, peaks, gflop = latency_benchmark(
+        args.stack, args.backends, args.repeats, manifest=manifest, device=args.device or "cpu"
+    )
     print(f"wrote {write_latency_report(rows, peaks, gflop, args.stack, args.out_dir)}")
     return 0
 
@@ -387,12 +531,14 @@ def _add_models(commands) -> None:
 
 
 def _models(args) -> int:
-    from .complexity import count_macs, count_parameters
-    from .models import DEVIATIONS, MODELS, PAPER_GFLOPS, PAPER_PARAMETERS, build_model
+    from .models.complexity import count_macs, count_parameters
+    from .models.registry import DEVIATIONS, MODELS, PAPER_GFLOPS, PAPER_PARAMETERS, build_model
     from .provenance import provenance_markdown
 
-    lines = ["| model | parameters | paper (Keras) | difference | GFLOPs (2 x MACs, 256x256) | paper GFLOPs | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | parameters | paper (Keras) | difference | GFLOPs (2 x MACs, 256x256) | paper GFLOPs | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in sorted(PAPER_PARAMETERS):
         paper = PAPER_PARAMETERS[name]
         if name not in MODELS:
@@ -401,8 +547,10 @@ def _models(args) -> int:
         model = build_model(name)
         ours, gflops = count_parameters(model), 2 * count_macs(model) / 1e9
         paper_gflops = f"{PAPER_GFLOPS[name]:g}" if name in PAPER_GFLOPS else ""
-        lines.append(f"| {name} | {ours:,} | {paper:,} | {100 * (ours - paper) / paper:+.2f}% | {gflops:.2f} "
-                     f"| {paper_gflops} | {DEVIATIONS.get(name, '')} |")
+        lines.append(
+            f"| {name} | {ours:,} | {paper:,} | {100 * (ours - paper) / paper:+.2f}% | {gflops:.2f} "
+            f"| {paper_gflops} | {DEVIATIONS.get(name, '')} |"
+        )
     table = "\n".join(lines) + "\n\n" + provenance_markdown()
     print(table)
     if args.output:
@@ -412,43 +560,59 @@ def _models(args) -> int:
 
 
 def _add_export_onnx(commands) -> None:
-    p = commands.add_parser("export-onnx", help="write a weights file's network as ONNX (for inference without PyTorch)")
+    p = commands.add_parser(
+        "export-onnx", help="write a weights file's network as ONNX (for inference without PyTorch)"
+    )
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
     p.add_argument("-o", "--output", type=Path, default=None, help="default: beside the weights, .onnx")
     p.set_defaults(run=_export_onnx)
 
 
 def _export_onnx(args) -> int:
-    from .backends import export_onnx
     from .resources import default_weights_path
+    from .training.onnx_export import export_onnx
 
     print(f"wrote {export_onnx(args.weights or default_weights_path(), args.output)}")
     return 0
 
 
 def _add_quantize(commands) -> None:
-    from .quantization import DEFAULT_CALIBRATION_SLICES
+    from .training.quantization import DEFAULT_CALIBRATION_SLICES
 
     p = commands.add_parser("quantize", help="write the INT8 model of an ONNX model, calibrated on train slices")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="the fp32 .onnx (or the .pt it sits beside; default: the shipped model)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="the fp32 .onnx (or the .pt it sits beside; default: the shipped model)",
+    )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
-    p.add_argument("--calibration-slices", type=int, default=DEFAULT_CALIBRATION_SLICES,
-                   help="train slices drawn for the activation ranges (default: %(default)s)")
-    p.add_argument("--calibration-from", type=Path, default=None, metavar="INT8_MODEL",
-                   help="calibrate on the slices recorded in this INT8 model instead of drawing them "
-                        "(rebuilds it exactly, however the data set has grown)")
+    p.add_argument(
+        "--calibration-slices",
+        type=int,
+        default=DEFAULT_CALIBRATION_SLICES,
+        help="train slices drawn for the activation ranges (default: %(default)s)",
+    )
+    p.add_argument(
+        "--calibration-from",
+        type=Path,
+        default=None,
+        metavar="INT8_MODEL",
+        help="calibrate on the slices recorded in this INT8 model instead of drawing them "
+        "(rebuilds it exactly, however the data set has grown)",
+    )
     p.add_argument("-o", "--output", type=Path, default=None, help="default: beside the model, .int8.onnx")
     p.set_defaults(run=_quantize)
 
 
 def _quantize(args) -> int:
-    from .quantization import quantize_int8, recorded_calibration
     from .resources import default_weights_path
+    from .training.quantization import quantize_int8, recorded_calibration
 
     keys = recorded_calibration(args.calibration_from) if args.calibration_from else None
-    path = quantize_int8(args.weights or default_weights_path(), args.manifest, args.output, args.calibration_slices,
-                         keys=keys)
+    path = quantize_int8(
+        args.weights or default_weights_path(), args.manifest, args.output, args.calibration_slices, keys=keys
+    )
     print(f"wrote {path}")
     return 0
 
@@ -469,12 +633,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The engine speaks of its settings (precision int8, the openvino backend, device cuda); here they are flags.
+_FLAG_WORDS = [
+    (re.compile(r"\bthe (\w+) or (\w+) backend\b"), r"--backend \1 or \2"),
+    (re.compile(r"\bthe (torch|onnxruntime|openvino) backend\b"), r"--backend \1"),
+    (re.compile(r"\bprecision (fp32|bf16|int8)\b"), r"--precision \1"),
+    (re.compile(r"\bdevice (auto|cpu|cuda)\b"), r"--device \1"),
+]
+
+
+def in_flag_words(message: str) -> str:
+    for pattern, flag in _FLAG_WORDS:
+        message = pattern.sub(flag, message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:  # a setting or install to fix
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {in_flag_words(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -28,8 +28,10 @@ class ProgressBar:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         width = 24
         filled = width * self.done // self.total
-        line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                f"{rate:.1f} {self.unit}/s {note}")
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"{rate:.1f} {self.unit}/s {note}"
+        )
         self.stream.write(("\r" + line) if self.interactive else line + "\n")
         if self.interactive and self.done >= self.total:
             self.stream.write("\n")

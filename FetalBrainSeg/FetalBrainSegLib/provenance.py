@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib.util
+import os
 import platform
 import shlex
 import subprocess
@@ -13,16 +15,21 @@ from pathlib import Path
 
 def git_revision() -> str:
     try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                              text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def machine() -> str:
-    import torch
-
+    """CPU, threads and GPU, and the software: PyTorch's view where it is installed, else the OS's
+    (the light install, numpy and ONNX Runtime only, writes results too)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -31,9 +38,16 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    system = f"{platform.system()} {platform.release()}"
+    if importlib.util.find_spec("torch") is None:
+        return f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()}, no torch, {system}"
+    import torch
+
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {torch.get_num_threads()} threads{gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, {platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {torch.get_num_threads()} threads{gpu}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {system}"
+    )
 
 
 def command_line() -> str:

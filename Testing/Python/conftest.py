@@ -3,24 +3,28 @@ missing they fail loudly (never skip), so CI cannot pass without the real data."
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from FetalBrainSegLib.dataset import read_manifest
-from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib"
 SHARED_DATA = Path(os.environ.get("FETALBRAINSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "fetal-mri" / "manifest.csv").is_file():
-        pytest.fail(f"the shared fetal MRI data set is missing at {SHARED_DATA}: "
-                    "tests need ../shared/data beside the repository (or FETALBRAINSEG_SHARED_DATA)")
+        pytest.fail(
+            f"the shared fetal MRI data set is missing at {SHARED_DATA}: "
+            "tests need ../shared/data beside the repository (or FETALBRAINSEG_SHARED_DATA)"
+        )
     return SHARED_DATA
 
 
@@ -42,7 +46,7 @@ def t2w_test_record(manifest):
 
 @pytest.fixture(scope="session")
 def segmenter():
-    from FetalBrainSegLib.inference import Segmenter
+    from FetalBrainSegLib.engine.inference import Segmenter
 
     return Segmenter(device="cpu")
 
@@ -63,3 +67,55 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def load_pair(record):
     return read_volume(record.image), read_volume(record.mask).data
+
+
+def imports_of(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(kind, target) per import: ("package", parts inside FetalBrainSegLib) or ("external", top-level name)."""
+    relative = path.relative_to(PACKAGE).with_suffix("").parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names = alias.name.split(".")
+                found.append(
+                    ("package", tuple(names[1:])) if names[0] == "FetalBrainSegLib" else ("external", (names[0],))
+                )
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names = (node.module or "").split(".")
+                found.append(
+                    ("package", tuple(names[1:])) if names[0] == "FetalBrainSegLib" else ("external", (names[0],))
+                )
+                continue
+            anchor = relative[:-1][: len(relative) - node.level] if node.level > 1 else relative[:-1]
+            target = anchor + tuple((node.module or "").split(".")) if node.module else anchor
+            if not node.module:  # from . import x: each name is a module
+                found += [("package", anchor + (alias.name,)) for alias in node.names]
+            else:
+                found.append(("package", target))
+    return found
+
+
+def module_closure(start: Path) -> set[Path]:
+    """The package files `start` imports, directly or not, with the __init__ of every package on the way."""
+    seen, todo = set(), [start]
+    while todo:
+        path = todo.pop()
+        for kind, target in imports_of(path) if path.is_relative_to(PACKAGE) else _absolute_imports(path):
+            if kind != "package":
+                continue
+            for depth in range(len(target) + 1):
+                for candidate in (
+                    PACKAGE.joinpath(*target[:depth], "__init__.py"),
+                    PACKAGE.joinpath(*target[:depth]).with_suffix(".py") if depth else None,
+                ):
+                    if candidate is not None and candidate.is_file() and candidate not in seen:
+                        seen.add(candidate)
+                        todo.append(candidate)
+    return seen
+
+
+def _absolute_imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("FetalBrainSegLib"):
+            yield "package", tuple(node.module.split(".")[1:])

@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, dice
 
-from FetalBrainSegLib.backends import OnnxRuntimeBackend, TorchBackend, create_backend, int8_path_for, onnx_path_for
-from FetalBrainSegLib.metrics import pooled_dice
+from FetalBrainSegLib.engine.backends import (
+    OnnxRuntimeBackend,
+    TorchBackend,
+    create_backend,
+    int8_path_for,
+    onnx_path_for,
+)
+from FetalBrainSegLib.engine.stack import Stack
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.metrics import pooled_dice
 from FetalBrainSegLib.resources import default_weights_path
-from FetalBrainSegLib.stack import Stack
-from FetalBrainSegLib.volume_io import read_volume
 
 # run Python as if PyTorch were not installed: `import torch` fails, find_spec("torch") is None
 WITHOUT_TORCH = "import sys\nsys.modules['torch'] = None\n"
@@ -33,40 +39,66 @@ def test_the_shipped_onnx_model_matches_the_shipped_weights(manifest):
 
 @pytest.mark.parametrize("precision,agreement", [("fp32", 0.999), ("int8", 0.98)])
 def test_segment_runs_without_pytorch(tmp_path, t2w_test_record, precision, agreement):
-    probe = WITHOUT_TORCH + f"""
+    probe = (
+        WITHOUT_TORCH
+        + f"""
 from FetalBrainSegLib.cli import main
 code = main(["segment", {str(t2w_test_record.image)!r}, "-o", {str(tmp_path)!r}, "--quiet",
              "--precision", {precision!r}])
 print("torch imported:", sys.modules.get("torch") is not None)
 sys.exit(code)
 """
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "torch imported: False" in done.stdout and f"{precision} on cpu" in done.stdout
     mask = read_volume(tmp_path / "e2mip_testing_0000_brainmask.nii.gz").data
-    from FetalBrainSegLib.inference import Segmenter
+    from FetalBrainSegLib.engine.inference import Segmenter
 
     reference = Segmenter(device="cpu", backend="torch").segment(read_volume(t2w_test_record.image)).mask
     assert dice(mask, reference) > agreement
 
 
+def test_evaluate_runs_without_pytorch_and_writes_its_summary(tmp_path, manifest_path):
+    """provenance once imported torch to describe the machine: the light install died after slices.csv."""
+    probe = (
+        WITHOUT_TORCH
+        + f"""
+from FetalBrainSegLib.cli import main
+sys.exit(main(["evaluate", "--manifest", {str(manifest_path)!r}, "--split", "test", "--modalities", "EPI",
+               "-o", {str(tmp_path)!r}, "--backend", "onnxruntime"]))
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "slices.csv").is_file() and "EPI test split" in summary and "no torch" in summary
+
+
 def test_auto_picks_the_fastest_installed_cpu_runtime_and_torch_when_asked():
     assert create_backend("auto", device="cpu").name == "openvino"  # installed with the test extras
     assert create_backend("torch", device="cpu").name == "torch"
-    probe = WITHOUT_TORCH + ("sys.modules['openvino'] = None\n"
-                             "from FetalBrainSegLib.backends import create_backend; print(create_backend().name)")
+    probe = WITHOUT_TORCH + (
+        "sys.modules['openvino'] = None\n"
+        "from FetalBrainSegLib.engine.backends import create_backend; print(create_backend().name)"
+    )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "onnxruntime"
     # INT8 never falls back to fp32 PyTorch
-    probe = ("import sys\nsys.modules['openvino'] = None\nsys.modules['onnxruntime'] = None\n"
-             "from FetalBrainSegLib.backends import create_backend; create_backend(device='cpu', precision='int8')")
+    probe = (
+        "import sys\nsys.modules['openvino'] = None\nsys.modules['onnxruntime'] = None\n"
+        "from FetalBrainSegLib.engine.backends import create_backend; create_backend(device='cpu', precision='int8')"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert done.returncode != 0 and "no inference runtime installed for this model: pip install onnxruntime\n" in done.stderr
+    assert (
+        done.returncode != 0
+        and "no inference runtime installed for this model: pip install onnxruntime\n" in done.stderr
+    )
 
 
 def test_backend_misuse_gets_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
         create_backend("tensorrt")
-    with pytest.raises(ValueError, match="runs with --backend onnxruntime or openvino"):
+    with pytest.raises(ValueError, match="runs with the onnxruntime or openvino backend"):
         create_backend("torch", onnx_path_for(default_weights_path()))
     for name in ("onnxruntime", "openvino"):
         with pytest.raises(ValueError, match="CPU"):
@@ -76,8 +108,9 @@ def test_backend_misuse_gets_clear_errors(tmp_path):
 
 
 def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
-    from FetalBrainSegLib.backends import ONNX_METADATA_KEY, export_onnx
-    from FetalBrainSegLib.weights import load_weights
+    from FetalBrainSegLib.engine.backends import ONNX_METADATA_KEY
+    from FetalBrainSegLib.models.weights import load_weights
+    from FetalBrainSegLib.training.onnx_export import export_onnx
 
     path = export_onnx(default_weights_path(), tmp_path / "model.onnx")
     import onnx
@@ -92,7 +125,7 @@ def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
 def reference_masks(manifest_path):
     """Every test slice (T2W and EPI) with fp32 PyTorch's masks and the manual ones, as the latency
     benchmark scores precisions."""
-    from FetalBrainSegLib.benchmark import ReferenceMasks
+    from FetalBrainSegLib.study.benchmark import ReferenceMasks
 
     return ReferenceMasks(manifest_path)
 
@@ -104,17 +137,34 @@ def test_every_default_runtime_keeps_masks_within_dice_0999_of_fp32_pytorch(refe
         assert reference_masks.scores(create_backend(name, device="cpu"))["dice_vs_fp32_torch"] >= 0.999, name
 
 
+def test_engine_errors_speak_of_settings_not_command_line_flags(tmp_path):
+    """The Slicer panel shows engine errors word for word: no `--flag` in them (the CLI adds its own)."""
+    from FetalBrainSegLib.cli import in_flag_words
+
+    failures = [
+        lambda: create_backend("torch", precision="int8"),
+        lambda: create_backend("onnxruntime", precision="bf16"),
+        lambda: create_backend("openvino", int8_path_for(default_weights_path()), precision="bf16"),
+        lambda: create_backend("torch", tmp_path / "m.onnx"),
+        lambda: create_backend("onnxruntime", device="cuda"),
+    ]
+    for failure in failures:
+        with pytest.raises(ValueError) as caught:
+            failure()
+        assert "--" not in str(caught.value) and "--" in in_flag_words(str(caught.value)), caught.value
+
+
 def test_reduced_precisions_are_only_used_when_asked_for_and_only_where_they_run(tmp_path):
     assert create_backend("auto", device="cpu").precision == "fp32"
     with pytest.raises(ValueError, match="openvino backend only"):
         create_backend("onnxruntime", device="cpu", precision="bf16")
-    with pytest.raises(ValueError, match="int8 runs with --backend onnxruntime or openvino"):
+    with pytest.raises(ValueError, match="precision int8 runs with the onnxruntime or openvino backend"):
         create_backend("torch", device="cpu", precision="int8")
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         create_backend("auto", precision="fp16")
     with pytest.raises(FileNotFoundError, match="INT8 model not found: .*fetalbrainseg quantize"):
         create_backend("onnxruntime", tmp_path / "model.pt", precision="int8")
-    with pytest.raises(ValueError, match="INT8 model; it runs with --precision int8"):
+    with pytest.raises(ValueError, match="INT8 model; it runs with precision int8"):
         create_backend("openvino", int8_path_for(default_weights_path()), precision="bf16")
     for name in ("auto", "onnxruntime", "openvino"):
         assert create_backend(name, device="cpu", precision="int8").precision == "int8"
@@ -133,8 +183,9 @@ def test_int8_is_as_accurate_as_fp32_against_manual_masks(reference_masks):
         assert scores["dice_vs_fp32_torch"] >= 0.99, name
 
 
-def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command(manifest_path, manifest, tmp_path,
-                                                                                  capsys):
+def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command(
+    manifest_path, manifest, tmp_path, capsys
+):
     import onnx
 
     from FetalBrainSegLib.cli import main
@@ -151,11 +202,25 @@ def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command
     assert {name for name, _ in calibration["slices"]} <= train_stacks  # recorded by name: the data set may grow
 
     rebuilt = tmp_path / "rebuilt.int8.onnx"
-    assert main(["quantize", "--manifest", str(manifest_path), "--calibration-from", str(shipped),
-                 "-o", str(rebuilt)]) == 0
+    assert (
+        main(["quantize", "--manifest", str(manifest_path), "--calibration-from", str(shipped), "-o", str(rebuilt)])
+        == 0
+    )
     images = Stack(read_volume(next(r for r in manifest if r.name == "e2mip_testing_0001").image)).network_input()
     np.testing.assert_allclose(OnnxRuntimeBackend(rebuilt).predict(images), backend.predict(images), atol=1e-4)
-    assert main(["quantize", "--weights", str(shipped), "--manifest", str(manifest_path),
-                 "-o", str(tmp_path / "twice.onnx")]) != 0
+    assert (
+        main(
+            [
+                "quantize",
+                "--weights",
+                str(shipped),
+                "--manifest",
+                str(manifest_path),
+                "-o",
+                str(tmp_path / "twice.onnx"),
+            ]
+        )
+        != 0
+    )
     assert "already quantized; start from the fp32 ONNX model" in capsys.readouterr().err
     assert not (tmp_path / "twice.onnx").exists()

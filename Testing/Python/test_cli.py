@@ -13,14 +13,15 @@ import pytest
 from conftest import dice, load_pair
 
 from FetalBrainSegLib.cli import main
-from FetalBrainSegLib.demo import SAMPLE_NAME, SAMPLE_SHA256, sha256
-from FetalBrainSegLib.volume_io import read_volume, write_volume
+from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
+from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256, sha256
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "FetalBrainSegLib", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "FetalBrainSegLib", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_segment_writes_masks_on_the_input_grid_and_never_overwrites(tmp_path, t2w_test_record):
@@ -35,7 +36,7 @@ def test_segment_writes_masks_on_the_input_grid_and_never_overwrites(tmp_path, t
     mask, source = read_volume(mask_path), read_volume(image)
     np.testing.assert_array_equal(mask.affine, source.affine)
     assert mask.data.shape == source.data.shape and set(np.unique(mask.data)) <= {0, 1}
-    from FetalBrainSegLib.inference import Segmenter
+    from FetalBrainSegLib.engine.inference import Segmenter
 
     api = Segmenter(device="cpu").segment(read_volume(image)).mask  # the CLI is the API, voxel for voxel
     np.testing.assert_array_equal(mask.data, api)
@@ -83,9 +84,15 @@ def test_each_bad_input_gets_one_clear_line_and_the_good_ones_still_get_done(tmp
     done = run_cli("segment", folder, tmp_path / "missing.nii.gz", "-o", tmp_path / "out")
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    expected = {"text.nii.gz": "not a NIfTI", "flat.nii.gz": "single slice", "series.nii.gz": "4D image",
-                "nan.nii.gz": "NaN", "blank.nii.gz": "same intensity", "empty.nrrd": "empty",
-                "missing.nii.gz": "no such file"}
+    expected = {
+        "text.nii.gz": "not a NIfTI",
+        "flat.nii.gz": "single slice",
+        "series.nii.gz": "4D image",
+        "nan.nii.gz": "NaN",
+        "blank.nii.gz": "same intensity",
+        "empty.nrrd": "empty",
+        "missing.nii.gz": "no such file",
+    }
     assert len(errors) == len(expected)
     for name, reason in expected.items():
         assert any(name in line and reason in line for line in errors), (name, errors)
@@ -94,11 +101,28 @@ def test_each_bad_input_gets_one_clear_line_and_the_good_ones_still_get_done(tmp
 
 
 def test_evaluate_writes_per_slice_scores_and_a_summary(tmp_path, manifest_path):
-    assert main(["evaluate", "--manifest", str(manifest_path),
-                 "--split", "test", "--modalities", "T2W", "-o", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--manifest",
+                str(manifest_path),
+                "--split",
+                "test",
+                "--modalities",
+                "T2W",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader((tmp_path / "slices.csv").open()))
-    assert len(rows) == 69 and {r["stack"] for r in rows} == {"e2mip_testing_0000", "e2mip_testing_0001",
-                                                             "e2mip_testing_0003"}
+    assert len(rows) == 69 and {r["stack"] for r in rows} == {
+        "e2mip_testing_0000",
+        "e2mip_testing_0001",
+        "e2mip_testing_0003",
+    }
     summary = (tmp_path / "summary.md").read_text()
     brain = [float(r["dice"]) for r in rows if r["has_brain"] == "True"]
     overall = np.mean([float(r["dice"]) for r in rows])
@@ -148,9 +172,15 @@ def test_demo_without_network_says_so_in_one_line(tmp_path, monkeypatch):
     assert done.stderr.strip().count("\n") == 0 and "--input" in done.stderr
 
 
-@pytest.mark.parametrize("options,reason", [(["--threshold", "1.5"], "threshold"),
-                                            (["--weights", "missing.pt"], "weights file not found"),
-                                            (["--backend", "onnxruntime", "--precision", "bf16"], "openvino backend only")])
+@pytest.mark.parametrize(
+    "options,reason",
+    [
+        (["--threshold", "1.5"], "threshold"),
+        (["--weights", "missing.pt"], "weights file not found"),
+        (["--backend", "onnxruntime", "--precision", "bf16"], "--precision bf16 is offered by --backend openvino only"),
+        (["--backend", "torch", "--precision", "int8"], "--precision int8 runs with --backend onnxruntime or openvino"),
+    ],
+)
 def test_bad_settings_get_one_line_and_exit_status_2(tmp_path, t2w_test_record, options, reason):
     done = run_cli("segment", t2w_test_record.image, "-o", tmp_path, *options)
     assert done.returncode == 2
@@ -161,20 +191,47 @@ def test_bad_settings_get_one_line_and_exit_status_2(tmp_path, t2w_test_record, 
 def test_segment_runs_any_registered_model_named_with_model(tmp_path, t2w_test_record, capsys):
     import torch
 
-    from FetalBrainSegLib.models import build_model
+    from FetalBrainSegLib.models.registry import build_model
+    from FetalBrainSegLib.models.weights import save_weights
     from FetalBrainSegLib.resources import default_weights_path
-    from FetalBrainSegLib.weights import save_weights
 
     torch.manual_seed(0)
     weights = tmp_path / "dfanet.pt"
     save_weights(weights, build_model("dfanet").eval(), "dfanet")
-    assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "out"), "--model", "dfanet",
-                 "--weights", str(weights), "--backend", "torch", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(t2w_test_record.image),
+                "-o",
+                str(tmp_path / "out"),
+                "--model",
+                "dfanet",
+                "--weights",
+                str(weights),
+                "--backend",
+                "torch",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     mask = read_volume(tmp_path / "out" / "e2mip_testing_0000_brainmask.nii.gz")
     assert mask.data.shape == read_volume(t2w_test_record.image).data.shape
     with pytest.raises(SystemExit, match="holds a rfbsnet network, not dfanet"):
-        main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "dfanet",
-              "--weights", str(default_weights_path())])
+        main(
+            [
+                "segment",
+                str(t2w_test_record.image),
+                "-o",
+                str(tmp_path / "x"),
+                "--model",
+                "dfanet",
+                "--weights",
+                str(default_weights_path()),
+            ]
+        )
     with pytest.raises(SystemExit, match="no shipped weights for unet .* --weights runs/unet/best.pt"):
         main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet"])
     assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet3d"]) != 0

@@ -4,14 +4,20 @@ import csv
 
 import numpy as np
 
-from FetalBrainSegLib.comparison import (ModelReport, brain_slice_areas, challenging_keys, evaluate_model,
-                                         table_rows, write_table)
-from FetalBrainSegLib.comparison_run import ComparisonConfig, pick_montage_keys, run_comparison
-from FetalBrainSegLib.evaluation import SliceScore
-from FetalBrainSegLib.metrics import dice_iou
+from FetalBrainSegLib.engine.stack import slice_axis
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.metrics import dice_iou
+from FetalBrainSegLib.evaluation.scores import SliceScore
 from FetalBrainSegLib.resources import default_weights_path
-from FetalBrainSegLib.stack import slice_axis
-from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.study.comparison import (
+    ModelReport,
+    brain_slice_areas,
+    challenging_keys,
+    evaluate_model,
+    table_rows,
+    write_table,
+)
+from FetalBrainSegLib.study.comparison_run import ComparisonConfig, pick_montage_keys, run_comparison
 
 
 def test_the_challenging_subset_is_the_smallest_third_of_brain_slices(manifest):
@@ -27,8 +33,10 @@ def scores(name, dice):
 
 def test_table_rows_compare_every_model_with_rfbsnet(tmp_path):
     ours = np.linspace(0.90, 0.99, 12)
-    reports = [ModelReport("rfbsnet", scores("rfbsnet", ours), 2_163_384, 5.61, 30.0, 1.0, {}, []),
-               ModelReport("enet", scores("enet", ours - 0.05), 359_825, 0.94, 10.0, 0.5, {}, [])]
+    reports = [
+        ModelReport("rfbsnet", scores("rfbsnet", ours), 2_163_384, 5.61, 30.0, 1.0, {}, []),
+        ModelReport("enet", scores("enet", ours - 0.05), 359_825, 0.94, 10.0, 0.5, {}, []),
+    ]
     rows = table_rows(reports, challenging={("s", 0), ("s", 1)})
     assert np.isnan(rows[0]["p_ttest"]) and rows[1]["p_ttest"] < 1e-6 and rows[1]["p_wilcoxon"] < 0.001
     assert rows[0]["aDice_challenging"] == np.mean(ours[:2])
@@ -40,8 +48,9 @@ def test_table_rows_compare_every_model_with_rfbsnet(tmp_path):
 def test_a_real_model_is_scored_timed_and_its_montage_slices_kept(manifest):
     record = next(r for r in manifest if r.name == "e2mip_testing_0000")
     keys = pick_montage_keys([record], count=2)
-    report = evaluate_model("rfbsnet", default_weights_path(), [record], device="cpu", runs=3, montage_keys=keys,
-                            batch_sizes=(1, 4))
+    report = evaluate_model(
+        "rfbsnet", default_weights_path(), [record], device="cpu", runs=3, montage_keys=keys, batch_sizes=(1, 4)
+    )
     assert len(report.scores) == 12 and report.parameters > 2_000_000 and report.ms_mean > 0
     assert set(report.batch_ms) == {1, 4} and all(ms > 0 for ms in report.batch_ms.values())
     truth = read_volume(record.mask)
@@ -63,11 +72,23 @@ def test_montage_slices_run_from_the_largest_brain_into_the_challenging_subset(m
 
 
 def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path):
-    config = ComparisonConfig(manifest_path, tmp_path / "runs", tmp_path / "results", steps=2,
-                              models=("rfbsnet", "dfanet"), device="cpu", timing_runs=2, batch_sizes=(1, 2))
+    config = ComparisonConfig(
+        manifest_path,
+        tmp_path / "runs",
+        tmp_path / "results",
+        steps=2,
+        models=("rfbsnet", "dfanet"),
+        device="cpu",
+        timing_runs=2,
+        batch_sizes=(1, 2),
+    )
     written = run_comparison(config, log=lambda line: None)
-    assert {p.name for p in written} == {"table1.md", "fig4_batch_time.png", "fig5_speed_accuracy.png",
-                                         "fig3_montage.png"}
+    assert {p.name for p in written} == {
+        "table1.md",
+        "fig4_batch_time.png",
+        "fig5_speed_accuracy.png",
+        "fig3_montage.png",
+    }
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written if p.suffix == ".png")
     table = (tmp_path / "results" / "table1.md").read_text()
     assert "| rfbsnet |" in table and "| dfanet |" in table and "2 steps of batch 8 on cpu" in table

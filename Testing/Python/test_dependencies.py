@@ -5,7 +5,7 @@ import sys
 
 from conftest import REPO_ROOT
 
-from FetalBrainSegLib.dependencies import BUNDLED_WITH_SLICER, GPU_RUNTIME, LIGHT_RUNTIME, ensure_dependencies
+from FetalBrainSegLib.slicer.dependencies import BUNDLED_WITH_SLICER, GPU_RUNTIME, LIGHT_RUNTIME, ensure_dependencies
 
 
 class Fakes:
@@ -33,8 +33,9 @@ class Fakes:
         return "torch module"
 
     def run(self, torch_utils=False, gpu=False):
-        return ensure_dependencies(self.confirm, self.pip_install, self if torch_utils else None,
-                                   self.reports.append, self.find_spec, gpu)
+        return ensure_dependencies(
+            self.confirm, self.pip_install, self if torch_utils else None, self.reports.append, self.find_spec, gpu
+        )
 
 
 def test_slicers_own_packages_are_never_installed():
@@ -78,17 +79,26 @@ def test_a_failed_install_is_a_message_not_a_crash():
 
 
 def test_the_engine_imports_no_slicer_qt_or_ctk_and_the_glue_loads_without_torch():
-    engine = [p.stem for p in (REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib").glob("*.py")
-              if not p.stem.startswith("slicer_") and p.stem != "__main__"]
-    probe = (f"import sys, importlib\nfor m in {engine!r}: importlib.import_module('FetalBrainSegLib.' + m)\n"
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk')))")
+    package = REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib"
+    engine = [
+        ".".join(p.relative_to(package).with_suffix("").parts)
+        for p in package.rglob("*.py")
+        if p.relative_to(package).parts[0] not in ("slicer", "web", "__main__.py", "__pycache__")
+    ]
+    engine = [name.removesuffix(".__init__") for name in engine if name != "__init__"]
+    probe = (
+        f"import sys, importlib\nfor m in {engine!r}: importlib.import_module('FetalBrainSegLib.' + m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('slicer', 'qt', 'ctk')))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
     # Slicer must load the module (to offer the PyTorch install) on a Slicer without PyTorch
-    probe = ("import sys; import FetalBrainSegLib.slicer_logic, FetalBrainSegLib.dependencies; "
-             "print('torch' in sys.modules)")
+    probe = (
+        "import sys; import FetalBrainSegLib.slicer.logic, FetalBrainSegLib.slicer.dependencies; "
+        "print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

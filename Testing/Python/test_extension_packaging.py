@@ -10,7 +10,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, module_closure
 
 MODULE_DIR = REPO_ROOT / "FetalBrainSeg"
 UI_FILE = REPO_ROOT / "Resources" / "UI" / "FetalBrainSeg.ui"
@@ -22,9 +22,14 @@ def cmake_list(name: str) -> list[str]:
     return [line.strip().replace("${MODULE_NAME}", "FetalBrainSeg") for line in body.splitlines() if line.strip()]
 
 
-def test_every_module_python_file_is_listed_in_cmake_and_every_listed_file_exists():
-    on_disk = sorted(str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
-    assert sorted(cmake_list("MODULE_PYTHON_SCRIPTS")) == on_disk
+def test_cmake_installs_exactly_the_module_and_what_it_imports():
+    """Slicer users get the module's closure: no training code, no paper study, no web app, no CLI."""
+    needed = {"FetalBrainSeg.py"} | {
+        str(p.relative_to(MODULE_DIR)) for p in module_closure(MODULE_DIR / "FetalBrainSeg.py")
+    }
+    listed = cmake_list("MODULE_PYTHON_SCRIPTS")
+    assert sorted(listed) == sorted(needed)
+    assert not [f for f in listed if f.split("/")[1:2] in (["training"], ["study"], ["web"], ["cli.py"])]
 
 
 def test_resources_and_weights_listed_in_cmake_exist():
@@ -35,8 +40,11 @@ def test_resources_and_weights_listed_in_cmake_exist():
     from FetalBrainSegLib.resources import DEFAULT_WEIGHTS_NAME
 
     listed = cmake_list("MODULE_WEIGHT_FILES")
-    assert listed == [DEFAULT_WEIGHTS_NAME, DEFAULT_WEIGHTS_NAME.replace(".pt", ".onnx"),
-                      DEFAULT_WEIGHTS_NAME.replace(".pt", ".int8.onnx")]
+    assert listed == [
+        DEFAULT_WEIGHTS_NAME,
+        DEFAULT_WEIGHTS_NAME.replace(".pt", ".onnx"),
+        DEFAULT_WEIGHTS_NAME.replace(".pt", ".int8.onnx"),
+    ]
     for name in listed:
         assert (REPO_ROOT / "weights" / name).is_file(), name
 
@@ -46,13 +54,17 @@ def ui_widgets() -> dict[str, ET.Element]:
 
 
 def test_every_widget_the_panel_uses_exists_in_the_ui():
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "FetalBrainSegLib" / "slicer_widget.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "FetalBrainSegLib" / "slicer" / "widget.py").read_text()))
     assert used and not used - set(ui_widgets()), used - set(ui_widgets())
 
 
 def test_ui_parameters_are_the_parameter_nodes_fields():
-    bound = {prop.find("string").text for w in ui_widgets().values() for prop in w.findall("property")
-             if prop.get("name") == "SlicerParameterName"}
+    bound = {
+        prop.find("string").text
+        for w in ui_widgets().values()
+        for prop in w.findall("property")
+        if prop.get("name") == "SlicerParameterName"
+    }
     tree = ast.parse((MODULE_DIR / "FetalBrainSeg.py").read_text())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FetalBrainSegParameterNode")
     fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
@@ -75,11 +87,23 @@ def test_extension_metadata_agrees():
     assert "find_package(Slicer REQUIRED)" in cmake and "add_subdirectory(FetalBrainSeg)" in cmake
     assert "Slicer_EXTENSION_CPACK" in cmake and "Slicer_EXTENSION_GENERATE_CONFIG" in cmake
     category = re.search(r'set\(EXTENSION_CATEGORY "([^"]+)"\)', cmake).group(1)
-    s4ext = dict(line.split(" ", 1) for line in (REPO_ROOT / "FetalBrainSeg.s4ext").read_text().splitlines()
-                 if line.strip() and not line.startswith("#"))
+    s4ext = dict(
+        line.split(" ", 1)
+        for line in (REPO_ROOT / "FetalBrainSeg.s4ext").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     entry = json.loads((REPO_ROOT / "FetalBrainSeg.json").read_text())
-    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "enabled", "scm_revision",
-               "scm_type", "scm_url", "tier"}  # the catalog schema forbids any other key
+    allowed = {
+        "$schema",
+        "build_dependencies",
+        "build_subdirectory",
+        "category",
+        "enabled",
+        "scm_revision",
+        "scm_type",
+        "scm_url",
+        "tier",
+    }  # the catalog schema forbids any other key
     assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
     assert entry["category"] == s4ext["category"] == category
     assert entry["scm_url"] == s4ext["scmurl"]
@@ -89,18 +113,27 @@ def test_extension_metadata_agrees():
 def test_resources_and_weights_are_found_in_the_installed_layout_too(tmp_path):
     """lib/Slicer-X/qt-scripted-modules/{FetalBrainSeg.py, FetalBrainSegLib/, Resources/{UI,Icons,weights}}."""
     installed = tmp_path / "qt-scripted-modules"
-    shutil.copytree(MODULE_DIR / "FetalBrainSegLib", installed / "FetalBrainSegLib",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        MODULE_DIR / "FetalBrainSegLib", installed / "FetalBrainSegLib", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copytree(REPO_ROOT / "Resources", installed / "Resources")
     shutil.copytree(REPO_ROOT / "weights", installed / "Resources" / "weights")
-    probe = ("from FetalBrainSegLib.resources import default_weights_path, resource_path; "
-             "print(resource_path('UI/FetalBrainSeg.ui')); print(default_weights_path())")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=installed, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"})
+    probe = (
+        "from FetalBrainSegLib.resources import default_weights_path, resource_path; "
+        "print(resource_path('UI/FetalBrainSeg.ui')); print(default_weights_path())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=installed,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     ui, weights = done.stdout.split()
     assert ui == str(installed / "Resources" / "UI" / "FetalBrainSeg.ui")
     assert weights == str(installed / "Resources" / "weights" / "rfbsnet_fetal_brain.pt")
 
     from FetalBrainSegLib.resources import resource_path  # and from this source checkout
+
     assert resource_path("UI/FetalBrainSeg.ui") == UI_FILE

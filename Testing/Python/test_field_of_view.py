@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from conftest import dice
 
-from FetalBrainSegLib.backends import installed
-from FetalBrainSegLib.inference import Segmenter
-from FetalBrainSegLib.stack import NETWORK_SIZE, SliceGrid, Stack
-from FetalBrainSegLib.volume_io import Volume, VolumeError, read_volume
+from FetalBrainSegLib.engine.backends import installed
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.stack import SliceGrid, Stack
+from FetalBrainSegLib.engine.volume_io import Volume, VolumeError, read_volume
+from FetalBrainSegLib.models.input_grid import NETWORK_SIZE
 
 # (first row, first column, side of the wider square grid) for a 256x256 stack of 1.17 mm pixels:
 # against a corner, against an edge, and centred in a 491 mm field of view
@@ -60,8 +61,11 @@ def test_usual_stacks_keep_the_256_grid_and_wide_ones_are_covered_whole(manifest
         network_mm = np.array(stack.grid.network_shape) * stack.grid.pixel_size
         if extent_mm.max() <= NETWORK_SIZE * stack.grid.pixel_size:
             assert stack.grid.network_shape == (NETWORK_SIZE, NETWORK_SIZE), record.name
-        assert np.all(network_mm >= extent_mm) and np.all(network_mm < extent_mm + 16 * 1.2 + 1e-6) \
-            or stack.grid.network_shape[int(np.argmin(extent_mm))] == NETWORK_SIZE, record.name
+        assert (
+            np.all(network_mm >= extent_mm)
+            and np.all(network_mm < extent_mm + 16 * 1.2 + 1e-6)
+            or stack.grid.network_shape[int(np.argmin(extent_mm))] == NETWORK_SIZE
+        ), record.name
 
 
 def test_an_absurd_field_of_view_is_refused_before_any_work(stack_0001):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import dice, load_pair, rotation
 
-from FetalBrainSegLib.inference import SegmentationCancelled, Segmenter
-from FetalBrainSegLib.stack import Stack
-from FetalBrainSegLib.volume_io import Volume, read_volume, write_mask_like
-from FetalBrainSegLib.weights import load_weights
+from FetalBrainSegLib.engine.inference import SegmentationCancelled, Segmenter
+from FetalBrainSegLib.engine.stack import Stack
+from FetalBrainSegLib.engine.volume_io import Volume, read_volume, write_mask
+from FetalBrainSegLib.models.weights import load_weights
 
 
 def test_shipped_weights_segment_a_test_stack_at_dice_090(segmenter, manifest):
@@ -42,11 +42,11 @@ def test_an_oblique_affine_gives_the_same_mask_and_keeps_its_geometry_on_disk(se
     oblique = Volume(volume.data, affine, "nifti", volume.header)
     result = segmenter.segment(oblique)
     np.testing.assert_array_equal(result.mask, mask)
-    from FetalBrainSegLib.volume_io import write_volume
+    from FetalBrainSegLib.engine.volume_io import write_volume
 
     write_volume(volume.data, affine, tmp_path / "oblique.nii.gz")
     source = read_volume(tmp_path / "oblique.nii.gz")
-    write_mask_like(source, segmenter.segment(source).mask, tmp_path / "mask.nii.gz")
+    write_mask(source, segmenter.segment(source).mask, tmp_path / "mask.nii.gz")
     written = read_volume(tmp_path / "mask.nii.gz")
     np.testing.assert_array_equal(written.affine, source.affine)
     np.testing.assert_array_equal(written.data, mask)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from FetalBrainSegLib.evaluation import score_stack, summarize
-from FetalBrainSegLib.metrics import dice_iou, pooled_dice
+from FetalBrainSegLib.evaluation.metrics import dice_iou, pooled_dice
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
 
 
 def test_dice_and_iou_on_known_slices():
@@ -49,7 +49,7 @@ def test_summary_separates_brain_and_brain_free_slices():
 
 
 def test_largest_component_keeps_the_biggest_blob_in_3d_or_per_slice():
-    from FetalBrainSegLib.postprocess import largest_component, postprocess
+    from FetalBrainSegLib.engine.postprocess import largest_component, postprocess
 
     mask = np.zeros((20, 20, 5), np.uint8)
     mask[2:8, 2:8, 1:4] = 1  # 108 voxels over three slices

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from FetalBrainSegLib.complexity import count_macs, count_parameters
-from FetalBrainSegLib.models import MODELS, build_model
-from FetalBrainSegLib.rfbsnet import RFBSNet
+from FetalBrainSegLib.models.complexity import count_macs, count_parameters
+from FetalBrainSegLib.models.registry import MODELS, build_model
+from FetalBrainSegLib.models.rfbsnet import RFBSNet
 
 KERAS_PARAMETERS = 2_163_384  # the authors' released Keras model
 
@@ -28,7 +28,9 @@ def test_output_is_two_class_logits_at_input_resolution():
 def test_no_batch_norm_in_the_faithful_model_and_only_behind_the_option():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in RFBSNet().modules())
     normed = RFBSNet(norm="batch")
-    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules()) == 16  # each conv+ReLU but the downsampling one
+    assert (
+        sum(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules()) == 16
+    )  # each conv+ReLU but the downsampling one
     with pytest.raises(ValueError, match="norm"):
         RFBSNet(norm="layer")
 
@@ -39,10 +41,12 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
         build_model("unet3d")
 
 
-@pytest.mark.parametrize("name,paper_gflops", [("unet", 102), ("segnet", 79.9), ("shuffleseg", None),
-                                               ("shufflesegv2", None), ("dfanet", None)])
+@pytest.mark.parametrize(
+    "name,paper_gflops",
+    [("unet", 102), ("segnet", 79.9), ("shuffleseg", None), ("shufflesegv2", None), ("dfanet", None)],
+)
 def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
-    from FetalBrainSegLib.models import PAPER_PARAMETERS
+    from FetalBrainSegLib.models.registry import PAPER_PARAMETERS
 
     model = build_model(name).eval()
     assert count_parameters(model) == PAPER_PARAMETERS[name]  # exact, as in Keras
@@ -52,10 +56,11 @@ def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
         assert model(torch.randn(1, 1, 256, 256)).shape == (1, 2, 256, 256)
 
 
-@pytest.mark.parametrize("name", ["unet", "segnet", "shuffleseg", "shufflesegv2", "enet", "fastscnn",
-                                  "icnet", "dfanet"])
+@pytest.mark.parametrize(
+    "name", ["unet", "segnet", "shuffleseg", "shufflesegv2", "enet", "fastscnn", "icnet", "dfanet"]
+)
 def test_every_comparison_network_is_within_5_percent_of_the_paper_or_says_why(name):
-    from FetalBrainSegLib.models import DEVIATIONS, PAPER_PARAMETERS
+    from FetalBrainSegLib.models.registry import DEVIATIONS, PAPER_PARAMETERS
 
     model = build_model(name).eval()
     ratio = count_parameters(model) / PAPER_PARAMETERS[name]

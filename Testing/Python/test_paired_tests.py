@@ -4,7 +4,7 @@ ttest_rel, and wilcoxon with zero_method="wilcox", correction=True)."""
 import numpy as np
 import pytest
 
-from FetalBrainSegLib.paired_tests import paired_t_test, wilcoxon_signed_rank
+from FetalBrainSegLib.evaluation.paired_tests import paired_t_test, wilcoxon_signed_rank
 
 # per-slice Dice of two models on 12 slices: two zero differences, tied differences
 A = [0.97, 0.95, 0.91, 0.99, 0.88, 0.93, 0.96, 0.90, 0.94, 0.92, 0.98, 0.89]
@@ -16,7 +16,9 @@ def test_paired_t_test_matches_known_values():
     assert result.statistic == pytest.approx(3.5550383784623816, rel=1e-10)
     assert result.p_value == pytest.approx(0.0045119769514333635, rel=1e-8)
     textbook = paired_t_test([1, 2, 3, 4, 5], [0] * 5)  # t = 3 / (sqrt(2.5) / sqrt(5))
-    assert textbook.statistic == pytest.approx(4.242640687119285) and textbook.p_value == pytest.approx(0.013236, abs=1e-6)
+    assert textbook.statistic == pytest.approx(4.242640687119285) and textbook.p_value == pytest.approx(
+        0.013236, abs=1e-6
+    )
 
 
 def test_wilcoxon_matches_known_values_exact_and_approximate():

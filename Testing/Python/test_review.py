@@ -4,9 +4,14 @@ import numpy as np
 import pytest
 from conftest import load_pair
 
-from FetalBrainSegLib.review import (MIN_AREA_CHANGE_MM2, area_jump, flip_disagreement, review_slices,
-                                     uncertain_share)
-from FetalBrainSegLib.stack import Stack
+from FetalBrainSegLib.engine.review import (
+    MIN_AREA_CHANGE_MM2,
+    area_jump,
+    flip_disagreement,
+    review_slices,
+    uncertain_share,
+)
+from FetalBrainSegLib.engine.stack import Stack
 
 
 @pytest.fixture(scope="module")

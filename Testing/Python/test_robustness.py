@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import dice
 
-from FetalBrainSegLib.inference import Segmenter
-from FetalBrainSegLib.stack import Stack
-from FetalBrainSegLib.volume_io import Volume, read_volume
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.stack import Stack
+from FetalBrainSegLib.engine.volume_io import Volume, read_volume
 
 MARGIN = 30  # voxels cut from, or added to, each in-plane side
 
@@ -41,8 +41,9 @@ def test_cropping_or_padding_each_side_keeps_the_mask(torch_segmenter, test_stac
         crop = [slice(None)] * 3
         for axis in in_plane:
             crop[axis] = slice(MARGIN, volume.data.shape[axis] - MARGIN)
-        cropped = Volume(np.ascontiguousarray(volume.data[tuple(crop)]),
-                         shifted_affine(volume.affine, {a: MARGIN for a in in_plane}))
+        cropped = Volume(
+            np.ascontiguousarray(volume.data[tuple(crop)]), shifted_affine(volume.affine, {a: MARGIN for a in in_plane})
+        )
         mask = torch_segmenter.segment(cropped).mask
         assert dice(mask, reference[tuple(crop)]) >= 0.95, f"{name}: cropped"
 
@@ -51,8 +52,9 @@ def test_cropping_or_padding_each_side_keeps_the_mask(torch_segmenter, test_stac
             pad[axis] = (MARGIN, MARGIN)
         padded = Volume(np.pad(volume.data, pad), shifted_affine(volume.affine, {a: -MARGIN for a in in_plane}))
         mask = torch_segmenter.segment(padded).mask
-        inner = tuple(slice(MARGIN, MARGIN + n) if a in in_plane else slice(None)
-                      for a, n in enumerate(volume.data.shape))
+        inner = tuple(
+            slice(MARGIN, MARGIN + n) if a in in_plane else slice(None) for a, n in enumerate(volume.data.shape)
+        )
         assert dice(mask[inner], reference) >= 0.95, f"{name}: padded"
         assert not np.delete(mask, np.s_[MARGIN:-MARGIN], axis=in_plane[0]).any(), f"{name}: brain in the padding"
 

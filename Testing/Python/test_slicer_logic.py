@@ -6,11 +6,19 @@ import pytest
 import slicer  # the slicer-core wheel, a test dependency: a missing one fails here, never skips
 from conftest import dice, load_pair
 
-from FetalBrainSegLib.slicer_logic import (
-    DIGEST_TAG, BrainSegmentationLogic, EditedSegmentError, find_brain_segment, ijk_to_ras, segment_mask, segment_tag,
-    slice_center_ras)
-from FetalBrainSegLib.stack import reorder_to_grid
-from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.stack import reorder_to_grid
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.slicer.logic import (
+    DIGEST_TAG,
+    BrainSegmentationLogic,
+    EditedSegmentError,
+    find_brain_segment,
+    ijk_to_ras,
+    segment_mask,
+    segment_tag,
+    slice_center_ras,
+)
 
 
 def on_file_grid(node_array_ijk, node, path):
@@ -29,8 +37,11 @@ class HeadlessSlicer:
         self.app = slicer.vtkSlicerApplicationLogic()
         self.app.SetMRMLScene(self.scene)
         self.logics = {}
-        for name, cls in (("Colors", slicer.vtkMRMLColorLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
-                          ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic)):
+        for name, cls in (
+            ("Colors", slicer.vtkMRMLColorLogic),
+            ("Volumes", slicer.vtkSlicerVolumesLogic),
+            ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+        ):
             logic = cls()
             logic.SetMRMLScene(self.scene)
             logic.SetMRMLApplicationLogic(self.app)
@@ -44,7 +55,8 @@ class HeadlessSlicer:
     def export_labelmap(self, segmentation):
         labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         assert slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(
-            segmentation, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+            segmentation, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+        )
         return labelmap
 
 
@@ -65,7 +77,7 @@ def engine_mask(segmenter, t2w_test_record):
 
 def edit(segmentation, segment_id, volume_node, mask):
     """What a Segment Editor stroke does in the end: replace the segment's labelmap."""
-    from FetalBrainSegLib.slicer_logic import _oriented_image
+    from FetalBrainSegLib.slicer.logic import _oriented_image
 
     image = _oriented_image(mask.shape, ijk_to_ras(volume_node), mask)
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(image, segmentation, segment_id, 0)
@@ -87,21 +99,22 @@ def test_the_exported_labelmap_is_the_engines_mask_on_the_input_geometry(headles
 
 
 def test_int8_is_asked_for_per_run_and_its_segmenter_is_kept_apart(headless, engine_mask, t2w_test_record):
-    from FetalBrainSegLib.inference import Segmenter
-
     logic = BrainSegmentationLogic()  # the real factory: each (device, precision) loads its own model
     volume = headless.load(t2w_test_record.image)
     job = logic.process(volume, None, device="cpu", precision="int8")
     assert job.state == "done" and logic.segmenter("cpu", "int8").backend.precision == "int8"
     exported = slicer.util.arrayFromVolume(headless.export_labelmap(job.segmentation_node)).transpose(2, 1, 0)
     int8_mask = on_file_grid(exported, volume, t2w_test_record.image)
-    assert np.array_equal(int8_mask, Segmenter(device="cpu", precision="int8").segment(read_volume(
-        t2w_test_record.image)).mask)
+    assert np.array_equal(
+        int8_mask, Segmenter(device="cpu", precision="int8").segment(read_volume(t2w_test_record.image)).mask
+    )
     assert 0.98 < dice(int8_mask, engine_mask) < 1  # close to fp32's, not the same
     assert logic.segmenter("cpu").backend.precision == "fp32"
 
 
-def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_consent(headless, logic, engine_mask, t2w_test_record):
+def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_consent(
+    headless, logic, engine_mask, t2w_test_record
+):
     volume = headless.load(t2w_test_record.image)
     segmentation = headless.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "manual")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
@@ -125,7 +138,9 @@ def test_existing_segments_survive_reruns_and_edits_are_not_replaced_without_con
     np.testing.assert_array_equal(segment_mask(segmentation, brain_id, volume), corrected)
 
     logic.process(volume, segmentation, device="cpu", replaceEdits=True)
-    np.testing.assert_array_equal(on_file_grid(segment_mask(segmentation, brain_id, volume), volume, t2w_test_record.image), engine_mask)
+    np.testing.assert_array_equal(
+        on_file_grid(segment_mask(segmentation, brain_id, volume), volume, t2w_test_record.image), engine_mask
+    )
     np.testing.assert_array_equal(segment_mask(segmentation, placenta_id, volume), placenta)
 
 
@@ -135,7 +150,7 @@ def test_background_runs_show_masks_chunk_by_chunk(headless, logic, engine_mask,
 
     def progress(job):
         brain = segment_mask(job.segmentation_node, job.segment_id, volume)
-        seen.append((job.done_slices, int(brain[..., job.done_slices:].sum())))
+        seen.append((job.done_slices, int(brain[..., job.done_slices :].sum())))
 
     segmenter.batch_size = 5
     try:
@@ -145,7 +160,10 @@ def test_background_runs_show_masks_chunk_by_chunk(headless, logic, engine_mask,
     assert job.state == "done"
     assert [done for done, _ in seen] == [5, 10, 12, 12]  # three chunks, then the end
     assert all(beyond == 0 for _, beyond in seen)  # nothing drawn past the slices computed so far
-    np.testing.assert_array_equal(on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image), engine_mask)
+    np.testing.assert_array_equal(
+        on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image),
+        engine_mask,
+    )
 
 
 def test_a_cancelled_run_leaves_the_scene_as_it_was(headless, logic, engine_mask, t2w_test_record):
@@ -153,11 +171,14 @@ def test_a_cancelled_run_leaves_the_scene_as_it_was(headless, logic, engine_mask
     first = logic.process(volume, None, device="cpu")
     segmentation, brain_id = first.segmentation_node, first.segment_id
 
-    job = logic.process(volume, segmentation, device="cpu", waitForCompletion=False,
-                        onProgress=lambda job: job.cancel())
+    job = logic.process(
+        volume, segmentation, device="cpu", waitForCompletion=False, onProgress=lambda job: job.cancel()
+    )
     job.wait(timeout=120)
     assert job.state == "cancelled"
-    np.testing.assert_array_equal(on_file_grid(segment_mask(segmentation, brain_id, volume), volume, t2w_test_record.image), engine_mask)
+    np.testing.assert_array_equal(
+        on_file_grid(segment_mask(segmentation, brain_id, volume), volume, t2w_test_record.image), engine_mask
+    )
     assert logic.process(volume, segmentation, device="cpu").state == "done"  # the digest still matches
 
     fresh = logic.process(volume, None, device="cpu", waitForCompletion=False, onProgress=lambda job: job.cancel())
@@ -173,7 +194,10 @@ def test_undo_brings_back_the_users_edits(headless, logic, engine_mask, t2w_test
     corrected[:5, :5, 5] = 1  # a stroke in a corner, where there is certainly no brain
     edit(job.segmentation_node, job.segment_id, volume, corrected)
     logic.process(volume, job.segmentation_node, device="cpu", replaceEdits=True)
-    np.testing.assert_array_equal(on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image), engine_mask)
+    np.testing.assert_array_equal(
+        on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image),
+        engine_mask,
+    )
     headless.scene.Undo()
     np.testing.assert_array_equal(segment_mask(job.segmentation_node, job.segment_id, volume), corrected)
 
@@ -206,7 +230,9 @@ def test_exports_for_reconstruction_and_annotation(headless, logic, engine_mask,
     assert storage.ReadData(loaded)
     segment_id = find_brain_segment(loaded)
     assert segment_tag(loaded.GetSegmentation().GetSegment(segment_id), DIGEST_TAG)
-    np.testing.assert_array_equal(on_file_grid(segment_mask(loaded, segment_id, volume), volume, t2w_test_record.image), engine_mask)
+    np.testing.assert_array_equal(
+        on_file_grid(segment_mask(loaded, segment_id, volume), volume, t2w_test_record.image), engine_mask
+    )
 
 
 def test_slice_centres_follow_the_slice_axis(headless, t2w_test_record):
@@ -249,3 +275,25 @@ def test_live_mode_segments_each_slice_as_it_arrives(headless, logic, t2w_test_r
     assert np.median([dice(live[:, :, k], reference[:, :, k]) for k in brain]) > 0.9
     # a later batch run over the live result is not mistaken for replacing a user's edits
     assert logic.process(incoming, session.segmentation_node, device="cpu").state == "done"
+
+
+def test_a_jobs_threshold_is_its_own_even_when_another_job_starts_meanwhile(
+    headless, logic, segmenter, t2w_test_record
+):
+    """The segmenter is shared per device and precision: a second job's threshold must not leak into the first."""
+    node = headless.load(t2w_test_record.image)
+    low = logic.process(node, None, device="cpu", threshold=0.2, waitForCompletion=False)
+    high = logic.process(
+        headless.load(t2w_test_record.image, "again"), None, device="cpu", threshold=0.8, waitForCompletion=False
+    )
+    low.wait(timeout=300)
+    high.wait(timeout=300)
+    assert segmenter.threshold == 0.5  # untouched
+    volume = read_volume(t2w_test_record.image)
+    for job, threshold in ((low, 0.2), (high, 0.8)):
+        expected = Segmenter(device="cpu", threshold=threshold).segment(volume).mask
+        got = on_file_grid(
+            segment_mask(job.segmentation_node, job.segment_id, job.volume_node), job.volume_node, t2w_test_record.image
+        )
+        assert np.array_equal(got, expected), threshold
+    assert low.statistics[0].area_mm2 >= high.statistics[0].area_mm2

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import rotation
 
-from FetalBrainSegLib.stack import SliceGrid, Stack, _resampling_matrix, slice_axis
-from FetalBrainSegLib.volume_io import Volume, VolumeError
+from FetalBrainSegLib.engine.stack import SliceGrid, Stack, _resampling_matrix, slice_axis
+from FetalBrainSegLib.engine.volume_io import Volume, VolumeError
 
 
 def volume(shape=(64, 48, 10), spacing=(1.0, 1.0, 3.0), dtype=np.float32, angles=(0, 0, 0)):
@@ -28,8 +28,10 @@ def test_matching_pixel_size_is_the_identity():
     np.testing.assert_allclose(grid.from_network(image), image, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape,spacing", [((128, 128), (2.0, 2.0)), ((256, 256), (1.0, 1.0)),
-                                           ((150, 102), (2.0, 2.51)), ((300, 200), (0.8, 1.3))])
+@pytest.mark.parametrize(
+    "shape,spacing",
+    [((128, 128), (2.0, 2.0)), ((256, 256), (1.0, 1.0)), ((150, 102), (2.0, 2.51)), ((300, 200), (0.8, 1.3))],
+)
 def test_physical_size_is_kept_on_the_network_grid_and_back(shape, spacing):
     """A 40 mm radius disc has a 40 mm radius on the 1.2 mm network grid, and survives the round trip."""
     grid = SliceGrid(shape, spacing, pixel_size=1.2)
@@ -45,8 +47,10 @@ def test_physical_size_is_kept_on_the_network_grid_and_back(shape, spacing):
     assert np.count_nonzero(back != (disc > 0)) <= 0.03 * disc.sum()
 
 
-@pytest.mark.parametrize("shape,spacing", [((256, 256), (1.17, 1.17)), ((512, 384), (0.6, 0.8)),
-                                           ((96, 80), (3.0, 3.5)), ((384, 100), (0.3, 2.0))])
+@pytest.mark.parametrize(
+    "shape,spacing",
+    [((256, 256), (1.17, 1.17)), ((512, 384), (0.6, 0.8)), ((96, 80), (3.0, 3.5)), ((384, 100), (0.3, 2.0))],
+)
 def test_resampling_by_taps_equals_the_filter_matrices(shape, spacing):
     """The gathered taps compute exactly the separable filter (fine T2W, coarse EPI, mixed)."""
     grid = SliceGrid(shape, spacing, pixel_size=1.2)
@@ -80,15 +84,18 @@ def test_trailing_singleton_axes_are_dropped():
     assert Stack(v).volume.data.shape == (64, 48, 10)
 
 
-@pytest.mark.parametrize("make,reason", [
-    (lambda: Volume(np.ones((64, 64), np.float32), np.eye(4)), "2D image"),
-    (lambda: Volume(np.random.rand(16, 16, 5, 3), np.eye(4)), "4D image"),
-    (lambda: Volume(np.zeros((0, 64, 10), np.float32), np.eye(4)), "empty"),
-    (lambda: Volume(np.zeros((64, 64, 10), np.int16), np.eye(4)), "same intensity"),
-    (lambda: Volume(np.where(np.eye(64)[..., None] > 0, np.nan, 1.0) * np.ones((1, 1, 4)), np.eye(4)), "NaN"),
-    (lambda: Volume(np.random.rand(64, 64, 1), np.diag([1, 1, 3, 1.0])), "single slice"),
-    (lambda: Volume(np.random.rand(8, 8, 8), np.diag([1, 1, 0, 1.0])), "degenerate"),
-])
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda: Volume(np.ones((64, 64), np.float32), np.eye(4)), "2D image"),
+        (lambda: Volume(np.random.rand(16, 16, 5, 3), np.eye(4)), "4D image"),
+        (lambda: Volume(np.zeros((0, 64, 10), np.float32), np.eye(4)), "empty"),
+        (lambda: Volume(np.zeros((64, 64, 10), np.int16), np.eye(4)), "same intensity"),
+        (lambda: Volume(np.where(np.eye(64)[..., None] > 0, np.nan, 1.0) * np.ones((1, 1, 4)), np.eye(4)), "NaN"),
+        (lambda: Volume(np.random.rand(64, 64, 1), np.diag([1, 1, 3, 1.0])), "single slice"),
+        (lambda: Volume(np.random.rand(8, 8, 8), np.diag([1, 1, 0, 1.0])), "degenerate"),
+    ],
+)
 def test_unusable_stacks_get_a_clear_one_line_error(make, reason):
     with pytest.raises(VolumeError, match=reason) as info:
         Stack(make(), "input.nii.gz")

@@ -6,8 +6,8 @@ import time
 import numpy as np
 from conftest import dice
 
-from FetalBrainSegLib.streaming import SliceStream, StreamingSegmenter
-from FetalBrainSegLib.volume_io import read_volume
+from FetalBrainSegLib.engine.streaming import SliceStream, StreamingSegmenter
+from FetalBrainSegLib.engine.volume_io import read_volume
 
 
 def slice_matrix(affine: np.ndarray, k: int) -> np.ndarray:

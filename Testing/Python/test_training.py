@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from FetalBrainSegLib.augment import AugmentSettings, brain_points, training_batch
-from FetalBrainSegLib.training import TrainConfig, Trainer, dice_loss, segmentation_loss
-from FetalBrainSegLib.weights import load_weights
+from FetalBrainSegLib.models.weights import load_weights
+from FetalBrainSegLib.training.augment import AugmentSettings, brain_points, training_batch
+from FetalBrainSegLib.training.config import TrainConfig
+from FetalBrainSegLib.training.trainer import Trainer, dice_loss, segmentation_loss
 
 VAL = ("e2mip_validation_slice_T2W_vol0005",)
 
@@ -26,7 +27,9 @@ def test_dice_plus_cross_entropy_is_near_zero_when_right_and_above_one_when_pred
     perfect = torch.cat([-20 * (target * 2 - 1), 20 * (target * 2 - 1)], dim=1)
     nothing = torch.cat([torch.full_like(target, 20), torch.full_like(target, -20)], dim=1)
     assert float(segmentation_loss(perfect, target, "dice_ce")) == pytest.approx(0, abs=1e-3)
-    assert float(segmentation_loss(nothing, target, "dice_ce")) > float(segmentation_loss(nothing, target, "dice")) + 0.5
+    assert (
+        float(segmentation_loss(nothing, target, "dice_ce")) > float(segmentation_loss(nothing, target, "dice")) + 0.5
+    )
     with pytest.raises(ValueError, match="loss must be one of"):
         segmentation_loss(perfect, target, "focal")
 
@@ -38,7 +41,7 @@ def test_augmented_crops_keep_image_and_mask_aligned(trainer):
     points = brain_points(trainer.train_set.masks[brainy])
     settings = AugmentSettings(crop_size=160, brain_share=1.0, scale_range=(0.7, 1.4))
     generator = torch.Generator().manual_seed(0)
-    from FetalBrainSegLib.augment import spatial
+    from FetalBrainSegLib.training.augment import spatial
 
     images, crops = spatial(masks.clone(), masks, points, settings, generator)
     assert images.shape == crops.shape == (16, 1, 160, 160)
@@ -65,7 +68,7 @@ def test_a_share_of_crops_is_centred_on_brain(trainer):
 def test_intensity_augmentation_strong_darkens_some_of_the_brain():
     generator = torch.Generator().manual_seed(0)
     flat = torch.ones(32, 1, 64, 64)
-    from FetalBrainSegLib.augment import _signal_dropout
+    from FetalBrainSegLib.training.augment import _signal_dropout
 
     darkened = _signal_dropout(flat, generator)
     assert float(darkened.min()) < 0.5 and float(darkened.max()) <= 1.0
@@ -76,8 +79,14 @@ def test_intensity_augmentation_strong_darkens_some_of_the_brain():
 
 @pytest.fixture(scope="module")
 def trainer(manifest_path, tmp_path_factory):
-    config = TrainConfig(manifest=str(manifest_path), model_options={"norm": "batch"},
-                         out_dir=str(tmp_path_factory.mktemp("run")), steps=2, val_stacks=VAL, device="cpu")
+    config = TrainConfig(
+        manifest=str(manifest_path),
+        model_options={"norm": "batch"},
+        out_dir=str(tmp_path_factory.mktemp("run")),
+        steps=2,
+        val_stacks=VAL,
+        device="cpu",
+    )
     return Trainer(config, log=lambda line: None)
 
 
@@ -86,13 +95,15 @@ def test_stacks_are_split_by_name(trainer, manifest):
     assert not set(trainer.train_names) & set(VAL)
     labelled_t2w = {r.name for r in manifest if r.split == "train" and r.mask and r.modality == "T2W"}
     assert set(trainer.train_names) == labelled_t2w - set(VAL)
-    assert [s.record.name for s in trainer.val_stacks] == list(VAL) and len(trainer.train_set.images) == len(trainer.train_set.keys)
+    assert [s.record.name for s in trainer.val_stacks] == list(VAL) and len(trainer.train_set.images) == len(
+        trainer.train_set.keys
+    )
     assert {name for name, _ in trainer.train_set.keys} == set(trainer.train_names)
 
 
 def test_a_few_steps_on_real_slices_lower_the_loss(trainer):
     torch.manual_seed(0)
-    brainy = np.flatnonzero(trainer.train_set.masks.any(axis=(1, 2)))[:: 25][:8]
+    brainy = np.flatnonzero(trainer.train_set.masks.any(axis=(1, 2)))[::25][:8]
     images = torch.from_numpy(trainer.train_set.images[brainy])[:, None]
     masks = torch.from_numpy(trainer.train_set.masks[brainy])[:, None].float()
     for group in trainer.optimizer.param_groups:
@@ -102,8 +113,7 @@ def test_a_few_steps_on_real_slices_lower_the_loss(trainer):
 
 
 def test_a_run_checkpoints_and_resumes_where_it_stopped(manifest_path, tmp_path):
-    config = TrainConfig(manifest=str(manifest_path), out_dir=str(tmp_path),
-                         steps=2, val_stacks=VAL, device="cpu")
+    config = TrainConfig(manifest=str(manifest_path), out_dir=str(tmp_path), steps=2, val_stacks=VAL, device="cpu")
     first = Trainer(config, log=lambda line: None)
     first.run(progress=False)
     assert first.step == 2 and (tmp_path / "checkpoint.pt").is_file()
@@ -125,8 +135,15 @@ def test_a_run_checkpoints_and_resumes_where_it_stopped(manifest_path, tmp_path)
 def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(manifest_path, tmp_path):
     from FetalBrainSegLib.resources import default_weights_path
 
-    config = TrainConfig(manifest=str(manifest_path), out_dir=str(tmp_path), model_options={"norm": "batch"},
-                         init=str(default_weights_path()), steps=1, val_stacks=VAL, device="cpu")
+    config = TrainConfig(
+        manifest=str(manifest_path),
+        out_dir=str(tmp_path),
+        model_options={"norm": "batch"},
+        init=str(default_weights_path()),
+        steps=1,
+        val_stacks=VAL,
+        device="cpu",
+    )
     shipped, _ = load_weights(default_weights_path())
     tuned = Trainer(config, log=lambda line: None).model.state_dict()
     for name, value in shipped.state_dict().items():

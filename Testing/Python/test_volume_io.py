@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import rotation
 
-from FetalBrainSegLib.volume_io import VolumeError, read_volume, write_mask_like, write_volume
+from FetalBrainSegLib.engine.volume_io import VolumeError, read_volume, write_mask, write_volume
 
 
 def axis_codes(affine: np.ndarray) -> str:
@@ -70,7 +70,7 @@ def test_a_mask_copies_the_sources_geometry_exactly(tmp_path, manifest, suffix):
     write_volume(original.data, original.affine, source_path)
     source = read_volume(source_path)
     mask = (source.data > np.median(source.data)).astype(np.uint8)
-    write_mask_like(source, mask, tmp_path / f"mask{suffix}")
+    write_mask(source, mask, tmp_path / f"mask{suffix}")
     written = read_volume(tmp_path / f"mask{suffix}")
     assert written.data.dtype == np.uint8
     np.testing.assert_array_equal(written.data, mask)
@@ -81,9 +81,9 @@ def test_a_mask_copies_the_sources_geometry_exactly(tmp_path, manifest, suffix):
         assert all(70 <= i < 74 or 112 <= i < 120 or 124 <= i < 132 for i in changed), changed
 
 
-def test_a_real_shared_stack_keeps_its_header_through_write_mask_like(tmp_path, t2w_test_record):
+def test_a_real_shared_stack_keeps_its_header_through_write_mask(tmp_path, t2w_test_record):
     source = read_volume(t2w_test_record.image)
-    write_mask_like(source, np.ones(source.data.shape, np.uint8), tmp_path / "m.nii.gz")
+    write_mask(source, np.ones(source.data.shape, np.uint8), tmp_path / "m.nii.gz")
     np.testing.assert_array_equal(read_volume(tmp_path / "m.nii.gz").affine, source.affine)
 
 
@@ -94,8 +94,14 @@ def test_bad_files_get_one_line_reasons(tmp_path):
     write_volume(np.zeros((8, 8, 8), np.float32), np.eye(4), tmp_path / "full.nii")
     (tmp_path / "cut.nii").write_bytes((tmp_path / "full.nii").read_bytes()[:1000])
     (tmp_path / "cut.nii.gz").write_bytes(gzip.compress((tmp_path / "full.nii").read_bytes())[:-40])
-    cases = {"missing.nii.gz": "no such file", "text.nii.gz": "not a NIfTI", "notes.txt": "not a NIfTI",
-             "bad.nrrd": "not a NRRD", "cut.nii": "truncated", "cut.nii.gz": "corrupt gzip"}
+    cases = {
+        "missing.nii.gz": "no such file",
+        "text.nii.gz": "not a NIfTI",
+        "notes.txt": "not a NIfTI",
+        "bad.nrrd": "not a NRRD",
+        "cut.nii": "truncated",
+        "cut.nii.gz": "corrupt gzip",
+    }
     for name, reason in cases.items():
         with pytest.raises(VolumeError, match=reason) as info:
             read_volume(tmp_path / name)

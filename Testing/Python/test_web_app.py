@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from FetalBrainSegLib.volume_io import read_volume, write_volume
-from FetalBrainSegLib.web_library import PathRefused, StackLibrary
+from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
+from FetalBrainSegLib.web.library import PathRefused, StackLibrary
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_the_library_offers_only_its_stacks_and_writes_only_inside_its_folder(shared_data, tmp_path):
@@ -57,8 +62,25 @@ def server(shared_data, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("exports")
     port = _free_port()
     log = open(out_dir.parent / "serve.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "FetalBrainSegLib", "serve", str(stack), "-o", str(out_dir),
-                                "--port", str(port), "--device", "cpu", "--max-upload-mb", "3"], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "FetalBrainSegLib",
+            "serve",
+            str(stack),
+            "-o",
+            str(out_dir),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--max-upload-mb",
+            "3",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
@@ -94,8 +116,9 @@ def status(page) -> str:
 
 
 def wait_status(page, prefix: str, timeout_s: float = 120):
-    page.wait_for_function(f"document.querySelector('#fbs-status').textContent.trim().startsWith({prefix!r})",
-                           timeout=timeout_s * 1000)
+    page.wait_for_function(
+        f"document.querySelector('#fbs-status').textContent.trim().startsWith({prefix!r})", timeout=timeout_s * 1000
+    )
 
 
 def wait_error(page, text: str):
@@ -134,8 +157,11 @@ def drag(page, start, end):
 def export_to(page, sub_folder: str) -> str:
     page.fill("#fbs-out-folder", sub_folder)
     page.click("#fbs-export")
-    page.wait_for_function(f"document.querySelector('#fbs-exported').textContent.includes('/{sub_folder}/') || "
-                           "document.querySelector('#fbs-error')", timeout=60_000)
+    page.wait_for_function(
+        f"document.querySelector('#fbs-exported').textContent.includes('/{sub_folder}/') || "
+        "document.querySelector('#fbs-error')",
+        timeout=60_000,
+    )
     return page.inner_text("#fbs-exported")
 
 
@@ -233,9 +259,14 @@ def test_uploads_are_checked_and_bad_ones_leave_the_server_running(server, page,
     (tmp_path / "notes.nii.gz").write_text("not an image")
     (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")
     huge = shared_data / "samples" / "f0832s1_fetus_03.nii.gz"  # 3.8 MB; this server takes 3 MB
-    for path, message in ((tmp_path / "picture.nii.gz", "2D image"), (tmp_path / "flat.nii.gz", "single slice"), (tmp_path / "series.nii.gz", "4D image"),
-                          (tmp_path / "notes.nii.gz", "notes.nii.gz"), (tmp_path / "report.pdf", "not a NIfTI"),
-                          (huge, "more than the 3 MB")):
+    for path, message in (
+        (tmp_path / "picture.nii.gz", "2D image"),
+        (tmp_path / "flat.nii.gz", "single slice"),
+        (tmp_path / "series.nii.gz", "4D image"),
+        (tmp_path / "notes.nii.gz", "notes.nii.gz"),
+        (tmp_path / "report.pdf", "not a NIfTI"),
+        (huge, "more than the 3 MB"),
+    ):
         page.set_input_files("#fbs-upload", str(path))
         wait_error(page, message)
         assert "Upload refused" in page.inner_text("#fbs-error")
@@ -249,18 +280,19 @@ def test_uploads_are_checked_and_bad_ones_leave_the_server_running(server, page,
     wait_status(page, "Done")
 
 
-def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothing(shared_data, tmp_path,
-                                                                                    monkeypatch):
+def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothing(shared_data, tmp_path, monkeypatch):
     """The app object itself, without a browser: deterministic where a click would race the engine."""
     monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     from trame.app import get_server
 
-    from FetalBrainSegLib.inference import Segmenter
-    from FetalBrainSegLib.slicer_logic import BrainSegmentationLogic, find_brain_segment, segment_mask
-    from FetalBrainSegLib.slicer_web_app import WebApp
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.slicer.logic import BrainSegmentationLogic, find_brain_segment, segment_mask
+    from FetalBrainSegLib.web.app import WebApp
 
     stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
-    logic = BrainSegmentationLogic(lambda device, precision: Segmenter(device=device, precision=precision, batch_size=2))
+    logic = BrainSegmentationLogic(
+        lambda device, precision: Segmenter(device=device, precision=precision, batch_size=2)
+    )
     app = WebApp(StackLibrary([stack], tmp_path), logic, device="cpu", server=get_server("fbs-app-test"))
     app.load_stack(stack.name)
     job = app.segment()

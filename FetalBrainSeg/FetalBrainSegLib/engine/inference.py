@@ -1,0 +1,192 @@
+"""The Python API: a `Segmenter` loads weights once and segments stacks or single slices.
+
+`iter_chunks` is the one code path: it yields each chunk of slices' probabilities on the
+stack's own voxel grid as soon as it is computed, so a caller can show progress, draw
+masks live or stop early (cancel) by simply not asking for the next chunk. `segment`
+drives it for whole stacks; `segment_slice` serves slices arriving one at a time.
+
+The network runs on a backend (PyTorch, or ONNX Runtime without PyTorch; see backends.py),
+imported when a Segmenter is made, so the Slicer module loads on a Slicer without either.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from .postprocess import POSTPROCESSING, postprocess
+from .review import SliceReview, flip_disagreement, review_slices
+from .stack import SliceGrid, Stack
+from .stack import intensity_scale as acquired_std
+from .volume_io import Volume, read_volume
+
+DEFAULT_THRESHOLD = 0.5  # brain probability; chosen on validation stacks (docs/results/validation_choices.md)
+
+
+def check_threshold(threshold: float) -> float:
+    if not 0.0 < threshold < 1.0:
+        raise ValueError("threshold must lie strictly between 0 and 1")
+    return float(threshold)
+
+
+class SegmentationCancelled(Exception):
+    """Raised by `Segmenter.segment` when its cancel event is set; nothing is returned."""
+
+
+@dataclass
+class Chunk:
+    start: int  # first slice index of the chunk
+    stop: int  # one past the last
+    total: int  # slices in the stack
+    probabilities: np.ndarray  # (stop - start, A, B) float32 on the slice grid
+    disagreement: np.ndarray | None = None  # per slice, with flip averaging: 1 - Dice of the flipped masks
+
+
+@dataclass
+class SegmentationResult:
+    probabilities: np.ndarray  # float32 in [0, 1], the input volume's voxel grid
+    mask: np.ndarray  # uint8 0/1, the input volume's voxel grid
+    slice_axis: int
+    seconds: float
+    review: list[SliceReview]  # one per slice: area, confidence, review flag and its reasons
+    disagreement: np.ndarray | None = None  # per slice, with flip averaging (see Chunk)
+
+    @property
+    def num_slices(self) -> int:
+        return self.mask.shape[self.slice_axis]
+
+
+@lru_cache(maxsize=16)
+def _slice_grid(shape: tuple[int, int], spacing: tuple[float, float], pixel_size: float) -> SliceGrid:
+    """Slices of a series share one geometry: build its resampling matrices once."""
+    return SliceGrid(shape, spacing, pixel_size)
+
+
+class Segmenter:
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+        threshold: float = DEFAULT_THRESHOLD,
+        backend: str = "auto",
+        precision: str = "fp32",
+        postprocess: str = "largest3d",
+        tta: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        check_threshold(threshold)
+        if postprocess not in POSTPROCESSING:
+            raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}")
+        from .backends import create_backend
+
+        # a name, or a backend object (training validates its model in memory through a TorchBackend)
+        self.backend = create_backend(backend, weights, device, precision) if isinstance(backend, str) else backend
+        self.device = self.backend.device
+        self.metadata = self.backend.metadata
+        self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
+        self.batch_size = batch_size
+        self.threshold = threshold
+        self.postprocess = postprocess
+        self.tta = tta
+
+    def stack(self, volume: Volume, name: str = "input") -> Stack:
+        """The checked stack for this volume (raises VolumeError with a one-line reason)."""
+        return Stack(volume, name, self.pixel_size)
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities of (n, H, W) network-grid slices; with `tta`, the mean over the slices and their
+        left-right and up-down flips, and each slice's flip disagreement."""
+        probs = self.backend.predict(images)
+        if not self.tta:
+            return probs, None
+        variants = [np.flip(self.backend.predict(np.ascontiguousarray(np.flip(images, axis))), axis) for axis in (1, 2)]
+        disagreement = flip_disagreement(probs >= self.threshold, [v >= self.threshold for v in variants])
+        return (probs + variants[0] + variants[1]) / 3, disagreement
+
+    def iter_chunks(self, stack: Stack) -> Iterator[Chunk]:
+        total = stack.num_slices
+        for start in range(0, total, self.batch_size):
+            stop = min(start + self.batch_size, total)
+            probs, disagreement = self.predict(stack.network_input(slice(start, stop)))
+            yield Chunk(start, stop, total, stack.grid.from_network(probs), disagreement)
+
+    def finish(
+        self,
+        stack: Stack,
+        probabilities: np.ndarray,
+        disagreement: np.ndarray | None = None,
+        threshold: float | None = None,
+    ) -> tuple[np.ndarray, list[SliceReview]]:
+        """A whole stack's mask (binarized, post-processed, on the volume grid) and its slice reviews,
+        from (n, A, B) slice-first probabilities; `threshold` overrides the segmenter's for this call."""
+        mask = postprocess(self.binarize(stack.assemble(probabilities), threshold), stack.axis, self.postprocess)
+        spacing = stack.grid.spacing
+        review = review_slices(probabilities, np.moveaxis(mask, stack.axis, 0), spacing[0] * spacing[1], disagreement)
+        return mask, review
+
+    def segment(
+        self,
+        volume: Volume,
+        name: str = "input",
+        on_chunk: Callable[[Chunk], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SegmentationResult:
+        """Segment every slice of a stack; `on_chunk` sees each chunk as it completes."""
+        begin = time.perf_counter()
+        stack = self.stack(volume, name)
+        probs = np.zeros(stack.slices().shape, dtype=np.float32)
+        disagreement = np.zeros(stack.num_slices) if self.tta else None
+        for chunk in self.iter_chunks(stack):
+            if cancel is not None and cancel.is_set():
+                raise SegmentationCancelled(f"{name}: cancelled after {chunk.start} of {chunk.total} slices")
+            probs[chunk.start : chunk.stop] = chunk.probabilities
+            if chunk.disagreement is not None:
+                disagreement[chunk.start : chunk.stop] = chunk.disagreement
+            if on_chunk is not None:
+                on_chunk(chunk)
+        mask, review = self.finish(stack, probs, disagreement)
+        return SegmentationResult(
+            stack.assemble(probs), mask, stack.axis, time.perf_counter() - begin, review, disagreement
+        )
+
+    def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:
+        volume = read_volume(path)
+        return volume, self.segment(volume, os.path.basename(os.fspath(path)), **options)
+
+    def segment_slice(
+        self,
+        image: np.ndarray,
+        spacing: tuple[float, float],
+        intensity_scale: float | None = None,
+        threshold: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One 2D slice as it arrives: (probabilities, mask) on the slice's own grid.
+
+        `intensity_scale` is the stack's intensity standard deviation when known (pass
+        the same value for every slice of a series); by default, the slice's own.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ValueError(f"a slice must be a 2D array, not shape {image.shape}")
+        if not np.isfinite(image).all():
+            raise ValueError("the slice contains NaN or infinite intensities")
+        scale = float(intensity_scale) if intensity_scale else acquired_std(image)
+        grid = _slice_grid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
+        if scale <= 0:
+            return np.zeros_like(image), np.zeros(image.shape, np.uint8)
+        probs, _ = self.predict(grid.to_network(image[None]) / np.float32(scale))
+        probabilities = grid.from_network(probs)[0]
+        return probabilities, self.binarize(probabilities, threshold)
+
+    def binarize(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """The mask at `threshold`, by default the segmenter's (callers sharing a segmenter pass their own)."""
+        return (probabilities >= (self.threshold if threshold is None else threshold)).astype(np.uint8)

@@ -1,0 +1,44 @@
+"""Where masks go, and the rules that keep users' files safe: never overwrite an input, nor an
+existing output unless asked, and never let two inputs write the same output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .volume_io import NRRD_SUFFIXES, strip_suffix, volume_suffix
+
+MASK_TAG = "_brainmask"
+
+
+def is_mask_output(path: str | os.PathLike) -> bool:
+    return strip_suffix(path).endswith(MASK_TAG)
+
+
+def collect_inputs(arguments: list[str | os.PathLike]) -> list[Path]:
+    """Files as given, and the volume files directly inside given folders (skipping our own masks)."""
+    found: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.is_file() and volume_suffix(p) and not is_mask_output(p))
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def mask_path_for(image: Path, out_dir: Path | None) -> Path:
+    suffix = ".nrrd" if volume_suffix(image) in NRRD_SUFFIXES else ".nii.gz"
+    return (out_dir or image.parent) / f"{strip_suffix(image)}{MASK_TAG}{suffix}"
+
+
+def output_problem(output: Path, inputs: list[Path], claimed: set[Path], overwrite: bool) -> str | None:
+    """Why this output must not be written, or None."""
+    resolved = output.resolve()
+    if resolved in {p.resolve() for p in inputs}:
+        return f"{output} is one of the inputs; it is never overwritten"
+    if resolved in claimed:
+        return f"{output} would also be written for another input; use separate output folders"
+    if output.exists() and not overwrite:
+        return f"{output} already exists; pass --overwrite to replace it"
+    return None

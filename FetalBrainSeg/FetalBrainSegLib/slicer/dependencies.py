@@ -1,0 +1,70 @@
+"""What the engine needs beyond Slicer's own Python, and installing it on first use.
+
+Segmenting needs one runtime: ONNX Runtime (about 80 MB, CPU) is offered by default;
+PyTorch only when the user wants a CUDA GPU, through the PyTorch extension's PyTorchUtils
+when present (it picks the build matching the GPU), else pip. Slicer bundles numpy, vtk
+and SimpleITK: those are never installed or upgraded here. Every outcome is a message,
+never a crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Callable
+
+LIGHT_RUNTIME = "onnxruntime"
+GPU_RUNTIME = "torch"
+BUNDLED_WITH_SLICER = ("numpy", "vtk", "SimpleITK")
+
+
+def missing_requirements(gpu: bool = False, find_spec: Callable = importlib.util.find_spec) -> list[str]:
+    if gpu:
+        return [] if find_spec(GPU_RUNTIME) else [GPU_RUNTIME]
+    return [] if (find_spec(LIGHT_RUNTIME) or find_spec(GPU_RUNTIME)) else [LIGHT_RUNTIME]
+
+
+def ensure_dependencies(
+    confirm: Callable[[str], bool],
+    pip_install: Callable[[str], None],
+    torch_utils_logic=None,
+    report: Callable[[str], None] = print,
+    find_spec: Callable = importlib.util.find_spec,
+    gpu: bool = False,
+) -> bool:
+    """True when a runtime for the chosen device is importable, asking before installing anything."""
+    missing = missing_requirements(gpu, find_spec)
+    if not missing:
+        return True
+    names = ", ".join(missing)
+    size = "several hundred megabytes to a few gigabytes" if GPU_RUNTIME in missing else "about 80 megabytes"
+    question = (
+        f"FetalBrainSeg needs {names} (not bundled with Slicer) to segment"
+        f"{' on the GPU' if gpu else ''}. Install it now? This downloads {size}."
+    )
+    if not confirm(question):
+        report(
+            f"{names} not installed: FetalBrainSeg cannot segment{' on the GPU' if gpu else ''} until it is. "
+            "Click Segment again to be asked again."
+        )
+        return False
+    try:
+        for requirement in missing:
+            if requirement == GPU_RUNTIME and torch_utils_logic is not None:
+                if torch_utils_logic.installTorch(askConfirmation=False) is None:
+                    raise RuntimeError("the PyTorch extension could not install PyTorch")
+            else:
+                pip_install(requirement)
+    except Exception as exc:  # any installer failure becomes a message
+        report(
+            f"Installing {names} failed: {exc}. Check the network connection"
+            + (", or install PyTorch with the PyTorch extension (Extensions Manager > PyTorch)" if gpu else "")
+            + ", then restart Slicer."
+        )
+        return False
+    importlib.invalidate_caches()
+    still_missing = missing_requirements(gpu, find_spec)
+    if still_missing:
+        report(f"{', '.join(still_missing)} still cannot be imported after installing; restart Slicer and retry.")
+        return False
+    return True

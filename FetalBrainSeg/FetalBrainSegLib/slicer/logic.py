@@ -1,0 +1,453 @@
+"""MRML glue: the engine on a Slicer volume node, its masks into a segmentation node.
+
+Imports `slicer` and `vtk`, never Qt: it runs in desktop Slicer and headless (the
+slicer-core wheel), where the tests drive it. Everything happens in the volume's voxel
+(IJK) space with its IJK-to-RAS matrix, so oblique stacks keep their geometry, and the
+engine picks the slice axis from that matrix, as for files.
+
+A run never loses the user's work: the brain segment it writes is tagged with a digest
+of what it wrote, a rerun refuses to replace a segment edited since (unless asked), other
+segments are never touched, an undo state is saved before the first write, and a
+cancelled or failed run puts the previous segment back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from ..engine.inference import DEFAULT_THRESHOLD, Chunk, Segmenter, check_threshold
+from ..engine.outputs import output_problem
+from ..engine.review import SliceReview, provisional_reviews
+from ..engine.stack import reorder_to_grid, slice_axis
+from ..engine.streaming import SliceResult, StreamingSegmenter
+from ..engine.volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask, write_volume
+
+BRAIN_SEGMENT_NAME = "Brain"
+BRAIN_COLOR = (0.95, 0.35, 0.2)
+SOURCE_TAG = "FetalBrainSeg.source"  # on our segment: the input volume node's ID
+DIGEST_TAG = "FetalBrainSeg.maskDigest"  # on our segment: digest of the mask we last wrote
+
+
+class EditedSegmentError(RuntimeError):
+    """The brain segment was edited since FetalBrainSeg wrote it; replacing needs consent."""
+
+
+def ijk_to_ras(volume_node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def volume_from_node(volume_node) -> Volume:
+    """The node's voxels as an (I, J, K) array (a view) with its IJK-to-RAS matrix."""
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise VolumeError("the input volume has no image data")
+    if volume_node.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise VolumeError(
+            f"{volume_node.GetName()}: is a multi-component (e.g. colour) volume; a stack must be a scalar 3D volume"
+        )
+    return Volume(slicer.util.arrayFromVolume(volume_node).transpose(2, 1, 0), ijk_to_ras(volume_node))
+
+
+def _oriented_image(shape_ijk: tuple[int, int, int], matrix: np.ndarray, mask_ijk: np.ndarray | None = None):
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(*shape_ijk)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    scalars[:] = 0 if mask_ijk is None else np.asarray(mask_ijk, np.uint8).ravel(order="F")
+    return image
+
+
+def write_segment(segmentation_node, segment_id: str, mask_ijk: np.ndarray, ijk_to_ras_matrix: np.ndarray) -> None:
+    """Replace a segment's content by a mask on a volume's voxel grid."""
+    image = _oriented_image(mask_ijk.shape, ijk_to_ras_matrix, mask_ijk)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    )
+
+
+def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
+    """A segment as a uint8 (I, J, K) mask on the volume's voxel grid."""
+    shape = tuple(volume_node.GetImageData().GetDimensions())
+    stored = slicer.vtkOrientedImageData()
+    segmentation_node.GetBinaryLabelmapRepresentation(segment_id, stored)
+    reference = _oriented_image(shape, ijk_to_ras(volume_node))
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(stored, reference, resampled)
+    if resampled.GetPointData().GetScalars() is None:  # an empty segment
+        return np.zeros(shape, np.uint8)
+    values = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars())
+    return (values.reshape(shape, order="F") > 0).astype(np.uint8)
+
+
+def segment_tag(segment, key: str) -> str | None:
+    value = vtk.reference("")  # vtkSegment::GetTag returns the value through an argument
+    return str(value) if segment.GetTag(key, value) else None
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    return hashlib.sha1(np.packbits(np.asarray(mask, bool)).tobytes()).hexdigest()
+
+
+def find_brain_segment(segmentation_node) -> str | None:
+    """The ID of the segment FetalBrainSeg wrote in this segmentation, if any."""
+    segmentation = segmentation_node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        if segment.HasTag(SOURCE_TAG):
+            return segmentation.GetNthSegmentID(index)
+    return None
+
+
+def slice_center_ras(volume_node, slice_axis: int, index: int) -> tuple[float, float, float]:
+    """RAS position of the centre of one slice, to move the slice views there."""
+    ijk = (np.array(volume_node.GetImageData().GetDimensions(), float) - 1) / 2
+    ijk[slice_axis] = index
+    return tuple(float(v) for v in (ijk_to_ras(volume_node) @ np.append(ijk, 1.0))[:3])
+
+
+@dataclass
+class SegmentationJob:
+    """One run over a stack; MRML is only touched from `run` or `poll`, on the caller's thread."""
+
+    segmenter: Segmenter
+    volume_node: object
+    segmentation_node: object
+    segment_id: str
+    previous_mask: np.ndarray | None  # None: the segment did not exist before this run
+    on_progress: Callable[[SegmentationJob], None] | None = None
+    threshold: float = DEFAULT_THRESHOLD  # this job's: the segmenter is shared between jobs
+    state: str = "running"  # running, done, cancelled, failed
+    error: str = ""
+    statistics: list[SliceReview] = field(default_factory=list)  # provisional while running, final once done
+
+    def __post_init__(self):
+        self.volume = volume_from_node(self.volume_node)
+        self.stack = self.segmenter.stack(self.volume, self.volume_node.GetName())
+        self.mask = np.zeros(self.volume.data.shape, np.uint8)
+        self._probabilities = np.zeros(self.stack.slices().shape, np.float32)
+        self._disagreement = np.zeros(self.stack.num_slices) if self.segmenter.tta else None
+        self.slice_axis = self.stack.axis
+        self.total = self.stack.num_slices
+        self.done_slices = 0
+        spacing = self.stack.grid.spacing
+        self._pixel_area = spacing[0] * spacing[1]
+        self._matrix = ijk_to_ras(self.volume_node)
+        self._cancel = threading.Event()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    @property
+    def slices_per_second(self) -> float:
+        elapsed = self.seconds if self.finished else time.perf_counter() - self._start
+        return self.done_slices / elapsed if elapsed > 0 else 0.0
+
+    def run(self) -> SegmentationJob:
+        """Compute and write every chunk on this thread (waitForCompletion)."""
+        try:
+            for chunk in self.segmenter.iter_chunks(self.stack):
+                if self._cancel.is_set():
+                    break
+                self._apply(chunk)
+        except Exception as exc:  # report, and leave the scene as it was
+            self._end("failed", str(exc))
+            raise
+        self._end("cancelled" if self._cancel.is_set() else "done")
+        return self
+
+    def start(self) -> SegmentationJob:
+        """Compute on a worker thread; call `poll` from the main thread (a timer) to write results."""
+
+        def work():
+            try:
+                for chunk in self.segmenter.iter_chunks(self.stack):
+                    if self._cancel.is_set():
+                        break
+                    self._queue.put(chunk)
+                self._queue.put("cancelled" if self._cancel.is_set() else "done")
+            except Exception as exc:  # handed to the main thread
+                self._queue.put(exc)
+
+        self._thread = threading.Thread(target=work, name="FetalBrainSeg", daemon=True)
+        self._thread.start()
+        return self
+
+    def poll(self) -> bool:
+        """Write the chunks computed so far into the segmentation; True once the job has ended."""
+        while not self.finished:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Chunk):
+                if not self._cancel.is_set():
+                    self._apply(item)
+            elif isinstance(item, Exception):
+                self._end("failed", str(item))
+            else:
+                self._end("cancelled" if self._cancel.is_set() else item)
+        return self.finished
+
+    def wait(self, poll_interval: float = 0.05, timeout: float | None = None) -> SegmentationJob:
+        """Poll until the background job ends (for scripts and tests; the GUI polls from a timer)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("segmentation did not finish in time")
+            time.sleep(poll_interval)
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _apply(self, chunk: Chunk) -> None:
+        index = [slice(None)] * 3
+        index[self.slice_axis] = slice(chunk.start, chunk.stop)
+        self.mask[tuple(index)] = self.stack.assemble(self.segmenter.binarize(chunk.probabilities, self.threshold))
+        self._write(self.mask)
+        self._probabilities[chunk.start : chunk.stop] = chunk.probabilities
+        if chunk.disagreement is not None:
+            self._disagreement[chunk.start : chunk.stop] = chunk.disagreement
+        self.statistics += provisional_reviews(chunk.probabilities, self.threshold, self._pixel_area, chunk.start)
+        self.done_slices = chunk.stop
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    def _write(self, mask: np.ndarray) -> None:
+        write_segment(self.segmentation_node, self.segment_id, mask, self._matrix)
+
+    def _end(self, state: str, error: str = "") -> None:
+        self.state, self.error = state, error
+        self.seconds = time.perf_counter() - self._start
+        segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
+        if state == "done":
+            # masks were shown chunk by chunk; the whole-stack clean-up and review come once all slices are in
+            self.mask, self.statistics = self.segmenter.finish(
+                self.stack, self._probabilities, self._disagreement, self.threshold
+            )
+            self._write(self.mask)
+            segment.SetTag(DIGEST_TAG, mask_digest(self.mask))
+        elif self.previous_mask is None:
+            self.segmentation_node.GetSegmentation().RemoveSegment(self.segment_id)
+        else:
+            self._write(self.previous_mask)
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+
+class LiveSegmentation:
+    """Segments the slices of a volume that changed since the last look, as they arrive.
+
+    Observes the volume; each modification segments the changed slices (a
+    single-slice volume updated in place, or new slices of a growing stack) through the
+    streaming API and writes them into the brain segment, on the thread that modified the
+    volume (Slicer's main thread). `stop()` ends the observation.
+    """
+
+    def __init__(self, streaming: StreamingSegmenter, volume_node, segmentation_node, segment_id: str):
+        self.streaming = streaming
+        self.volume_node = volume_node
+        self.segmentation_node = segmentation_node
+        self.segment_id = segment_id
+        self.results: dict[int, SliceResult] = {}
+        self._previous: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        # receivers fire ImageDataModifiedEvent, scripts (arrayFromVolumeModified) ModifiedEvent;
+        # a second notification of one change finds no changed slice and does nothing
+        self._observers = [
+            volume_node.AddObserver(event, lambda caller, event: self.update())
+            for event in (slicer.vtkMRMLVolumeNode.ImageDataModifiedEvent, vtk.vtkCommand.ModifiedEvent)
+        ]
+        self.update()
+
+    def update(self) -> list[int]:
+        """Segment the changed slices; returns their indices."""
+        volume = volume_from_node(self.volume_node)
+        axis = slice_axis(volume.affine)
+        slices = np.moveaxis(volume.data, axis, 0)
+        if self._previous is None or self._previous.shape != slices.shape:
+            changed = [k for k in range(len(slices)) if slices[k].any()]
+            self._mask = np.zeros(volume.data.shape, np.uint8)
+            self.streaming.reset()
+        else:
+            changed = [k for k in range(len(slices)) if not np.array_equal(slices[k], self._previous[k])]
+        in_plane = [a for a in range(3) if a != axis]
+        for k in changed:
+            matrix = np.eye(4)
+            matrix[:3, :2] = volume.affine[:3, in_plane]
+            matrix[:3, 3] = volume.affine[:3, axis] * k + volume.affine[:3, 3]
+            result = self.streaming.process(slices[k], matrix, k)
+            np.moveaxis(self._mask, axis, 0)[k] = result.mask
+            self.results[k] = result
+        if changed:
+            write_segment(self.segmentation_node, self.segment_id, self._mask, volume.affine)
+            segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
+            segment.SetTag(DIGEST_TAG, mask_digest(self._mask))  # ours, not a user's edit
+        self._previous = slices.copy()
+        return changed
+
+    def stop(self) -> None:
+        for observer in self._observers:
+            self.volume_node.RemoveObserver(observer)
+
+
+class BrainSegmentationLogic:
+    """`process` a volume into a segmentation; export masks for annotation and reconstruction."""
+
+    def __init__(self, segmenter_factory: Callable[..., Segmenter] = Segmenter):
+        self._segmenter_factory = segmenter_factory
+        self._segmenters: dict[tuple[str, str], Segmenter] = {}
+
+    def segmenter(self, device: str = "auto", precision: str = "fp32") -> Segmenter:
+        """Weights are loaded once per device and precision and reused across runs."""
+        if (device, precision) not in self._segmenters:
+            self._segmenters[device, precision] = self._segmenter_factory(device=device, precision=precision)
+        return self._segmenters[device, precision]
+
+    def process(
+        self,
+        inputVolume,
+        outputSegmentation=None,
+        device: str = "auto",
+        threshold: float = DEFAULT_THRESHOLD,
+        waitForCompletion: bool = True,
+        replaceEdits: bool = False,
+        onProgress: Callable[[SegmentationJob], None] | None = None,
+        precision: str = "fp32",
+    ) -> SegmentationJob:
+        """Segment the brain on every slice of `inputVolume` into `outputSegmentation` (new if None).
+
+        With waitForCompletion=False the work runs on a thread and the returned job must be
+        polled (`job.poll()` from a timer, or `job.wait()`); MRML changes only in those calls.
+        Raises EditedSegmentError if the brain segment was edited since it was written and
+        replaceEdits is False; other segments are never touched. precision="int8" runs the
+        shipped INT8 model (about 2.7x faster on CPUs, masks within Dice 0.99 of fp32's).
+        """
+        check_threshold(threshold)
+        segmenter = self.segmenter(device, precision)
+        segmentation, segment_id, previous = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
+        job = SegmentationJob(segmenter, inputVolume, segmentation, segment_id, previous, onProgress, threshold)
+        return job.run() if waitForCompletion else job.start()
+
+    def startLive(
+        self,
+        inputVolume,
+        outputSegmentation=None,
+        device: str = "auto",
+        threshold: float = DEFAULT_THRESHOLD,
+        replaceEdits: bool = False,
+        precision: str = "fp32",
+    ) -> LiveSegmentation:
+        """Keep the brain segment current while `inputVolume` changes (OpenIGTLink, a growing sequence)."""
+        streaming = StreamingSegmenter(self.segmenter(device, precision), check_threshold(threshold))
+        segmentation, segment_id, _ = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
+        return LiveSegmentation(streaming, inputVolume, segmentation, segment_id)
+
+    def _prepare_segment(self, inputVolume, outputSegmentation, replaceEdits: bool):
+        """The segmentation and brain segment to write (created if needed), and the segment's
+        current mask; refuses to go on over unconsented edits; saves an undo state."""
+        volume_from_node(inputVolume)  # fail on unusable input before touching the scene
+        scene = inputVolume.GetScene()
+        if outputSegmentation is None:
+            outputSegmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{inputVolume.GetName()} brain")
+            outputSegmentation.CreateDefaultDisplayNodes()
+        if outputSegmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            outputSegmentation.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+        segment_id = find_brain_segment(outputSegmentation)
+        previous = None
+        if segment_id is not None:
+            previous = segment_mask(outputSegmentation, segment_id, inputVolume)
+            segment = outputSegmentation.GetSegmentation().GetSegment(segment_id)
+            if mask_digest(previous) != segment_tag(segment, DIGEST_TAG) and not replaceEdits:
+                raise EditedSegmentError(
+                    f"the '{segment.GetName()}' segment was edited after it was computed; "
+                    "re-running would replace those edits"
+                )
+        outputSegmentation.SetUndoEnabled(True)
+        scene.SaveStateForUndo()
+        if segment_id is None:
+            segment_id = outputSegmentation.GetSegmentation().AddEmptySegment("", BRAIN_SEGMENT_NAME, BRAIN_COLOR)
+            outputSegmentation.GetSegmentation().GetSegment(segment_id).SetTag(SOURCE_TAG, inputVolume.GetID())
+        return outputSegmentation, segment_id, previous
+
+    def exportMask(self, segmentationNode, inputVolume, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """The brain segment as a 0/1 mask on the input's exact voxel grid (NIfTI or NRRD).
+
+        When the input was loaded from a NIfTI or NRRD file of the same grid, that file's
+        header is copied, so reconstruction tools see the stack's own geometry bit for bit.
+        """
+        path = Path(path)
+        if volume_suffix(path) is None:
+            raise ValueError(f"{path.name}: choose a .nii.gz, .nii or .nrrd file name")
+        segment_id = find_brain_segment(segmentationNode)
+        if segment_id is None:
+            raise ValueError("this segmentation has no FetalBrainSeg brain segment to export")
+        source_file = self._source_file(inputVolume)
+        problem = output_problem(path, [source_file] if source_file else [], set(), overwrite)
+        if problem:
+            raise FileExistsError(problem)
+        mask = segment_mask(segmentationNode, segment_id, inputVolume)
+        matrix = ijk_to_ras(inputVolume)
+        source, on_source_grid = self._source_grid(source_file, mask, matrix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if source is None:
+            write_volume(mask, matrix, path)
+        elif (source.format == "nrrd") == (volume_suffix(path) == ".nrrd"):
+            write_mask(source, on_source_grid, path)
+        else:
+            write_volume(on_source_grid, source.affine, path)
+        return path
+
+    def exportSegmentation(self, segmentationNode, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """The whole segmentation (every segment, edits included) as .seg.nrrd."""
+        path = Path(path)
+        if not path.name.lower().endswith(".seg.nrrd"):
+            # the storage node would write NRRD bytes under any other name
+            raise ValueError(f"{path.name}: a segmentation is saved as .seg.nrrd")
+        problem = output_problem(path, [], set(), overwrite)
+        if problem:
+            raise FileExistsError(problem)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(str(path))
+        if not storage.WriteData(segmentationNode):
+            raise OSError(f"could not write {path}")
+        return path
+
+    @staticmethod
+    def _source_file(volume_node) -> Path | None:
+        storage = volume_node.GetStorageNode()
+        name = storage.GetFileName() if storage is not None else None
+        return Path(name) if name and os.path.isfile(name) else None
+
+    @staticmethod
+    def _source_grid(source_file: Path | None, mask: np.ndarray, matrix: np.ndarray):
+        """The file the volume was loaded from and the mask on its voxel grid, when the node
+        still holds that file's voxels (Slicer may have flipped an axis; not moved since)."""
+        if source_file is None or volume_suffix(source_file) is None:
+            return None, None
+        try:
+            source = read_volume(source_file)
+        except VolumeError:
+            return None, None
+        reordered = reorder_to_grid(mask, matrix, source.affine, source.data.shape)
+        return (source, reordered) if reordered is not None else (None, None)

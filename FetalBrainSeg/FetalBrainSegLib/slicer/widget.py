@@ -1,0 +1,274 @@
+"""The module panel: pick a stack, Segment (then Cancel), watch masks appear, review slices,
+edit in the Segment Editor, export. Qt and Slicer GUI calls only; the work is done by
+`BrainSegmentationLogic` on a worker thread, and MRML is updated by a timer on the main
+thread, so the GUI never freezes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import qt
+import slicer
+
+from ..engine.outputs import mask_path_for
+from ..engine.volume_io import VolumeError
+from ..resources import resource_path
+from .dependencies import ensure_dependencies
+from .job_messages import finished_text, progress_text, slice_cells
+from .logic import BrainSegmentationLogic, EditedSegmentError, find_brain_segment, slice_center_ras
+
+POLL_INTERVAL_MS = 50
+REVIEW_COLOR = (255, 214, 140)
+SLICE_COLUMNS = ("Slice", "Brain area (mm²)", "Confidence", "Review")
+
+
+def _torch_utils_logic():
+    """The PyTorch extension's installer, when that extension is installed."""
+    try:
+        import PyTorchUtils  # noqa: PLC0415 (optional extension)
+    except ImportError:
+        return None
+    return PyTorchUtils.PyTorchUtilsLogic()
+
+
+class SegmentationWidget(qt.QWidget):
+    def __init__(self, logic: BrainSegmentationLogic | None = None, parent=None):
+        super().__init__(parent)
+        self.logic = logic or BrainSegmentationLogic()
+        self.job = None
+        self.live = None
+        self._parameterNode = None
+        self._guiConnection = None
+        layout = qt.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        uiWidget = slicer.util.loadUI(str(resource_path("UI/FetalBrainSeg.ui")))
+        layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.sliceTable.setColumnCount(len(SLICE_COLUMNS))
+        self.ui.sliceTable.setHorizontalHeaderLabels(SLICE_COLUMNS)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.timeout.connect(self.onPoll)
+        self.ui.segmentButton.clicked.connect(self.onSegmentClicked)
+        self.ui.liveCheckBox.toggled.connect(self.onLiveToggled)
+        self.ui.sliceTable.cellClicked.connect(self.onSliceClicked)
+        self.ui.editButton.clicked.connect(self.onEdit)
+        self.ui.exportMaskButton.clicked.connect(self.onExportMask)
+        self.ui.exportSegmentationButton.clicked.connect(self.onExportSegmentation)
+        self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButtons)
+        self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.updateButtons)
+        self.updateButtons()
+
+    # -------------------------------------------------------------- parameter node
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode is not None and self._guiConnection is not None:
+            self._parameterNode.disconnectGui(self._guiConnection)
+        self._parameterNode = parameterNode
+        self._guiConnection = parameterNode.connectGui(self.ui) if parameterNode is not None else None
+        self.updateButtons()
+
+    def cleanup(self) -> None:
+        self.stopLive()
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+            self.job.wait(timeout=30)
+        self.timer.stop()
+        self.setParameterNode(None)
+
+    # -------------------------------------------------------------- state
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    def updateButtons(self, *_) -> None:
+        volume = self.ui.inputVolumeSelector.currentNode()
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        hasResult = segmentation is not None and find_brain_segment(segmentation) is not None
+        self.ui.segmentButton.text = "Cancel" if self.running else "Segment"
+        self.ui.segmentButton.enabled = self.running or (volume is not None and self.live is None)
+        self.ui.liveCheckBox.enabled = not self.running and volume is not None
+        self.ui.segmentButton.toolTip = (
+            "Stop; the segmentation goes back to how it was"
+            if self.running
+            else "Segment the brain on every slice of the input stack"
+        )
+        for widget in (
+            self.ui.inputVolumeSelector,
+            self.ui.outputSegmentationSelector,
+            self.ui.deviceComboBox,
+            self.ui.precisionComboBox,
+            self.ui.thresholdSliderWidget,
+        ):
+            widget.enabled = not self.running and self.live is None
+        self.ui.editButton.enabled = not self.running and volume is not None and hasResult
+        self.ui.exportMaskButton.enabled = not self.running and volume is not None and hasResult
+        self.ui.exportSegmentationButton.enabled = not self.running and segmentation is not None
+
+    # -------------------------------------------------------------- segment / cancel
+    def dependenciesReady(self) -> bool:
+        return ensure_dependencies(
+            confirm=slicer.util.confirmOkCancelDisplay,
+            pip_install=slicer.util.pip_install,
+            torch_utils_logic=_torch_utils_logic(),
+            report=slicer.util.errorDisplay,
+            gpu=self.ui.deviceComboBox.currentText == "cuda",
+        )
+
+    def onSegmentClicked(self) -> None:
+        if self.running:
+            self.job.cancel()
+            self.ui.statusLabel.text = "Cancelling…"
+            return
+        if self.dependenciesReady():
+            self.start()
+
+    # -------------------------------------------------------------- live
+    def onLiveToggled(self, checked: bool) -> None:
+        self.stopLive()
+        if checked and self.dependenciesReady():
+            self.live = self._withConsent(
+                lambda replace: self.logic.startLive(**self._runSettings(), replaceEdits=replace),
+                "Cannot start live mode",
+            )
+            if self.live is not None:
+                self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
+                self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
+        if self.live is None and self.ui.liveCheckBox.checked:
+            self.ui.liveCheckBox.checked = False
+        self.updateButtons()
+
+    def stopLive(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            self.ui.statusLabel.text = "Live mode stopped."
+
+    def _runSettings(self) -> dict:
+        """The panel's settings, as the logic's process and startLive take them."""
+        return {
+            "inputVolume": self.ui.inputVolumeSelector.currentNode(),
+            "outputSegmentation": self.ui.outputSegmentationSelector.currentNode(),
+            "device": self.ui.deviceComboBox.currentText,
+            "threshold": self.ui.thresholdSliderWidget.value,
+            "precision": self.ui.precisionComboBox.currentText,
+        }
+
+    def _withConsent(self, action, failure: str):
+        """action(replaceEdits): asked first before replacing edits; errors become a message, and None."""
+        replace = False
+        while True:
+            try:
+                with slicer.util.WaitCursor():
+                    return action(replace)
+            except EditedSegmentError as exc:
+                if replace or not slicer.util.confirmYesNoDisplay(
+                    f"{exc}.\n\nReplace the edited segment? Choose No to keep your edits "
+                    "(or pick another output segmentation)."
+                ):
+                    return None
+                replace = True
+            except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
+                slicer.util.errorDisplay(f"{failure}: {exc}")
+                return None
+
+    def start(self) -> None:
+        job = self._withConsent(
+            lambda replace: self.logic.process(
+                **self._runSettings(), waitForCompletion=False, replaceEdits=replace, onProgress=self.onProgress
+            ),
+            "Cannot segment",
+        )
+        if job is None:
+            return
+        self.job = job
+        self.ui.outputSegmentationSelector.setCurrentNode(job.segmentation_node)
+        slicer.util.setSliceViewerLayers(background=job.volume_node, fit=True)
+        self.ui.sliceTable.setRowCount(0)
+        self.ui.progressBar.maximum = job.total
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = f"Segmenting {job.total} slices…"
+        self.timer.start()
+        self.updateButtons()
+
+    def onPoll(self) -> None:
+        if self.job.poll():
+            self.timer.stop()
+            self.onFinished()
+
+    def onProgress(self, job) -> None:
+        self.ui.progressBar.value = job.done_slices
+        self.ui.statusLabel.text = progress_text(job)
+        table = self.ui.sliceTable  # refilled whole: the final rows (post-processed areas, flags) replace the live ones
+        table.setRowCount(len(job.statistics))
+        for row, stats in enumerate(job.statistics):
+            for column, text in enumerate(slice_cells(stats)):
+                item = qt.QTableWidgetItem(text)
+                if stats.flagged:
+                    item.setBackground(qt.QColor(*REVIEW_COLOR))
+                table.setItem(row, column, item)
+
+    def onFinished(self) -> None:
+        job = self.job
+        self.ui.statusLabel.text = finished_text(job)
+        if job.state == "failed":
+            slicer.util.errorDisplay(f"Segmentation failed: {job.error}")
+        self.updateButtons()
+
+    # -------------------------------------------------------------- review, edit, export
+    def onSliceClicked(self, row: int, column: int) -> None:
+        if self.job is None:
+            return
+        index = int(self.ui.sliceTable.item(row, 0).text())
+        position = slice_center_ras(self.job.volume_node, self.job.slice_axis, index)
+        slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
+
+    def onEdit(self) -> None:
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        volume = self.ui.inputVolumeSelector.currentNode()
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentation)
+        if hasattr(editor, "setSourceVolumeNode"):
+            editor.setSourceVolumeNode(volume)
+        else:  # Slicer before 5.2
+            editor.setMasterVolumeNode(volume)
+
+    def _defaultFolder(self, volume) -> Path:
+        storage = volume.GetStorageNode()
+        name = storage.GetFileName() if storage is not None else None
+        return Path(name).parent if name else Path.home()
+
+    def onExportMask(self) -> None:
+        volume = self.ui.inputVolumeSelector.currentNode()
+        default = mask_path_for(self._defaultFolder(volume) / f"{volume.GetName()}.nii.gz", None)
+        path = qt.QFileDialog.getSaveFileName(
+            self, "Export brain mask", str(default), "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd)"
+        )
+        if not path:
+            return
+        try:  # the file dialog has already asked before replacing an existing file
+            written = self.logic.exportMask(
+                self.ui.outputSegmentationSelector.currentNode(), volume, path, overwrite=Path(path).exists()
+            )
+        except (ValueError, FileExistsError, OSError) as exc:
+            slicer.util.errorDisplay(f"Export failed: {exc}")
+            return
+        self.ui.statusLabel.text = f"Brain mask written: {written}"
+
+    def onExportSegmentation(self) -> None:
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        volume = self.ui.inputVolumeSelector.currentNode()
+        folder = self._defaultFolder(volume) if volume is not None else Path.home()
+        path = qt.QFileDialog.getSaveFileName(
+            self, "Export segmentation", str(folder / f"{segmentation.GetName()}.seg.nrrd"), "Segmentation (*.seg.nrrd)"
+        )
+        if not path:
+            return
+        try:
+            written = self.logic.exportSegmentation(segmentation, path, overwrite=Path(path).exists())
+        except (ValueError, FileExistsError, OSError) as exc:
+            slicer.util.errorDisplay(f"Export failed: {exc}")
+            return
+        self.ui.statusLabel.text = f"Segmentation written: {written}"

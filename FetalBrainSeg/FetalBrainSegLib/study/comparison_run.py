@@ -1,0 +1,149 @@
+"""The paper's comparison end to end, resumable: train every model with one recipe and one
+budget, score and time each on the T2W test split, write Table 1 and Figures 3 to 5.
+
+Work is kept in a runs folder, out of git: per model its training run (checkpoint.pt,
+best.pt, train.log) and its measurements (report.json, montage.npz). Running again skips
+what is done and continues an unfinished training from its checkpoint, so a CPU run can
+span sittings and a GPU can raise the budget with a larger step count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluation.dataset import read_manifest, select
+from ..evaluation.scores import SliceScore
+from ..training.config import TrainConfig
+from ..training.trainer import Trainer
+from .comparison import (
+    BATCH_SIZES,
+    ModelReport,
+    brain_slice_areas,
+    challenging_keys,
+    evaluate_model,
+    table_rows,
+    write_table,
+)
+
+COMPARISON_MODELS = ("rfbsnet", "unet", "segnet", "enet", "fastscnn", "icnet", "dfanet", "shuffleseg", "shufflesegv2")
+MODEL_OPTIONS = {"rfbsnet": {"norm": "batch"}}  # as shipped: the paper's recipe diverged without it
+TRAIN_MODALITIES = ("T2W", "EPI")
+
+
+@dataclass
+class ComparisonConfig:
+    manifest: Path
+    runs_dir: Path
+    out_dir: Path
+    steps: int
+    models: tuple[str, ...] = COMPARISON_MODELS
+    device: str = "auto"
+    timing_runs: int = 100
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+
+
+def recipe(config: ComparisonConfig, device: str) -> str:
+    defaults = TrainConfig(manifest="", out_dir="")
+    return (
+        f"{config.steps} steps of batch {defaults.batch_size} on {device}, Dice loss, Adam lr {defaults.lr:g} "
+        f"x {defaults.lr_decay} every {defaults.lr_decay_steps} steps, augmentation, train split "
+        f"({' + '.join(TRAIN_MODALITIES)}) less seeded validation stacks, best epoch by validation Dice; "
+        "no post-processing at test time"
+    )
+
+
+def trained_steps(run_dir: Path) -> int:
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["step"])
+
+
+def train_model(name: str, config: ComparisonConfig, log=print) -> Path:
+    """best.pt of `name` trained for config.steps, continuing any earlier run."""
+    run_dir = config.runs_dir / name
+    if trained_steps(run_dir) >= config.steps:
+        return run_dir / "best.pt"
+    trainer = Trainer(
+        TrainConfig(
+            manifest=str(config.manifest),
+            out_dir=str(run_dir),
+            model=name,
+            modalities=TRAIN_MODALITIES,
+            steps=config.steps,
+            device=config.device,
+            model_options=MODEL_OPTIONS.get(name, {}),
+        ),
+        log=lambda line: log(f"{name}: {line}"),
+    )
+    if trainer.checkpoint_path.is_file():
+        trainer.resume()
+    trainer.run(progress=False)
+    return trainer.best_weights_path
+
+
+def measure_model(name: str, weights: Path, records, montage_keys, config: ComparisonConfig) -> ModelReport:
+    """The model's report, measured once per training budget and cached beside its run."""
+    run_dir = config.runs_dir / name
+    cache, masks_path = run_dir / "report.json", run_dir / "montage.npz"
+    steps = trained_steps(run_dir)
+    if cache.is_file() and masks_path.is_file():
+        saved = json.loads(cache.read_text())
+        if (
+            saved["steps"] == steps
+            and saved["timing_runs"] == config.timing_runs
+            and set(saved["report"]["batch_ms"]) == {str(b) for b in config.batch_sizes}
+        ):
+            report = saved["report"]
+            report["scores"] = [SliceScore(**s) for s in report["scores"]]
+            report["batch_ms"] = {int(b): ms for b, ms in report["batch_ms"].items()}
+            report["montage"] = list(np.load(masks_path)["masks"])
+            return ModelReport(**report)
+    report = evaluate_model(name, weights, records, config.device, config.timing_runs, montage_keys, config.batch_sizes)
+    np.savez_compressed(masks_path, masks=np.stack(report.montage))
+    saved = {k: v for k, v in asdict(report).items() if k != "montage"}
+    cache.write_text(json.dumps({"steps": steps, "timing_runs": config.timing_runs, "report": saved}))
+    return report
+
+
+def pick_montage_keys(records, count: int = 4) -> list[tuple[str, int]]:
+    """Brain slices from large to small (the last ones in the challenging subset), as in Fig. 3."""
+    areas = sorted(brain_slice_areas(records), key=lambda item: -item[2])
+    picks = np.linspace(0.05, 0.9, count) * (len(areas) - 1)
+    return [areas[int(round(p))][:2] for p in picks]
+
+
+def run_comparison(config: ComparisonConfig, log=print) -> list[Path]:
+    from ..models.torch_runtime import resolve_device
+    from .figures import write_batch_figure, write_montage, write_speed_accuracy_figure
+
+    device = str(resolve_device(config.device))
+    unknown = set(config.models) - set(COMPARISON_MODELS)
+    if unknown:
+        raise ValueError(f"not in the comparison: {', '.join(sorted(unknown))}")
+    weights = {}
+    for name in config.models:
+        log(f"{name}: training to {config.steps} steps (resumes; done runs are skipped)")
+        weights[name] = train_model(name, config, log)
+    records = select(read_manifest(config.manifest), "test", ("T2W",))
+    montage_keys = pick_montage_keys(records)
+    reports = []
+    for name in config.models:
+        log(f"{name}: scoring on {len(records)} T2W test stacks and timing")
+        reports.append(measure_model(name, weights[name], records, montage_keys, config))
+    budget = recipe(config, device)
+    timing = (
+        f"the network's forward pass with PyTorch on {device}, batch 1, mean ± standard deviation over "
+        f"{config.timing_runs} runs after 10 warm-up runs (Fig. 4: median of 3 runs per batch size)"
+    )
+    rows = table_rows(reports, challenging_keys(records))
+    written = [write_table(rows, config.out_dir, budget, timing)]
+    written.append(write_batch_figure(reports, config.out_dir))
+    written.append(write_speed_accuracy_figure(rows, config.out_dir))
+    written.append(write_montage(reports, records, montage_keys, config.out_dir))
+    return written

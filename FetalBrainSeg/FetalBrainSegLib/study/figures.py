@@ -1,0 +1,111 @@
+"""The comparison's figures as PNG (matplotlib, the `plots` extra), each stamped with the
+command, git revision and machine that made it:
+- Fig. 4: time per image against batch size, per model (also as CSV);
+- Fig. 5: batch-1 time against aDice;
+- Fig. 3: the same test slices with the manual mask and each model's mask.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.stack import slice_axis
+from ..engine.volume_io import read_volume
+from ..provenance import provenance
+from .comparison import ModelReport
+from .montage import overlay
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("the comparison's figures need matplotlib: pip install 'fetalbrainseg[plots]'") from None
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
+    stamp = provenance()
+    figure.text(
+        0.01,
+        0.005,
+        f"{stamp['command']}  |  {stamp['git_revision']}  |  {stamp['machine']}",
+        fontsize=5,
+        color="grey",
+        va="bottom",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150)
+    return path
+
+
+def write_batch_figure(reports: list[ModelReport], out_dir: Path) -> Path:
+    plt = _pyplot()
+    batch_sizes = sorted(reports[0].batch_ms)
+    with (out_dir / "fig4_batch_time.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model", *[f"ms_per_image_batch_{b}" for b in batch_sizes]])
+        for report in reports:
+            writer.writerow([report.name, *[f"{report.batch_ms[b]:.3f}" for b in batch_sizes]])
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for report in reports:
+        axes.plot(batch_sizes, [report.batch_ms[b] for b in batch_sizes], marker="o", label=report.name)
+    axes.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="time per image (ms)",
+        title="Time per image against batch size",
+    )
+    axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(figure, out_dir / "fig4_batch_time.png")
+
+
+def write_speed_accuracy_figure(rows: list[dict], out_dir: Path) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for row in rows:
+        axes.scatter(row["ms_mean"], row["aDice"], s=30)
+        axes.annotate(
+            row["model"], (row["ms_mean"], row["aDice"]), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
+    axes.set(
+        xscale="log",
+        xlabel="batch-1 time per image (ms)",
+        ylabel="aDice (T2W test)",
+        title="Speed against accuracy (batch size 1)",
+    )
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(figure, out_dir / "fig5_speed_accuracy.png")
+
+
+def write_montage(reports: list[ModelReport], records, keys: list[tuple[str, int]], out_dir: Path) -> Path:
+    """Rows: test slices from the largest brain to the smallest; columns: manual mask, then each model."""
+    plt = _pyplot()
+    by_name = {record.name: record for record in records}
+    columns = ["manual", *[report.name for report in reports]]
+    figure, grid = plt.subplots(
+        len(keys), len(columns), figsize=(1.4 * len(columns), 1.5 * len(keys) + 0.3), squeeze=False
+    )
+    for row, (stack, k) in enumerate(keys):
+        image, truth = read_volume(by_name[stack].image), read_volume(by_name[stack].mask)
+        axis = slice_axis(image.affine)
+        picture = np.take(image.data.reshape(image.data.shape[:3]), k, axis=axis)
+        masks = [np.take(truth.data, k, axis=axis), *[report.montage[row] for report in reports]]
+        for col, (title, mask) in enumerate(zip(columns, masks)):
+            cell = grid[row, col]
+            cell.imshow(np.rot90(overlay(picture, mask)))
+            cell.set_xticks([]), cell.set_yticks([])
+            if row == 0:
+                cell.set_title(title, fontsize=7)
+        grid[row, 0].set_ylabel(f"{stack}\nslice {k}", fontsize=5)
+    figure.tight_layout(rect=(0, 0.03, 1, 1), pad=0.3)
+    return _save(figure, out_dir / "fig3_montage.png")

@@ -1,0 +1,37 @@
+"""A training run's settings, importable without PyTorch (the command line builds its options from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..models.input_grid import DEFAULT_PIXEL_SIZE_MM
+
+LOSSES = ("dice", "dice_ce")
+INTENSITY_SETTINGS = ("standard", "strong")
+
+
+@dataclass
+class TrainConfig:
+    manifest: str
+    out_dir: str
+    model: str = "rfbsnet"
+    modalities: tuple[str, ...] = ("T2W",)
+    steps: int = 10000
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_decay: float = 0.9
+    lr_decay_steps: int = 2000
+    val_stacks: tuple[str, ...] = ()  # empty: ~15% of each modality's train stacks, seeded
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has native bf16, else fp32
+    pixel_size: float = DEFAULT_PIXEL_SIZE_MM
+    augment: bool = True
+    model_options: dict = field(default_factory=dict)
+    crop_size: int = 160  # 0: whole slices, as the paper
+    brain_crop_share: float = 1 / 3
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    intensity: str = "standard"  # or "strong": adds dark blobs and speckle (augment.py)
+    loss: str = "dice_ce"
+    init: str = ""  # a weights file to start from (fine-tuning); empty: random initialization
+    ema_decay: float = 0.998  # validated and saved: the exponential moving average of the weights (0: none)

@@ -1,0 +1,348 @@
+"""The browser front end (`fetalbrainseg serve`): trame-slicer's slice view, segment editor
+effects (paint, erase, islands, smoothing, ...) and undo, around the same
+`BrainSegmentationLogic` the Slicer module uses. Segmentation runs on a worker thread and an
+asyncio task writes each chunk into the scene, so masks appear slice by slice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from trame.app import get_server
+from trame.app.file_upload import ClientFile
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_server.utils.typed_state import TypedState
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.app.logic import SegmentationAppLogic
+from trame_slicer.app.ui import LayoutButtonState, PaintEffectState, SegmentationAppUI
+from trame_slicer.core import SlicerApp
+
+from ..engine.outputs import mask_path_for, output_problem
+from ..engine.stack import slice_axis
+from ..engine.volume_io import VolumeError, strip_suffix
+from ..slicer.job_messages import finished_text, progress_text, slice_cells
+from ..slicer.logic import BrainSegmentationLogic, EditedSegmentError, ijk_to_ras, slice_center_ras
+from .library import PathRefused, StackLibrary
+
+POLL_SECONDS = 0.1
+MASK_FORMATS = [".nii.gz", ".nrrd"]
+
+
+class WebApp:
+    def __init__(
+        self, library: StackLibrary, logic: BrainSegmentationLogic | None = None, device: str = "auto", server=None
+    ):
+        self.library = library
+        self.logic = logic or BrainSegmentationLogic()
+        self.device = device
+        self.job = None
+        self.loaded_stack: str | None = None
+        self.server = server or get_server(client_type="vue3")
+        self.server.enable_module(trame_slicer_module)
+        self.slicer_app = SlicerApp()
+        self._viewer = SegmentationAppLogic(self.server, self.slicer_app)
+        self._ui = SegmentationAppUI(self.server, self._viewer.layout_manager)
+        self._viewer.set_ui(self._ui)
+        TypedState(self.state, LayoutButtonState).data.current_layout_id = "Axial Only"
+        self.state.update(
+            {
+                "fbs_stacks": library.names,
+                "fbs_stack": None,
+                "fbs_running": False,
+                "fbs_progress": 0,
+                "fbs_status": "Choose a stack.",
+                "fbs_error": "",
+                "fbs_slices": [],
+                "fbs_replace_edits": False,
+                "fbs_out_folder": "",
+                "fbs_mask_format": MASK_FORMATS[0],
+                "fbs_overwrite": False,
+                "fbs_exported": [],
+            }
+        )
+        self.state.change("fbs_stack")(self._on_stack_chosen)
+        # masks are per slice: paint and erase on the shown slice only (trame-slicer's default
+        # brush is a sphere, which reaches into neighbouring slices)
+        TypedState(self.state, PaintEffectState).data.use_sphere_brush = False
+        self._build_panel()
+
+    @property
+    def state(self):
+        return self.server.state
+
+    @property
+    def volume_node(self):
+        return self.slicer_app.segmentation_editor.active_volume_node
+
+    @property
+    def segmentation_node(self):
+        return self.slicer_app.segmentation_editor.active_segmentation_node
+
+    # ------------------------------------------------------------------ actions
+    def load_stack(self, name: str):
+        """Replace the scene with the named stack, shown in its own acquisition plane."""
+        path = self.library.stack(name)
+        self.cancel()
+        self.slicer_app.scene.Clear()
+        self.loaded_stack = None
+        # the loader of trame-slicer's own upload button (2.0.0, pinned): shows the volume
+        # and gives the segment editor an empty segmentation on it
+        self._viewer._load_files_logic._on_load_volume_files([str(path)])
+        if self.volume_node is None:
+            raise VolumeError(f"{name}: not a readable image")
+        self._show_acquisition_plane()
+        self.loaded_stack = name
+        self.state.update(
+            {
+                "fbs_slices": [],
+                "fbs_progress": 0,
+                "fbs_exported": [],
+                "fbs_status": f"{name} loaded. Segment when ready.",
+            }
+        )
+        return self.volume_node
+
+    def segment(self):
+        """Start segmenting the shown stack; returns the job (poll it, or let the server do it)."""
+        self.state.fbs_error = ""
+        try:
+            job = self.logic.process(
+                self.volume_node,
+                self.segmentation_node,
+                device=self.device,
+                waitForCompletion=False,
+                replaceEdits=self.state.fbs_replace_edits,
+                onProgress=self._on_progress,
+            )
+        except EditedSegmentError as exc:
+            self.state.fbs_error = f"{exc}. Tick 'Replace my edits' to segment again."
+            return None
+        except (ValueError, VolumeError, RuntimeError) as exc:
+            self.state.fbs_error = f"Cannot segment: {exc}"
+            return None
+        self.job = job
+        self.state.update(
+            {"fbs_running": True, "fbs_slices": [], "fbs_progress": 0, "fbs_status": f"Segmenting {job.total} slices…"}
+        )
+        return job
+
+    def upload(self, files):
+        """A stack sent from the page: checked like any input, then offered and shown."""
+        if not files:
+            return
+        file = ClientFile(files[0])
+        self.state.fbs_error = ""
+        try:
+            name = self.library.add_upload(file.name, file.content or b"")
+        except VolumeError as exc:
+            self.state.fbs_error = f"Upload refused: {exc}"
+            return
+        self.state.fbs_stacks = self.library.names
+        self.state.fbs_stack = name
+
+    def cancel(self):
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+
+    def jump_to_slice(self, index: int):
+        if self.job is None:
+            return
+        position = slice_center_ras(self.job.volume_node, self.job.slice_axis, int(index))
+        for slice_node in self._slice_nodes():
+            slice_node.JumpSliceByOffsetting(*position)
+
+    def export(self):
+        """The brain mask on the input's exact grid and the whole segmentation (.seg.nrrd), into
+        the chosen sub-folder of the output folder; existing files only when asked."""
+        self.state.fbs_error = ""
+        try:
+            folder = self.library.output_folder(self.state.fbs_out_folder or "")
+        except PathRefused as exc:
+            self.state.fbs_error = f"Export refused: {exc}"
+            return []
+        name = self.loaded_stack or self.volume_node.GetName()
+        mask = mask_path_for(folder / f"{strip_suffix(name)}{self.state.fbs_mask_format}", folder)
+        segmentation = folder / f"{strip_suffix(name)}.seg.nrrd"
+        for path in (mask, segmentation):  # both or neither
+            if output_problem(path, [], set(), self.state.fbs_overwrite):
+                self.state.fbs_error = (
+                    f"{path.name} already exists in {folder}; tick 'Replace existing files' to replace it"
+                )
+                return []
+        try:
+            written = [
+                self.logic.exportMask(
+                    self.segmentation_node, self.volume_node, mask, overwrite=self.state.fbs_overwrite
+                ),
+                self.logic.exportSegmentation(self.segmentation_node, segmentation, overwrite=self.state.fbs_overwrite),
+            ]
+        except (ValueError, FileExistsError, OSError) as exc:
+            self.state.fbs_error = f"Export failed: {exc}"
+            return []
+        self.state.fbs_exported = [str(p) for p in written]
+        self.state.fbs_status = f"Exported {len(written)} files to {folder}"
+        return written
+
+    # ------------------------------------------------------------------ server side
+    def _on_stack_chosen(self, fbs_stack, **_):
+        if not fbs_stack or fbs_stack == self.loaded_stack:
+            return
+        try:
+            self.load_stack(fbs_stack)
+        except (PathRefused, VolumeError) as exc:
+            self.state.fbs_error = str(exc)
+            self.state.fbs_stack = self.loaded_stack  # the panel names what the view shows
+
+    def _on_segment_clicked(self):
+        if self.segment() is not None:
+            asyncio.ensure_future(self._watch(self.job))
+
+    async def _watch(self, job):
+        while not job.poll():
+            await asyncio.sleep(POLL_SECONDS)
+        editor = self.slicer_app.segmentation_editor
+        if job.state == "done":  # the editor's segment list and tools follow the new brain segment
+            editor.set_active_segment_id(job.segment_id)
+        editor.trigger_all_signals()
+        with self.state:
+            self.state.fbs_running = False
+            self.state.fbs_status = finished_text(job)
+            if job.state == "failed":
+                self.state.fbs_error = job.error
+
+    def _on_progress(self, job):
+        rows = [dict(zip(("index", "area", "confidence", "review"), slice_cells(s))) for s in job.statistics]
+        with self.state:
+            self.state.fbs_progress = round(100 * job.done_slices / job.total)
+            self.state.fbs_status = progress_text(job)
+            self.state.fbs_slices = rows
+
+    def _slice_nodes(self):
+        return [
+            self.slicer_app.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+            for i in range(self.slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))
+        ]
+
+    def _show_acquisition_plane(self):
+        """Slice views look along the stack's slice axis, whatever the scanner orientation: the
+        preset nearest to it, then rotated onto the volume's own planes."""
+        matrix = ijk_to_ras(self.volume_node)
+        normal = np.abs(matrix[:3, slice_axis(matrix)])
+        orientation = ("Sagittal", "Coronal", "Axial")[int(np.argmax(normal))]
+        for slice_node in self._slice_nodes():
+            slice_node.SetOrientation(orientation)
+            slice_node.RotateToVolumePlane(self.volume_node)
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.fit_view_to_content()
+
+    def _build_panel(self):
+        layout = self._ui.layout
+        layout.title.set_text("FetalBrainSeg")
+        # trame-slicer's open and save-scene buttons would bypass the offered stacks and the export
+        # rules, and leave the panel naming a stack the view no longer shows
+        for button in (self._ui.load_volume_items_buttons, self._ui.download_scene_button):
+            button.style = "display: none"
+        # trame-slicer's editor keeps the left drawer; ours is on the right
+        with layout, v3.VNavigationDrawer(location="right", permanent=True, width=340):
+            with v3.VCard(classes="ma-2", variant="flat"):
+                v3.VCardTitle("Fetal brain")
+                with v3.VCardText():
+                    v3.VSelect(
+                        label="Stack",
+                        items=("fbs_stacks",),
+                        v_model=("fbs_stack",),
+                        disabled=("fbs_running",),
+                        density="compact",
+                        id="fbs-stack",
+                    )
+                    max_mb = self.library.max_upload_bytes / 1e6
+                    # the size is checked here first, so a huge file is never sent
+                    v3.VFileInput(
+                        label="…or upload a stack (.nii.gz, .nii, .nrrd)",
+                        density="compact",
+                        accept=".nii,.nii.gz,.nrrd,.gz",
+                        id="fbs-upload",
+                        disabled=("fbs_running",),
+                        prepend_icon="mdi-upload",
+                        show_size=True,
+                        hide_details=True,
+                        change=(
+                            "const f = $event.target.files[0]; if (!f) { return; } "
+                            f"if (f.size > {max_mb} * 1e6) {{ fbs_error = 'Upload refused: ' + f.name + "
+                            f"' is ' + (f.size / 1e6).toFixed(0) + ' MB, more than the {max_mb:.0f} MB "
+                            "this server accepts'; } else { fbs_error = ''; "
+                            f"trame.trigger('{self.server.trigger_name(self.upload)}', "
+                            "[$event.target.files]); }"
+                        ),
+                    )
+                    with html.Div(classes="d-flex ga-2"):
+                        v3.VBtn(
+                            "Segment",
+                            click=self._on_segment_clicked,
+                            color="primary",
+                            id="fbs-segment",
+                            disabled=("fbs_running || !fbs_stack",),
+                        )
+                        v3.VBtn("Cancel", click=self.cancel, id="fbs-cancel", disabled=("!fbs_running",))
+                    v3.VCheckbox(
+                        label="Replace my edits", v_model=("fbs_replace_edits",), density="compact", hide_details=True
+                    )
+                    v3.VProgressLinear(model_value=("fbs_progress",), height=6, classes="my-2", id="fbs-progress")
+                    html.Div("{{ fbs_status }}", id="fbs-status", classes="text-caption")
+                    v3.VAlert(
+                        v_if=("fbs_error",),
+                        text=("fbs_error",),
+                        type="error",
+                        density="compact",
+                        id="fbs-error",
+                        classes="my-2",
+                    )
+                    with v3.VTable(density="compact", height=220, fixed_header=True, id="fbs-slices"):
+                        with html.Thead():
+                            with html.Tr():
+                                for title in ("slice", "area mm²", "confidence", ""):
+                                    html.Th(title)
+                        with html.Tbody():
+                            with html.Tr(
+                                v_for="row in fbs_slices",
+                                key="row.index",
+                                style="cursor: pointer",
+                                classes=("row.review ? 'bg-orange-darken-4' : ''",),
+                                click=(self.jump_to_slice, "[row.index]"),
+                            ):
+                                for key in ("index", "area", "confidence", "review"):
+                                    html.Td(f"{{{{ row.{key} }}}}")
+                    v3.VTextField(
+                        label="Output sub-folder",
+                        v_model=("fbs_out_folder",),
+                        density="compact",
+                        hint=f"inside {self.library.out_dir}",
+                        persistent_hint=True,
+                        id="fbs-out-folder",
+                        classes="mt-2",
+                    )
+                    v3.VSelect(
+                        label="Mask format",
+                        items=("fbs_mask_formats", MASK_FORMATS),
+                        v_model=("fbs_mask_format",),
+                        density="compact",
+                    )
+                    v3.VCheckbox(
+                        label="Replace existing files", v_model=("fbs_overwrite",), density="compact", hide_details=True
+                    )
+                    v3.VBtn("Export", click=self.export, id="fbs-export", disabled=("fbs_running || !fbs_stack",))
+                    html.Div("{{ fbs_exported.join(', ') }}", id="fbs-exported", classes="text-caption")
+        layout.flush_content()
+
+
+def serve(
+    library: StackLibrary,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    device: str = "auto",
+    logic: BrainSegmentationLogic | None = None,
+) -> None:
+    app = WebApp(library, logic, device)
+    print(f"FetalBrainSeg web app: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
+    app.server.start(host=host, port=port, open_browser=False)

@@ -1,0 +1,73 @@
+"""The package's layers (issue 13): a layer imports only the layers below it, and only slicer/ and web/
+import Slicer, Qt, CTK, VTK or trame. Every import counts, those inside functions included."""
+
+from conftest import PACKAGE, imports_of
+
+BASE = {"resources", "provenance", "progress", "samples", "atomic", "__init__"}  # serve every layer, import none
+BELOW = {
+    "base": set(),
+    "models": {"base"},
+    "engine": {"base", "models"},
+    "evaluation": {"base", "models", "engine"},
+    "training": {"base", "models", "engine", "evaluation"},
+    "study": {"base", "models", "engine", "evaluation", "training"},
+    "slicer": {"base", "models", "engine"},
+    "web": {"base", "models", "engine", "slicer"},
+}
+GUI = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "trame", "trame_slicer", "trame_server", "trame_vuetify"}
+
+
+def layer_of(parts: tuple[str, ...]) -> str:
+    """parts: the module's path inside the package, e.g. ("engine", "stack")."""
+    if len(parts) == 1:
+        return "base" if parts[0] in BASE else "top"
+    return parts[0]
+
+
+def modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_module_belongs_to_a_known_layer():
+    for path in modules():
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        assert layer_of(parts) in BELOW or parts in {("cli",), ("__main__",)}, parts
+
+
+def test_lower_layers_never_import_higher_ones():
+    violations = []
+    for path in modules():
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        mine = layer_of(parts)
+        if mine == "top":
+            continue
+        for kind, target in imports_of(path):
+            if kind != "package" or not target:
+                continue
+            theirs = layer_of(target[:1] if target[0] in BASE else target)
+            if theirs != mine and theirs not in BELOW[mine]:
+                violations.append(f"{'/'.join(parts)} ({mine}) imports {'.'.join(target)} ({theirs})")
+    assert not violations, "\n".join(violations)
+
+
+def test_only_slicer_and_web_import_slicer_qt_ctk_vtk_or_trame():
+    offenders = []
+    for path in modules():
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if layer_of(parts) in ("slicer", "web"):
+            continue
+        offenders += [
+            f"{'/'.join(parts)} imports {t[0]}" for kind, t in imports_of(path) if kind == "external" and t[0] in GUI
+        ]
+    assert not offenders, offenders
+
+
+def test_the_layer_check_sees_a_violation():
+    """The checker itself: an engine module importing the trainer, and one importing slicer, are caught."""
+    fake = PACKAGE / "engine" / "_layer_probe.py"
+    fake.write_text("def f():\n    from ..training.trainer import Trainer\n    import slicer\n")
+    try:
+        found = imports_of(fake)
+        assert ("package", ("training", "trainer")) in found and ("external", ("slicer",)) in found
+    finally:
+        fake.unlink()
