@@ -194,7 +194,7 @@ def _make_segmenter(args):
     weights = args.weights
     if args.model and weights is None:
         weights = default_weights_path(args.model)
-        if not weights.is_file():
+        if not weights.is_file() and not weights.with_suffix(".onnx").is_file():
             # only here, as the registry needs PyTorch and shipped weights run without it
             from .models.registry import build_model
 
@@ -289,11 +289,19 @@ def _segment(args) -> int:
 
 
 def _add_evaluate(commands) -> None:
-    p = commands.add_parser("evaluate", help="per-slice Dice and IoU on a manifest split")
+    p = commands.add_parser(
+        "evaluate",
+        help="per-slice Dice and IoU on a manifest split",
+        description="Segment every labelled stack of a manifest split and score each slice against its manual "
+        "mask (Dice, IoU; an empty prediction on a brain-free slice scores 1). Writes slices.csv and summary.md.",
+    )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--modalities", nargs="+", default=["T2W"])
+    p.add_argument(
+        "--split", default="test", help="train, test or unlabelled rows of the manifest (default: %(default)s)"
+    )
+    p.add_argument("--modalities", nargs="+", default=["T2W"], help="modalities scored (default: %(default)s)")
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for slices.csv and summary.md")
+    p.add_argument("--quiet", action="store_true", help="no line per stack")
     _add_model_options(p)
     p.set_defaults(run=_evaluate)
 
@@ -303,7 +311,7 @@ def _evaluate(args) -> int:
     from .evaluation.scores import evaluate_records, markdown_summary, write_csv
 
     records = select(read_manifest(args.manifest), args.split, tuple(args.modalities))
-    scores = evaluate_records(_make_segmenter(args), records)
+    scores = evaluate_records(_make_segmenter(args), records, log=(lambda line: None) if args.quiet else print)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(scores, args.out_dir / "slices.csv")
     from .provenance import provenance_markdown
@@ -324,6 +332,7 @@ def _add_demo(commands) -> None:
     p.add_argument("--input", type=Path, default=None, help="a stack to use instead of downloading the sample")
     p.add_argument("-o", "--out-dir", type=Path, default=Path("fetalbrainseg-demo"), help="default: %(default)s")
     p.add_argument("--overwrite", action="store_true", help="replace this folder's earlier demo outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--url", default=None, help=argparse.SUPPRESS)  # tests serve the sample locally
     _add_model_options(p)
     p.set_defaults(run=_demo)
@@ -348,7 +357,7 @@ def _demo(args) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 1
     try:
-        volume, result = segment_to_file(_make_segmenter(args), image, output, progress=True)
+        volume, result = segment_to_file(_make_segmenter(args), image, output, progress=not args.quiet)
     except (VolumeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ def default_weights_path(model: str = "rfbsnet") -> Path:
     if os.environ.get(WEIGHTS_DIR_ENV):
         return Path(os.environ[WEIGHTS_DIR_ENV]) / name
     folders = weights_folders()
-    for folder in folders:
-        if (folder / name).is_file():
+    for folder in folders:  # the shipped model is its ONNX file; the .pt, where there is one, is a training run's
+        if (folder / name).is_file() or (folder / name).with_suffix(".onnx").is_file():
             return folder / name
     return folders[-1] / name

@@ -28,12 +28,12 @@ from typing import Protocol
 
 import numpy as np
 
+from ..models.file_format import ONNX_METADATA_KEY
 from ..models.input_grid import NETWORK_SIZE
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 CPU_PREFERENCE = ("openvino", "onnxruntime")  # fastest first, on CPUs (docs/results/latency.md)
-ONNX_METADATA_KEY = "fetalbrainseg"
 
 
 def onnx_path_for(weights: Path) -> Path:

@@ -2,6 +2,11 @@
 
 A plain dict saved with torch.save and loaded with weights_only=True (no pickled code):
 format tag, model name and options, fp32 state dict, preprocessing, training record.
+
+The shipped model comes as ONNX only (weights/README.md: one copy of the weights keeps the
+repository within the Extensions Index's size limit). Its ONNX file holds every weight under its
+PyTorch name and the same record as metadata, so `load_weights("x.pt")` with only `x.onnx`
+beside it rebuilds the model from there, in memory, identically (needs the `onnx` package).
 """
 
 from __future__ import annotations
@@ -13,10 +18,9 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from .file_format import FORMAT, ONNX_METADATA_KEY, ONNX_PREFIX
 from .input_grid import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 from .registry import build_model
-
-FORMAT = "fetalbrainseg-weights/1"
 
 
 def save_weights(
@@ -43,9 +47,39 @@ def save_weights(
         torch.save(record, tmp)
 
 
+def record_from_onnx(onnx_file: Path) -> dict:
+    """The weights record (state dict included) of an ONNX model exported by `fetalbrainseg export-onnx`."""
+    import json
+
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise ModuleNotFoundError(
+            f"reading the PyTorch weights from {onnx_file.name} needs onnx: pip install onnx"
+        ) from None
+    model = onnx.load(str(onnx_file))
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_METADATA_KEY not in props:
+        raise ValueError(f"{onnx_file.name}: not a FetalBrainSeg ONNX model (no metadata)")
+    record = json.loads(props[ONNX_METADATA_KEY])
+    if "quantization" in record:
+        raise ValueError(f"{onnx_file.name} is an INT8 model; PyTorch weights come from the fp32 ONNX model")
+    tensors = {
+        t.name[len(ONNX_PREFIX) :]: torch.from_numpy(numpy_helper.to_array(t).copy())
+        for t in model.graph.initializer
+        if t.name.startswith(ONNX_PREFIX)
+    }
+    return {**record, "format": FORMAT, "state_dict": tensors}
+
+
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """The model in eval mode on the CPU, and the record's metadata (without the state dict)."""
+    """The model in eval mode on the CPU, and the record's metadata (without the state dict).
+
+    A missing .pt is rebuilt from the .onnx beside it (the shipped model comes as ONNX only)."""
     path = Path(path)
+    if not path.is_file() and path.suffix == ".pt" and path.with_suffix(".onnx").is_file():
+        return _model_from_record(record_from_onnx(path.with_suffix(".onnx")), path.with_suffix(".onnx"))
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
@@ -54,7 +88,19 @@ def load_weights(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path.name}: not a FetalBrainSeg weights file ({exc.__class__.__name__})") from exc
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{path.name}: not a FetalBrainSeg weights file (format {FORMAT} expected)")
+    return _model_from_record(record, path)
+
+
+def _model_from_record(record: dict, path: Path) -> tuple[nn.Module, dict]:
     model = build_model(record["model"], **record["model_options"])
-    model.load_state_dict(record["state_dict"])
+    expected = model.state_dict()
+    state = {k: v for k, v in record["state_dict"].items() if k in expected}
+    for key, value in expected.items():  # the batch counter is not a weight; ONNX models do not keep it
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, torch.zeros_like(value))
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"{path.name}: holds no {missing[0]} ({len(missing)} weights missing)")
+    model.load_state_dict(state)
     model.eval()
     return model, {k: v for k, v in record.items() if k != "state_dict"}

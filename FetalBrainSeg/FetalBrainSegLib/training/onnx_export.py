@@ -1,5 +1,11 @@
 """ONNX export of a weights file: the network ending in the brain probability, with the weights' metadata,
-dynamic batch, height and width (wide fields of view run on larger grids). Needs PyTorch and onnx."""
+dynamic batch, height and width (wide fields of view run on larger grids). Needs PyTorch and onnx.
+
+Constants are not folded, so every parameter and batch-norm statistic stays an initializer under
+its PyTorch name ("network." + state-dict key): the shipped .onnx is then the one copy of the
+weights, and models/weights.py rebuilds the PyTorch model from it exactly. Both runtimes fuse
+batch norm into the convolutions when they load the model, so inference is as fast.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ def export_onnx(weights: str | os.PathLike, output: str | os.PathLike | None = N
             input_names=["slices"],
             output_names=["brain_probability"],
             opset_version=17,
+            do_constant_folding=False,  # keep the weights under their names (see above)
             dynamic_axes={name: {0: "batch", 2: "height", 3: "width"} for name in ("slices", "brain_probability")},
             dynamo=False,
         )
