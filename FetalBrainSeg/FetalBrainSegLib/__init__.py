@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 
+__version__ = "0.2.0"
+
 _PUBLIC = {
     "Segmenter": "engine.inference",
     "SegmentationResult": "engine.inference",

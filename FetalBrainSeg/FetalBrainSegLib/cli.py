@@ -148,7 +148,7 @@ def _train(args) -> int:
 
 def _add_weights_and_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -161,7 +161,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="the network (fetalbrainseg models): its shipped weights, or checked against --weights",
     )
     _add_weights_and_device(p)
-    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: %(default)s)")
     p.add_argument(
         "--threshold", type=float, default=DEFAULT_THRESHOLD, help="brain probability threshold (default: %(default)s)"
     )
@@ -169,7 +169,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=["auto", "torch", "onnxruntime", "openvino"],
         default="auto",
-        help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime)",
+        help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--postprocess",
@@ -183,7 +184,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         choices=["fp32", "bf16", "int8"],
         default="fp32",
         help="bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 "
-        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks",
+        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks "
+        "(default: %(default)s)",
     )
 
 
@@ -245,29 +247,36 @@ def segment_to_file(segmenter, image: Path, output: Path, progress: bool):
 
 
 def _segment(args) -> int:
-    from .engine.outputs import collect_inputs, mask_path_for, output_problem
+    from .engine.outputs import collect_inputs, mask_path_for, output_folder_problem, output_problem
     from .engine.volume_io import VolumeError
 
     inputs = collect_inputs(args.inputs)
     if not inputs:
         print("error: no NIfTI or NRRD stacks found in the given inputs", file=sys.stderr)
         return 1
+    if args.out_dir is not None and (problem := output_folder_problem(args.out_dir)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     segmenter = _make_segmenter(args)
     claimed: set[Path] = set()
     done, failed, total_slices, total_seconds = [], 0, 0, 0.0
     for image in inputs:
         output = mask_path_for(image, args.out_dir)
-        problem = output_problem(output, inputs, claimed, args.overwrite)
+        problem = output_problem(output, inputs, claimed, args.overwrite) or output_folder_problem(output.parent)
         if problem:
-            print(f"skipped {image}: {problem}", file=sys.stderr)
+            print(f"error: {image}: {problem}", file=sys.stderr)
             failed += 1
             continue
         try:
             start = time.perf_counter()
             _, result = segment_to_file(segmenter, image, output, progress=not args.quiet)
             seconds = time.perf_counter() - start
-        except (VolumeError, OSError) as exc:
+        except VolumeError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile: say it plainly
+            print(f"error: {image}: cannot write {output} ({exc.strerror or exc})", file=sys.stderr)
             failed += 1
             continue
         claimed.add(output.resolve())
@@ -345,7 +354,7 @@ def _demo(args) -> int:
     from .study.montage import montage, write_png
 
     try:
-        image = args.input or samples.fetch_sample(args.url or samples.SAMPLE_URL)
+        image = args.input or samples.fetch_sample(args.url)
     except samples.DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -498,7 +507,8 @@ def _add_benchmark(commands) -> None:
         help="--comparison: auto (CUDA when present; the default), cpu or cuda; "
         "--latency: cuda also times PyTorch on the GPU (default: the CPU runtimes only)",
     )
-    p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results")
+    p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results",
+                   help="folder for the results files (default: %(default)s)")
     p.set_defaults(run=_benchmark)
 
 
@@ -627,7 +637,15 @@ def _quantize(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fetalbrainseg", description="Real-time fetal brain segmentation (RFBSNet).")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fetalbrainseg",
+        description="Real-time fetal brain segmentation (RFBSNet). Exit status: 0 all done; 1 some inputs failed "
+        "(each has an `error:` line, the others were done); 2 a setting or install to fix, nothing done; "
+        "130 interrupted (nothing half-written is left).",
+    )
+    parser.add_argument("--version", action="version", version=f"fetalbrainseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_segment(commands)
     _add_evaluate(commands)
@@ -639,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(commands)
     _add_benchmark(commands)
     _add_models(commands)
+    for action in commands._choices_actions:  # `fetalbrainseg CMD --help` opens with what CMD does
+        page = commands.choices[action.dest]
+        page.description = page.description or action.help[0].upper() + action.help[1:] + "."
     return parser
 
 
@@ -664,6 +685,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:  # a setting or install to fix
         print(f"error: {in_flag_words(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)  # end a progress bar's line
+        print("interrupted: no mask was half-written; finished masks are kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

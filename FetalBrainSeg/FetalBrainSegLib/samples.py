@@ -37,11 +37,21 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_sample(url: str = SAMPLE_URL, expected_sha256: str = SAMPLE_SHA256, timeout: float = 30.0) -> Path:
-    """The cached sample, downloading it first if needed; a bad checksum is never kept."""
+def local_copies() -> list[Path]:
+    """Where the project's shared data keeps the same file: beside the repository, or beside the working folder."""
+    relative = Path("shared") / "data" / "samples" / SAMPLE_NAME
+    return [Path(__file__).resolve().parents[3] / relative, Path.cwd().parent / relative]
+
+
+def fetch_sample(url: str | None = None, expected_sha256: str = SAMPLE_SHA256, timeout: float = 30.0) -> Path:
+    """The sample: the cached or shared-data copy when its checksum matches, else downloaded from `url`
+    (default: the pinned public one); a bad checksum is never kept. An explicit `url` skips the local copies."""
     target = cache_dir() / SAMPLE_NAME
-    if target.is_file() and sha256(target) == expected_sha256:
-        return target
+    candidates = [target] if url else [target, *local_copies()]
+    for candidate in candidates:
+        if candidate.is_file() and sha256(candidate) == expected_sha256:
+            return candidate
+    url = url or SAMPLE_URL
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as partial:
         try:
@@ -51,8 +61,8 @@ def fetch_sample(url: str = SAMPLE_URL, expected_sha256: str = SAMPLE_SHA256, ti
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DownloadError(
-                f"could not download the sample stack ({reason}); "
-                "with no network, run: fetalbrainseg demo --input YOUR_STACK.nii.gz"
+                f"could not download the sample stack ({reason}); with no network, run: fetalbrainseg demo "
+                f"--input YOUR_STACK.nii.gz (the project's shared data has the sample: {local_copies()[0]})"
             ) from exc
         actual = sha256(partial)
         if actual != expected_sha256:

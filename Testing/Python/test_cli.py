@@ -170,6 +170,15 @@ def test_demo_without_network_says_so_in_one_line(tmp_path, monkeypatch):
     done = run_cli("demo", "--url", "http://127.0.0.1:9/fetus_03.nii.gz", "-o", tmp_path / "demo")
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "--input" in done.stderr
+    assert "shared/data/samples/f0832s1_fetus_03.nii.gz" in done.stderr  # where a copy is, offline
+
+
+def test_demo_offline_uses_the_shared_datas_checked_copy_of_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("FETALBRAINSEG_CACHE", str(tmp_path / "empty-cache"))
+    done = run_cli("demo", "-o", tmp_path / "demo", "--quiet", "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "demo" / "f0832s1_fetus_03_brainmask.nii.gz").is_file()
+    assert not (tmp_path / "empty-cache" / SAMPLE_NAME).exists()  # nothing downloaded
 
 
 @pytest.mark.parametrize(
@@ -237,3 +246,99 @@ def test_segment_runs_any_registered_model_named_with_model(tmp_path, t2w_test_r
     assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet3d"]) != 0
     assert "unknown model 'unet3d'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing_half_written(tmp_path, shared_data):
+    import signal
+    import time
+
+    out = tmp_path / "masks"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "FetalBrainSegLib",
+            "segment",
+            str(shared_data / "fetal-mri" / "images"),
+            "-o",
+            str(out),
+            "--quiet",
+            "--backend",
+            "onnxruntime",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*_brainmask.nii.gz")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: no mask was half-written; finished masks are kept"]
+    written = list(out.iterdir())
+    assert written and all(p.name.endswith("_brainmask.nii.gz") for p in written)  # no temporary files
+    for mask in written:
+        assert read_volume(mask).data.max() <= 1  # each one whole
+
+
+@pytest.mark.parametrize(
+    "folder,reason",
+    [
+        ("/sys/fetalbrainseg-masks", "cannot create the output folder"),
+        ("/proc/self", "cannot write in the output folder"),
+    ],
+)
+def test_an_unwritable_output_folder_is_refused_before_any_work(t2w_test_record, folder, reason):
+    done = run_cli("segment", t2w_test_record.image, "-o", folder, "--quiet")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {reason} {folder} (") and done.stderr.count("\n") == 1
+    assert ".part" not in done.stderr and not done.stdout
+
+
+def test_an_output_folder_that_is_a_file_gets_a_plain_error(t2w_test_record, tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    done = run_cli("segment", t2w_test_record.image, "-o", existing, "--quiet")
+    assert done.returncode == 2 and done.stderr == f"error: {existing} is a file, not a folder\n"
+    assert existing.read_text() == "mine"
+
+
+def test_one_file_given_in_two_spellings_is_segmented_once(t2w_test_record, tmp_path, monkeypatch):
+    monkeypatch.chdir(t2w_test_record.image.parent)
+    done = run_cli("segment", f"./{t2w_test_record.image.name}", t2w_test_record.image, "-o", tmp_path, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("->") == 1 and "segmented 1 stack(s)" in done.stdout
+
+
+def test_refusals_are_error_lines_and_the_others_are_done(t2w_test_record, tmp_path):
+    (tmp_path / "e2mip_testing_0000_brainmask.nii.gz").write_text("an earlier mask")
+    other = tmp_path / "other.nii.gz"
+    shutil.copy(t2w_test_record.image, other)
+    done = run_cli("segment", t2w_test_record.image, other, "-o", tmp_path, "--quiet")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: {t2w_test_record.image}: ") and "already exists" in done.stderr
+    assert "segmented 1 stack(s)" in done.stdout and "1 input(s) failed" in done.stdout
+
+
+def test_every_command_has_a_description_and_every_option_its_help_and_default():
+    import argparse
+
+    from FetalBrainSegLib import __version__
+    from FetalBrainSegLib.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, page in commands.choices.items():
+        assert page.description, name
+        for action in page._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, (name, action.option_strings or action.dest)
+            plain_flag = isinstance(
+                action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._AppendAction)
+            )
+            if action.option_strings and action.default is not None and not plain_flag:
+                assert "default" in action.help, (name, action.option_strings)
+    assert run_cli("--version").stdout.strip() == f"fetalbrainseg {__version__}"

@@ -4,6 +4,7 @@ existing output unless asked, and never let two inputs write the same output."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from .volume_io import NRRD_SUFFIXES, strip_suffix, volume_suffix
@@ -17,14 +18,16 @@ def is_mask_output(path: str | os.PathLike) -> bool:
 
 def collect_inputs(arguments: list[str | os.PathLike]) -> list[Path]:
     """Files as given, and the volume files directly inside given folders (skipping our own masks)."""
-    found: list[Path] = []
+    found: dict[Path, Path] = {}  # one entry per file, however it was spelled (./x, its absolute path, a link)
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and volume_suffix(p) and not is_mask_output(p))
+            paths = sorted(p for p in path.iterdir() if p.is_file() and volume_suffix(p) and not is_mask_output(p))
         else:
-            found.append(path)
-    return list(dict.fromkeys(found))
+            paths = [path]
+        for p in paths:
+            found.setdefault(p.resolve(), p)
+    return list(found.values())
 
 
 def mask_path_for(image: Path, out_dir: Path | None) -> Path:
@@ -41,4 +44,21 @@ def output_problem(output: Path, inputs: list[Path], claimed: set[Path], overwri
         return f"{output} would also be written for another input; use separate output folders"
     if output.exists() and not overwrite:
         return f"{output} already exists; pass --overwrite to replace it"
+    return None
+
+
+def output_folder_problem(folder: Path) -> str | None:
+    """Why masks cannot be written in `folder` (created when missing), or None: checked before any work."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the output folder {folder} ({exc.strerror})"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".fetalbrainseg-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in the output folder {folder} ({exc.strerror})"
     return None
