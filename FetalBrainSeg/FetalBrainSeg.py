@@ -65,8 +65,12 @@ class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.panel = SegmentationWidget(self.logic)
         self.layout.addWidget(self.panel)
         self.layout.addStretch(1)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.panel.setParameterNode(self.logic.getParameterNode())
+
+    def onSceneStartClose(self, caller, event):
+        self.panel.stopRuns()
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:

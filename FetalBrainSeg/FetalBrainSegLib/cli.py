@@ -507,8 +507,13 @@ def _add_benchmark(commands) -> None:
         help="--comparison: auto (CUDA when present; the default), cpu or cuda; "
         "--latency: cuda also times PyTorch on the GPU (default: the CPU runtimes only)",
     )
-    p.add_argument("-o", "--out-dir", type=Path, default=Path("docs") / "results",
-                   help="folder for the results files (default: %(default)s)")
+    p.add_argument(
+        "-o",
+        "--out-dir",
+        type=Path,
+        default=Path("docs") / "results",
+        help="folder for the results files (default: %(default)s)",
+    )
     p.set_defaults(run=_benchmark)
 
 

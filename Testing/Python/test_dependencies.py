@@ -25,16 +25,22 @@ class Fakes:
         if self.fail:
             raise RuntimeError("no network")
         self.pip.append(requirement)
-        self.installed.add(requirement)
+        self.installed.add(requirement.split(">")[0].split("=")[0].split("<")[0])
 
     def installTorch(self, askConfirmation):  # noqa: N802 (PyTorchUtilsLogic's name)
         self.torch_utils.append(askConfirmation)
         self.installed.add("torch")
         return "torch module"
 
-    def run(self, torch_utils=False, gpu=False):
+    def run(self, torch_utils=False, gpu=False, precision="fp32"):
         return ensure_dependencies(
-            self.confirm, self.pip_install, self if torch_utils else None, self.reports.append, self.find_spec, gpu
+            self.confirm,
+            self.pip_install,
+            self if torch_utils else None,
+            self.reports.append,
+            self.find_spec,
+            gpu,
+            precision,
         )
 
 
@@ -51,7 +57,7 @@ def test_nothing_is_asked_when_a_runtime_is_there():
 def test_the_light_runtime_is_offered_by_default():
     fakes = Fakes()
     assert fakes.run(torch_utils=True)
-    assert fakes.pip == ["onnxruntime"] and not fakes.torch_utils and "80 megabytes" in fakes.asked[0]
+    assert fakes.pip == ["onnxruntime>=1.17,<2"] and not fakes.torch_utils and "80 megabytes" in fakes.asked[0]
 
 
 def test_declining_installs_nothing_and_says_what_is_missing():
@@ -69,7 +75,7 @@ def test_the_gpu_needs_pytorch_through_the_pytorch_extension_without_a_second_pr
 
 def test_pytorch_comes_from_pip_when_there_is_no_pytorch_extension():
     fakes = Fakes()
-    assert fakes.run(gpu=True) and fakes.pip == ["torch"]
+    assert fakes.run(gpu=True) and fakes.pip == ["torch>=2.0,<3"]
 
 
 def test_a_failed_install_is_a_message_not_a_crash():
@@ -102,3 +108,18 @@ def test_the_engine_imports_no_slicer_qt_or_ctk_and_the_glue_loads_without_torch
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_int8_with_only_pytorch_installed_offers_onnx_runtime_instead_of_crashing():
+    """The INT8 model never runs in PyTorch: a Slicer with PyTorch alone must be offered ONNX Runtime."""
+    fakes = Fakes(installed={"torch"})
+    assert fakes.run(precision="fp32") and not fakes.asked  # fp32 runs in PyTorch
+    assert fakes.run(precision="int8") and fakes.pip == ["onnxruntime>=1.17,<2"] and "onnxruntime" in fakes.asked[0]
+    assert Fakes(installed={"torch", "openvino"}).run(precision="int8")  # OpenVINO serves INT8 too
+
+
+def test_every_runtime_installed_on_first_use_has_a_version_range():
+    from FetalBrainSegLib.slicer.dependencies import PIP_REQUIREMENTS
+
+    for module, requirement in PIP_REQUIREMENTS.items():
+        assert requirement.startswith(module) and ">=" in requirement and "<" in requirement

@@ -1,6 +1,8 @@
 """The MRML glue headless, with Kitware's slicer-core wheel: a real vtkMRMLScene, volume nodes
 loaded from real shared stacks, segmentation nodes written by the logic."""
 
+import threading
+
 import numpy as np
 import pytest
 import slicer  # the slicer-core wheel, a test dependency: a missing one fails here, never skips
@@ -297,3 +299,89 @@ def test_a_jobs_threshold_is_its_own_even_when_another_job_starts_meanwhile(
         )
         assert np.array_equal(got, expected), threshold
     assert low.statistics[0].area_mm2 >= high.statistics[0].area_mm2
+
+
+def test_undo_last_run_brings_back_the_users_edits_with_scene_undo_off(headless, logic, engine_mask, t2w_test_record):
+    """Slicer's scene undo is off by default, so SaveStateForUndo does nothing: the logic keeps the undo itself."""
+    assert not headless.scene.GetUndoFlag()
+    volume = headless.load(t2w_test_record.image)
+    first = logic.process(volume, None, device="cpu")
+    segmentation = first.segmentation_node
+    corrected = segment_mask(segmentation, first.segment_id, volume)
+    corrected[:5, :5, 5] = 1  # a stroke in a corner, where there is certainly no brain
+    edit(segmentation, first.segment_id, volume, corrected)
+    logic.process(volume, segmentation, device="cpu", replaceEdits=True)
+    assert logic.canUndoLastRun(segmentation)
+    logic.undoLastRun(segmentation)
+    np.testing.assert_array_equal(segment_mask(segmentation, first.segment_id, volume), corrected)
+    with pytest.raises(EditedSegmentError):  # the restored edits are still protected against a rerun
+        logic.process(volume, segmentation, device="cpu")
+    with pytest.raises(ValueError, match="no run of this segmentation to undo"):
+        logic.undoLastRun(segmentation)
+
+
+def test_undoing_a_first_run_removes_its_segment_and_edits_since_are_not_lost_silently(
+    headless, logic, t2w_test_record
+):
+    volume = headless.load(t2w_test_record.image)
+    job = logic.process(volume, None, device="cpu")
+    segmentation = job.segmentation_node
+    edited = segment_mask(segmentation, job.segment_id, volume)
+    edited[:5, :5, 5] = 1
+    edit(segmentation, job.segment_id, volume, edited)
+    with pytest.raises(EditedSegmentError, match="edited after the run"):
+        logic.undoLastRun(segmentation)
+    np.testing.assert_array_equal(segment_mask(segmentation, job.segment_id, volume), edited)
+    logic.undoLastRun(segmentation, replaceEdits=True)
+    assert find_brain_segment(segmentation) is None
+
+
+class GatedBackend:
+    """The real backend, whose first forward pass waits until the test opens the gate."""
+
+    def __init__(self, backend):
+        self.backend, self.gate = backend, threading.Event()
+        self.name, self.device, self.metadata = backend.name, backend.device, backend.metadata
+
+    def predict(self, images):
+        assert self.gate.wait(timeout=120)
+        return self.backend.predict(images)
+
+    def describe(self):
+        return self.backend.describe()
+
+
+@pytest.fixture
+def gated_logic():
+    segmenter = Segmenter(device="cpu", batch_size=2)
+    segmenter.backend = GatedBackend(segmenter.backend)
+    return BrainSegmentationLogic(segmenter_factory=lambda device, precision: segmenter), segmenter.backend
+
+
+def test_the_worker_segments_a_copy_not_the_nodes_live_memory(headless, gated_logic, engine_mask, t2w_test_record):
+    logic, gate = gated_logic
+    volume = headless.load(t2w_test_record.image)
+    job = logic.process(volume, None, device="cpu", waitForCompletion=False)
+    slicer.util.arrayFromVolume(volume)[:] = 0  # the user (or a receiver) changes the voxels meanwhile
+    volume.Modified()
+    gate.gate.set()
+    job.wait(timeout=300)
+    assert job.state == "done"
+    np.testing.assert_array_equal(
+        on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image),
+        engine_mask,
+    )
+
+
+def test_closing_the_scene_cancels_a_running_job_and_stops_live_mode(headless, gated_logic, t2w_test_record):
+    logic, gate = gated_logic
+    volume = headless.load(t2w_test_record.image)
+    gate.gate.set()
+    live = logic.startLive(volume, None, device="cpu")
+    assert live._observers
+    gate.gate.clear()
+    job = logic.process(headless.load(t2w_test_record.image, "second"), None, device="cpu", waitForCompletion=False)
+    headless.scene.Clear(0)
+    assert job.state == "cancelled" and job.poll()  # ended at once; polling again is harmless
+    assert not live._observers
+    gate.gate.set()

@@ -15,12 +15,20 @@ from typing import Callable
 
 LIGHT_RUNTIME = "onnxruntime"
 GPU_RUNTIME = "torch"
+INT8_RUNTIMES = ("onnxruntime", "openvino")  # the INT8 model runs in these only, never in PyTorch
+# what pip is asked for: versions this release was tested with, below the next major release
+PIP_REQUIREMENTS = {LIGHT_RUNTIME: "onnxruntime>=1.17,<2", GPU_RUNTIME: "torch>=2.0,<3"}
 BUNDLED_WITH_SLICER = ("numpy", "vtk", "SimpleITK")
 
 
-def missing_requirements(gpu: bool = False, find_spec: Callable = importlib.util.find_spec) -> list[str]:
+def missing_requirements(
+    gpu: bool = False, find_spec: Callable = importlib.util.find_spec, precision: str = "fp32"
+) -> list[str]:
+    """The runtime module to install for this device and precision, if none that serves is importable."""
     if gpu:
         return [] if find_spec(GPU_RUNTIME) else [GPU_RUNTIME]
+    if precision == "int8":
+        return [] if any(find_spec(name) for name in INT8_RUNTIMES) else [LIGHT_RUNTIME]
     return [] if (find_spec(LIGHT_RUNTIME) or find_spec(GPU_RUNTIME)) else [LIGHT_RUNTIME]
 
 
@@ -31,9 +39,10 @@ def ensure_dependencies(
     report: Callable[[str], None] = print,
     find_spec: Callable = importlib.util.find_spec,
     gpu: bool = False,
+    precision: str = "fp32",
 ) -> bool:
-    """True when a runtime for the chosen device is importable, asking before installing anything."""
-    missing = missing_requirements(gpu, find_spec)
+    """True when a runtime for the chosen device and precision is importable, asking before installing anything."""
+    missing = missing_requirements(gpu, find_spec, precision)
     if not missing:
         return True
     names = ", ".join(missing)
@@ -54,7 +63,7 @@ def ensure_dependencies(
                 if torch_utils_logic.installTorch(askConfirmation=False) is None:
                     raise RuntimeError("the PyTorch extension could not install PyTorch")
             else:
-                pip_install(requirement)
+                pip_install(PIP_REQUIREMENTS[requirement])
     except Exception as exc:  # any installer failure becomes a message
         report(
             f"Installing {names} failed: {exc}. Check the network connection"
@@ -63,7 +72,7 @@ def ensure_dependencies(
         )
         return False
     importlib.invalidate_caches()
-    still_missing = missing_requirements(gpu, find_spec)
+    still_missing = missing_requirements(gpu, find_spec, precision)
     if still_missing:
         report(f"{', '.join(still_missing)} still cannot be imported after installing; restart Slicer and retry.")
         return False

@@ -7,8 +7,9 @@ engine picks the slice axis from that matrix, as for files.
 
 A run never loses the user's work: the brain segment it writes is tagged with a digest
 of what it wrote, a rerun refuses to replace a segment edited since (unless asked), other
-segments are never touched, an undo state is saved before the first write, and a
-cancelled or failed run puts the previous segment back.
+segments are never touched, a cancelled or failed run puts the previous segment back, and
+`undoLastRun` puts it back after a finished one. That undo is kept here, not in the scene's
+undo stack, which is off by default in Slicer (SaveStateForUndo does nothing then).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class SegmentationJob:
     statistics: list[SliceReview] = field(default_factory=list)  # provisional while running, final once done
 
     def __post_init__(self):
-        self.volume = volume_from_node(self.volume_node)
+        view = volume_from_node(self.volume_node)  # the node's live VTK memory
+        self.volume = Volume(np.array(view.data, copy=True), view.affine)  # the worker reads this copy only
         self.stack = self.segmenter.stack(self.volume, self.volume_node.GetName())
         self.mask = np.zeros(self.volume.data.shape, np.uint8)
         self._probabilities = np.zeros(self.stack.slices().shape, np.float32)
@@ -151,6 +153,8 @@ class SegmentationJob:
         self._thread: threading.Thread | None = None
         self._start = time.perf_counter()
         self.seconds = 0.0
+        segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
+        self.previous_digest = segment_tag(segment, DIGEST_TAG) if self.previous_mask is not None else None
 
     @property
     def finished(self) -> bool:
@@ -219,6 +223,13 @@ class SegmentationJob:
     def cancel(self) -> None:
         self._cancel.set()
 
+    def cancel_now(self) -> None:
+        """Cancel and end at once, putting the previous segment back, without waiting for the worker
+        (whose later chunks nobody reads): for a closing scene or panel. Main thread only."""
+        self._cancel.set()
+        if not self.finished:
+            self._end("cancelled")
+
     def _apply(self, chunk: Chunk) -> None:
         index = [slice(None)] * 3
         index[self.slice_axis] = slice(chunk.start, chunk.stop)
@@ -252,6 +263,26 @@ class SegmentationJob:
             self._write(self.previous_mask)
         if self.on_progress is not None:
             self.on_progress(self)
+
+    def undo(self, replace_edits: bool = False) -> None:
+        """Put the brain segment back as it was before this finished run; refuses to lose edits made since."""
+        if self.state != "done":
+            raise ValueError("only a finished run can be undone; a cancelled or failed one already put it back")
+        segmentation = self.segmentation_node.GetSegmentation()
+        segment = segmentation.GetSegment(self.segment_id)
+        if segment is None:
+            raise ValueError("the brain segment of that run no longer exists")
+        current = segment_mask(self.segmentation_node, self.segment_id, self.volume_node)
+        if mask_digest(current) != mask_digest(self.mask) and not replace_edits:
+            raise EditedSegmentError(
+                f"the '{segment.GetName()}' segment was edited after the run; undoing the run would lose those edits"
+            )
+        if self.previous_mask is None:
+            segmentation.RemoveSegment(self.segment_id)
+        else:
+            self._write(self.previous_mask)
+            segment.SetTag(DIGEST_TAG, self.previous_digest or "")  # an edited segment stays protected as edited
+        self.state = "undone"
 
 
 class LiveSegmentation:
@@ -308,6 +339,7 @@ class LiveSegmentation:
     def stop(self) -> None:
         for observer in self._observers:
             self.volume_node.RemoveObserver(observer)
+        self._observers = []
 
 
 class BrainSegmentationLogic:
@@ -316,6 +348,24 @@ class BrainSegmentationLogic:
     def __init__(self, segmenter_factory: Callable[..., Segmenter] = Segmenter):
         self._segmenter_factory = segmenter_factory
         self._segmenters: dict[tuple[str, str], Segmenter] = {}
+        self._last_runs: dict[str, SegmentationJob] = {}  # by segmentation node ID, for undoLastRun
+        self._lives: list[LiveSegmentation] = []
+        self._watched_scenes: set[int] = set()
+
+    def _stop_on_close(self, scene) -> None:
+        """Closing the scene stops this logic's running jobs and live segmentations first."""
+        if id(scene) not in self._watched_scenes:
+            self._watched_scenes.add(id(scene))
+            scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self.stopAll())
+
+    def stopAll(self) -> None:
+        """Cancel every running job (its segment is put back) and stop every live segmentation."""
+        for job in list(self._last_runs.values()):
+            if not job.finished:
+                job.cancel_now()
+        for live in self._lives:
+            live.stop()
+        self._lives = []
 
     def segmenter(self, device: str = "auto", precision: str = "fp32") -> Segmenter:
         """Weights are loaded once per device and precision and reused across runs."""
@@ -346,7 +396,22 @@ class BrainSegmentationLogic:
         segmenter = self.segmenter(device, precision)
         segmentation, segment_id, previous = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
         job = SegmentationJob(segmenter, inputVolume, segmentation, segment_id, previous, onProgress, threshold)
+        self._last_runs[segmentation.GetID()] = job
+        self._stop_on_close(inputVolume.GetScene())
         return job.run() if waitForCompletion else job.start()
+
+    def canUndoLastRun(self, segmentationNode) -> bool:
+        job = self._last_runs.get(segmentationNode.GetID()) if segmentationNode is not None else None
+        return job is not None and job.state == "done"
+
+    def undoLastRun(self, segmentationNode, replaceEdits: bool = False) -> None:
+        """Put the brain segment of `segmentationNode` back as it was before its last finished run
+        (one level). Raises EditedSegmentError if the run's result was edited since, unless replaceEdits."""
+        job = self._last_runs.get(segmentationNode.GetID())
+        if job is None:
+            raise ValueError("no run of this segmentation to undo")
+        job.undo(replaceEdits)
+        del self._last_runs[segmentationNode.GetID()]
 
     def startLive(
         self,
@@ -360,11 +425,14 @@ class BrainSegmentationLogic:
         """Keep the brain segment current while `inputVolume` changes (OpenIGTLink, a growing sequence)."""
         streaming = StreamingSegmenter(self.segmenter(device, precision), check_threshold(threshold))
         segmentation, segment_id, _ = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
-        return LiveSegmentation(streaming, inputVolume, segmentation, segment_id)
+        live = LiveSegmentation(streaming, inputVolume, segmentation, segment_id)
+        self._lives.append(live)
+        self._stop_on_close(inputVolume.GetScene())
+        return live
 
     def _prepare_segment(self, inputVolume, outputSegmentation, replaceEdits: bool):
         """The segmentation and brain segment to write (created if needed), and the segment's
-        current mask; refuses to go on over unconsented edits; saves an undo state."""
+        current mask; refuses to go on over unconsented edits."""
         volume_from_node(inputVolume)  # fail on unusable input before touching the scene
         scene = inputVolume.GetScene()
         if outputSegmentation is None:
@@ -383,7 +451,7 @@ class BrainSegmentationLogic:
                     "re-running would replace those edits"
                 )
         outputSegmentation.SetUndoEnabled(True)
-        scene.SaveStateForUndo()
+        scene.SaveStateForUndo()  # for scenes with undo on; undoLastRun works without it
         if segment_id is None:
             segment_id = outputSegmentation.GetSegmentation().AddEmptySegment("", BRAIN_SEGMENT_NAME, BRAIN_COLOR)
             outputSegmentation.GetSegmentation().GetSegment(segment_id).SetTag(SOURCE_TAG, inputVolume.GetID())

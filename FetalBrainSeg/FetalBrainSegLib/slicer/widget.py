@@ -55,6 +55,7 @@ class SegmentationWidget(qt.QWidget):
         self.ui.liveCheckBox.toggled.connect(self.onLiveToggled)
         self.ui.sliceTable.cellClicked.connect(self.onSliceClicked)
         self.ui.editButton.clicked.connect(self.onEdit)
+        self.ui.undoRunButton.clicked.connect(self.onUndoRun)
         self.ui.exportMaskButton.clicked.connect(self.onExportMask)
         self.ui.exportSegmentationButton.clicked.connect(self.onExportSegmentation)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButtons)
@@ -70,12 +71,16 @@ class SegmentationWidget(qt.QWidget):
         self.updateButtons()
 
     def cleanup(self) -> None:
-        self.stopLive()
-        if self.job is not None and not self.job.finished:
-            self.job.cancel()
-            self.job.wait(timeout=30)
-        self.timer.stop()
+        self.stopRuns()
         self.setParameterNode(None)
+
+    def stopRuns(self) -> None:
+        """Stop polling, Live mode and a running job (its segment is put back); for a closing scene or panel."""
+        self.timer.stop()
+        self.stopLive()
+        if self.job is not None:
+            self.job.cancel_now()  # never waits: the worker's later chunks are simply not read
+        self.updateButtons()
 
     # -------------------------------------------------------------- state
     @property
@@ -103,6 +108,7 @@ class SegmentationWidget(qt.QWidget):
         ):
             widget.enabled = not self.running and self.live is None
         self.ui.editButton.enabled = not self.running and volume is not None and hasResult
+        self.ui.undoRunButton.enabled = not self.running and self.logic.canUndoLastRun(segmentation)
         self.ui.exportMaskButton.enabled = not self.running and volume is not None and hasResult
         self.ui.exportSegmentationButton.enabled = not self.running and segmentation is not None
 
@@ -114,6 +120,7 @@ class SegmentationWidget(qt.QWidget):
             torch_utils_logic=_torch_utils_logic(),
             report=slicer.util.errorDisplay,
             gpu=self.ui.deviceComboBox.currentText == "cuda",
+            precision=self.ui.precisionComboBox.currentText,
         )
 
     def onSegmentClicked(self) -> None:
@@ -169,7 +176,7 @@ class SegmentationWidget(qt.QWidget):
                 ):
                     return None
                 replace = True
-            except (ValueError, VolumeError, FileNotFoundError, RuntimeError) as exc:
+            except (ValueError, VolumeError, FileNotFoundError, RuntimeError, ImportError) as exc:
                 slicer.util.errorDisplay(f"{failure}: {exc}")
                 return None
 
@@ -193,7 +200,15 @@ class SegmentationWidget(qt.QWidget):
         self.updateButtons()
 
     def onPoll(self) -> None:
-        if self.job.poll():
+        try:
+            finished = self.job.poll()
+        except Exception as exc:  # never leave the timer firing on an error: stop, put the segment back, say why
+            self.timer.stop()
+            self.job.cancel_now()
+            slicer.util.errorDisplay(f"Segmentation failed: {exc}")
+            self.updateButtons()
+            return
+        if finished:
             self.timer.stop()
             self.onFinished()
 
@@ -223,6 +238,16 @@ class SegmentationWidget(qt.QWidget):
         index = int(self.ui.sliceTable.item(row, 0).text())
         position = slice_center_ras(self.job.volume_node, self.job.slice_axis, index)
         slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
+
+    def onUndoRun(self) -> None:
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        undone = self._withConsent(
+            lambda replace: self.logic.undoLastRun(segmentation, replaceEdits=replace) or True, "Cannot undo"
+        )
+        if undone:
+            self.ui.sliceTable.setRowCount(0)
+            self.ui.statusLabel.text = "The brain segment is back as it was before the last run."
+        self.updateButtons()
 
     def onEdit(self) -> None:
         segmentation = self.ui.outputSegmentationSelector.currentNode()
