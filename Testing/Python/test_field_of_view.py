@@ -8,7 +8,7 @@ from FetalBrainSegLib.engine.backends import installed
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.stack import SliceGrid, Stack
 from FetalBrainSegLib.engine.volume_io import Volume, VolumeError, read_volume
-from FetalBrainSegLib.models.input_grid import NETWORK_SIZE
+from FetalBrainSegLib.models.input_grid import GRID_MULTIPLE, NETWORK_SIZE
 
 # (first row, first column, side of the wider square grid) for a 256x256 stack of 1.17 mm pixels:
 # against a corner, against an edge, and centred in a 491 mm field of view
@@ -49,7 +49,7 @@ def test_a_stack_embedded_off_centre_in_a_wide_grid_gets_the_same_mask(stack_000
 
 def test_a_wide_grid_reaches_every_voxel():
     grid = SliceGrid((400, 330), (1.0, 1.0), pixel_size=1.2)  # 400 x 330 mm
-    assert grid.network_shape == (336, 288)  # ceil(400 / 1.2 / 16) * 16, ceil(330 / 1.2 / 16) * 16
+    assert grid.network_shape == (352, 288)  # ceil(400 / 1.2 / 32) * 32, ceil(330 / 1.2 / 32) * 32
     back = grid.from_network(np.ones((1, *grid.network_shape), np.float32))[0]
     np.testing.assert_allclose(back, 1.0, atol=1e-6)  # edges and corners included
 
@@ -63,12 +63,12 @@ def test_usual_stacks_keep_the_256_grid_and_wide_ones_are_covered_whole(manifest
             assert stack.grid.network_shape == (NETWORK_SIZE, NETWORK_SIZE), record.name
         assert (
             np.all(network_mm >= extent_mm)
-            and np.all(network_mm < extent_mm + 16 * 1.2 + 1e-6)
+            and np.all(network_mm < extent_mm + GRID_MULTIPLE * 1.2 + 1e-6)
             or stack.grid.network_shape[int(np.argmin(extent_mm))] == NETWORK_SIZE
         ), record.name
 
 
 def test_an_absurd_field_of_view_is_refused_before_any_work(stack_0001):
-    wrong_header = Volume(stack_0001.data, stack_0001.affine @ np.diag([8.0, 8.0, 1.0, 1.0]))  # 2,396 mm
-    with pytest.raises(VolumeError, match="2396 x 2396 mm.*check the voxel spacing"):
+    wrong_header = Volume(stack_0001.data, stack_0001.affine @ np.diag([8.0, 8.0, 8.0, 1.0]))  # 2,400 mm wide
+    with pytest.raises(VolumeError, match="2400 x 2400 mm.*check the voxel spacing"):
         Stack(wrong_header, "wrong_header")

@@ -4,8 +4,8 @@ The network sees slices at a fixed physical pixel size (1.2 mm). Each in-plane a
 resampled by a separable linear (triangle) filter that widens when it shrinks, so
 coarse EPI and fine T2W land on the same millimetre grid without aliasing. The grid is
 256 pixels (307 mm) along an axis, zero-padded around the slice, or as many more as the
-slice's field of view needs, rounded up to a multiple of 16 (the network halves it four
-times): the network is fully convolutional, so a brain near the edge of a wide stack is
+slice's field of view needs, rounded up to a multiple of 32 (the networks halve it four or
+five times): the network is fully convolutional, so a brain near the edge of a wide stack is
 seen whole. The same construction maps the network's probabilities back onto the
 original voxel grid, so a mask always has the input's exact shape and geometry,
 whatever the orientation.
