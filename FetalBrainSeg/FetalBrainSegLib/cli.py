@@ -54,7 +54,19 @@ def _add_train(commands) -> None:
         "--lr",
         type=float,
         default=defaults.lr,
-        help=f"Adam learning rate, x{defaults.lr_decay} every {defaults.lr_decay_steps} steps (default: %(default)s)",
+        help="Adam learning rate at the start (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        default=defaults.lr_decay,
+        help="factor applied to the learning rate every --lr-decay-steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr-decay-steps",
+        type=int,
+        default=defaults.lr_decay_steps,
+        help="steps between learning-rate decays (default: %(default)s)",
     )
     p.add_argument(
         "--crop-size",
@@ -125,6 +137,8 @@ def _train(args) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_decay=args.lr_decay,
+        lr_decay_steps=args.lr_decay_steps,
         val_stacks=tuple(args.val_stacks),
         seed=args.seed,
         device=args.device,

@@ -342,3 +342,15 @@ def test_every_command_has_a_description_and_every_option_its_help_and_default()
             if action.option_strings and action.default is not None and not plain_flag:
                 assert "default" in action.help, (name, action.option_strings)
     assert run_cli("--version").stdout.strip() == f"fetalbrainseg {__version__}"
+
+
+def test_a_damaged_stack_in_a_batch_gets_an_error_line_and_the_good_ones_their_masks(tmp_path, t2w_test_record):
+    good = t2w_test_record.image.read_bytes()
+    damaged = tmp_path / "inputs" / "a_damaged.nii.gz"
+    damaged.parent.mkdir()
+    damaged.write_bytes(good[:30] + bytes(b ^ 0xFF for b in good[30:90]) + good[90:])
+    shutil.copy(t2w_test_record.image, tmp_path / "inputs" / "b_good.nii.gz")
+    done = run_cli("segment", tmp_path / "inputs", "-o", tmp_path / "masks", "--quiet")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: a_damaged.nii.gz: corrupt gzip data") and done.stderr.count("\n") == 1
+    assert (tmp_path / "masks" / "b_good_brainmask.nii.gz").is_file()

@@ -5,12 +5,18 @@ import sys
 
 from conftest import REPO_ROOT
 
-from FetalBrainSegLib.slicer.dependencies import BUNDLED_WITH_SLICER, GPU_RUNTIME, LIGHT_RUNTIME, ensure_dependencies
+from FetalBrainSegLib.slicer.dependencies import (
+    BUNDLED_WITH_SLICER,
+    GPU_RUNTIME,
+    LIGHT_RUNTIME,
+    READERS,
+    ensure_dependencies,
+)
 
 
 class Fakes:
-    def __init__(self, installed=(), answer=True, fail=False):
-        self.installed = set(installed)
+    def __init__(self, installed=(), answer=True, fail=False, readers=True):
+        self.installed = set(installed) | (set(READERS) if readers else set())
         self.answer, self.fail = answer, fail
         self.asked, self.pip, self.torch_utils, self.reports = [], [], [], []
 
@@ -25,7 +31,8 @@ class Fakes:
         if self.fail:
             raise RuntimeError("no network")
         self.pip.append(requirement)
-        self.installed.add(requirement.split(">")[0].split("=")[0].split("<")[0])
+        name = requirement.split(">")[0].split("=")[0].split("<")[0]
+        self.installed.add("nrrd" if name == "pynrrd" else name)
 
     def installTorch(self, askConfirmation):  # noqa: N802 (PyTorchUtilsLogic's name)
         self.torch_utils.append(askConfirmation)
@@ -122,4 +129,10 @@ def test_every_runtime_installed_on_first_use_has_a_version_range():
     from FetalBrainSegLib.slicer.dependencies import PIP_REQUIREMENTS
 
     for module, requirement in PIP_REQUIREMENTS.items():
-        assert requirement.startswith(module) and ">=" in requirement and "<" in requirement
+        assert requirement.split(">")[0] in (module, "py" + module) and ">=" in requirement and "<" in requirement
+
+
+def test_the_image_libraries_are_offered_with_the_runtime_when_slicer_lacks_them():
+    fakes = Fakes(installed={"onnxruntime"}, readers=False)
+    assert fakes.run() and fakes.pip == ["nibabel>=5.0,<6", "pynrrd>=1.0,<2"]
+    assert "nibabel, pynrrd" in fakes.asked[0]

@@ -217,7 +217,7 @@ def test_exports_for_reconstruction_and_annotation(headless, logic, engine_mask,
     path = logic.exportMask(job.segmentation_node, volume, tmp_path / "mask.nii.gz")
     written = read_volume(path)
     np.testing.assert_array_equal(written.data, engine_mask)
-    assert written.header["raw"][40:56] == source.header["raw"][40:56]  # dims
+    assert written.header.binaryblock[40:56] == source.header.binaryblock[40:56]  # dims
     np.testing.assert_array_equal(written.affine, source.affine)  # the stack's own header, bit for bit
     with pytest.raises(FileExistsError, match="already exists"):
         logic.exportMask(job.segmentation_node, volume, path)

@@ -22,7 +22,14 @@ def collect_inputs(arguments: list[str | os.PathLike]) -> list[Path]:
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            paths = sorted(p for p in path.iterdir() if p.is_file() and volume_suffix(p) and not is_mask_output(p))
+            paths = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and volume_suffix(p)
+                and not is_mask_output(p)
+                and not (volume_suffix(p) == ".img" and p.with_suffix(".hdr").is_file())
+            )  # a pair once
         else:
             paths = [path]
         for p in paths:

@@ -1,6 +1,7 @@
 """What the engine needs beyond Slicer's own Python, and installing it on first use.
 
-Segmenting needs one runtime: ONNX Runtime (about 80 MB, CPU) is offered by default;
+Reading stacks needs nibabel and pynrrd (small, pure Python). Segmenting needs one runtime:
+ONNX Runtime (about 80 MB, CPU) is offered by default;
 PyTorch only when the user wants a CUDA GPU, through the PyTorch extension's PyTorchUtils
 when present (it picks the build matching the GPU), else pip. Slicer bundles numpy, vtk
 and SimpleITK: those are never installed or upgraded here. Every outcome is a message,
@@ -17,19 +18,27 @@ LIGHT_RUNTIME = "onnxruntime"
 GPU_RUNTIME = "torch"
 INT8_RUNTIMES = ("onnxruntime", "openvino")  # the INT8 model runs in these only, never in PyTorch
 # what pip is asked for: versions this release was tested with, below the next major release
-PIP_REQUIREMENTS = {LIGHT_RUNTIME: "onnxruntime>=1.17,<2", GPU_RUNTIME: "torch>=2.0,<3"}
+READERS = ("nibabel", "nrrd")  # module names of the image libraries (nrrd is pynrrd)
+PIP_REQUIREMENTS = {
+    LIGHT_RUNTIME: "onnxruntime>=1.17,<2",
+    GPU_RUNTIME: "torch>=2.0,<3",
+    "nibabel": "nibabel>=5.0,<6",
+    "nrrd": "pynrrd>=1.0,<2",
+}
 BUNDLED_WITH_SLICER = ("numpy", "vtk", "SimpleITK")
 
 
 def missing_requirements(
     gpu: bool = False, find_spec: Callable = importlib.util.find_spec, precision: str = "fp32"
 ) -> list[str]:
-    """The runtime module to install for this device and precision, if none that serves is importable."""
+    """The modules to install: image readers that are missing, and a runtime for this device and precision
+    if none that serves is importable."""
+    missing = [name for name in READERS if not find_spec(name)]
     if gpu:
-        return [] if find_spec(GPU_RUNTIME) else [GPU_RUNTIME]
+        return missing + ([] if find_spec(GPU_RUNTIME) else [GPU_RUNTIME])
     if precision == "int8":
-        return [] if any(find_spec(name) for name in INT8_RUNTIMES) else [LIGHT_RUNTIME]
-    return [] if (find_spec(LIGHT_RUNTIME) or find_spec(GPU_RUNTIME)) else [LIGHT_RUNTIME]
+        return missing + ([] if any(find_spec(name) for name in INT8_RUNTIMES) else [LIGHT_RUNTIME])
+    return missing + ([] if (find_spec(LIGHT_RUNTIME) or find_spec(GPU_RUNTIME)) else [LIGHT_RUNTIME])
 
 
 def ensure_dependencies(
@@ -45,7 +54,7 @@ def ensure_dependencies(
     missing = missing_requirements(gpu, find_spec, precision)
     if not missing:
         return True
-    names = ", ".join(missing)
+    names = ", ".join(PIP_REQUIREMENTS[name].split(">")[0] for name in missing)
     size = "several hundred megabytes to a few gigabytes" if GPU_RUNTIME in missing else "about 80 megabytes"
     question = (
         f"FetalBrainSeg needs {names} (not bundled with Slicer) to segment"
