@@ -154,6 +154,28 @@ def drag(page, start, end):
     time.sleep(1)
 
 
+def test_an_export_click_returns_nothing_to_serialize(shared_data, tmp_path):
+    """A click handler's return value is sent to the browser as JSON: Path objects made every Export log
+    "Method result cannot be serialized"."""
+    from trame.app import get_server
+
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.slicer.logic import BrainSegmentationLogic
+    from FetalBrainSegLib.web.app import WebApp
+    from FetalBrainSegLib.web.library import StackLibrary
+
+    stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
+    logic = BrainSegmentationLogic(lambda device, precision: Segmenter(device=device, precision=precision))
+    app = WebApp(StackLibrary([stack], tmp_path), logic, device="cpu", server=get_server("fbs-export-test"))
+    app.load_stack(stack.name)
+    app.segment().wait(timeout=300)
+    assert app._on_export_clicked() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "e2mip_testing_0000.seg.nrrd",
+        "e2mip_testing_0000_brainmask.nii.gz",
+    ]
+
+
 def export_to(page, sub_folder: str) -> str:
     page.fill("#fbs-out-folder", sub_folder)
     page.click("#fbs-export")

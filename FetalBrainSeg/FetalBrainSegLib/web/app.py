@@ -194,6 +194,9 @@ class WebApp:
             self.state.fbs_error = str(exc)
             self.state.fbs_stack = self.loaded_stack  # the panel names what the view shows
 
+    def _on_export_clicked(self) -> None:
+        self.export()  # the paths stay on the server: a click's return value goes to the browser as JSON
+
     def _on_segment_clicked(self):
         if self.segment() is not None:
             asyncio.ensure_future(self._watch(self.job))
@@ -331,7 +334,12 @@ class WebApp:
                     v3.VCheckbox(
                         label="Replace existing files", v_model=("fbs_overwrite",), density="compact", hide_details=True
                     )
-                    v3.VBtn("Export", click=self.export, id="fbs-export", disabled=("fbs_running || !fbs_stack",))
+                    v3.VBtn(
+                        "Export",
+                        click=self._on_export_clicked,
+                        id="fbs-export",
+                        disabled=("fbs_running || !fbs_stack",),
+                    )
                     html.Div("{{ fbs_exported.join(', ') }}", id="fbs-exported", classes="text-caption")
         layout.flush_content()
 
