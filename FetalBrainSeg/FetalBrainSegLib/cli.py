@@ -268,10 +268,10 @@ def _segment(args) -> int:
     if not inputs:
         print("error: no NIfTI or NRRD stacks found in the given inputs", file=sys.stderr)
         return 1
+    segmenter = _make_segmenter(args)  # settings first: a wrong one creates no folder
     if args.out_dir is not None and (problem := output_folder_problem(args.out_dir)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    segmenter = _make_segmenter(args)
     claimed: set[Path] = set()
     done, failed, total_slices, total_seconds = [], 0, 0, 0.0
     for image in inputs:

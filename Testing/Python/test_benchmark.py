@@ -21,6 +21,7 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
         assert row["device"] == "cpu"
         assert row["of_fp32_peak"] == pytest.approx(row["achieved_gflops"] / peaks["cpu"]["fp32"])
     fp32, int8 = rows
+    assert all(r["wide_grid"] == "352x352" and r["wide_stack_ms"] > 0 and r["wide_p50_ms"] > 0 for r in rows)
     assert fp32["dice_vs_fp32_torch"] >= 0.999 and 0.99 <= int8["dice_vs_fp32_torch"] < 1
     assert 0.8 < fp32["dice_vs_manual"] < 0.95 and abs(int8["dice_vs_manual"] - fp32["dice_vs_manual"]) < 0.005
 
@@ -30,5 +31,6 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
     assert f"| {int8['dice_vs_fp32_torch']:.4f} | {int8['dice_vs_manual']:.4f} |" in text
     assert f"cpu (2048² product) fp32 {peaks['cpu']['fp32']:.0f} GFLOP/s" in text
     assert "- git_revision:" in text and "- machine:" in text  # the provenance footer
+    assert "## A 400 mm field of view" in text and "| onnxruntime fp32 on cpu | 352x352 |" in text
     with (tmp_path / "latency.csv").open() as handle:
         assert [r["backend"] for r in csv.DictReader(handle)] == [r["backend"] for r in rows]
