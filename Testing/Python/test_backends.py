@@ -121,6 +121,32 @@ def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
     assert (REPO_ROOT / "weights" / onnx_path_for(default_weights_path()).name).is_file()
 
 
+def test_the_shipped_onnx_model_is_the_one_copy_of_the_weights(tmp_path):
+    """No .pt ships: PyTorch rebuilds the model from the ONNX file, and that model exports to the same
+    initializers, bit for bit, so nothing is lost between the two."""
+    import onnx
+    from onnx import numpy_helper
+
+    from FetalBrainSegLib.models.weights import load_weights, save_weights
+    from FetalBrainSegLib.training.onnx_export import export_onnx
+
+    assert not default_weights_path().is_file() and onnx_path_for(default_weights_path()).is_file()
+    model, meta = load_weights(default_weights_path())
+    save_weights(
+        tmp_path / "rebuilt.pt",
+        model,
+        meta["model"],
+        meta["model_options"],
+        meta["preprocessing"]["pixel_size_mm"],
+        meta["training"],
+    )
+    shipped = onnx.load(str(onnx_path_for(default_weights_path()))).graph.initializer
+    again = onnx.load(str(export_onnx(tmp_path / "rebuilt.pt"))).graph.initializer
+    a, b = ({t.name: numpy_helper.to_array(t) for t in graph} for graph in (shipped, again))
+    assert sorted(a) == sorted(b) and len(a) >= 100
+    assert all(np.array_equal(a[name], b[name]) for name in a)
+
+
 @pytest.fixture(scope="module")
 def reference_masks(manifest_path):
     """Every test slice (T2W and EPI) with fp32 PyTorch's masks and the manual ones, as the latency
