@@ -176,6 +176,13 @@ def test_an_export_click_returns_nothing_to_serialize(shared_data, tmp_path):
     ]
 
 
+def test_trame_slicers_own_open_and_save_buttons_are_gone(server, page):
+    """They bypassed the offered stacks, the upload size limit and the export rules (issue 12, item 1)."""
+    for icon in ("mdi-file-upload", "mdi-folder-upload", "mdi-file-download"):
+        buttons = page.locator(f".{icon}")
+        assert all(not buttons.nth(i).is_visible() for i in range(buttons.count())), icon
+
+
 def export_to(page, sub_folder: str) -> str:
     page.fill("#fbs-out-folder", sub_folder)
     page.click("#fbs-export")

@@ -243,9 +243,12 @@ class WebApp:
         layout = self._ui.layout
         layout.title.set_text("FetalBrainSeg")
         # trame-slicer's open and save-scene buttons would bypass the offered stacks and the export
-        # rules, and leave the panel naming a stack the view no longer shows
+        # rules, and leave the panel naming a stack the view no longer shows: removed for real. Vuetify's
+        # d-flex class is `display: flex !important`, so only an !important inline style hides them, and
+        # the open buttons' signal loses its receivers, so a crafted client message loads nothing either.
         for button in (self._ui.load_volume_items_buttons, self._ui.download_scene_button):
-            button.style = "display: none"
+            button.style = "display: none !important"
+        self._ui.load_volume_items_buttons.on_load_volume.disconnect_all()
         # trame-slicer's editor keeps the left drawer; ours is on the right
         with layout, v3.VNavigationDrawer(location="right", permanent=True, width=340):
             with v3.VCard(classes="ma-2", variant="flat"):
