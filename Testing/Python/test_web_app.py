@@ -3,6 +3,7 @@ segment, review, paint, erase, undo, export; and what the server refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import subprocess
@@ -335,8 +336,12 @@ def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothi
 
     segmentation, volume = app.segmentation_node, app.volume_node
     before = segment_mask(segmentation, find_brain_segment(segmentation), volume)
+    app.state.fbs_replace_edits = app.state.fbs_overwrite = True
     again = app.segment()
+    assert app.segment() is None and app.state.fbs_error == ""  # a double click: no false "edited" error
     again.cancel()
-    again.wait(timeout=60)
-    assert again.state == "cancelled"
+    asyncio.run(app._watch(again))
+    assert again.state == "cancelled" and app.state.fbs_slices == []  # no rows of a run that was put back
     assert np.array_equal(segment_mask(segmentation, find_brain_segment(segmentation), volume), before)
+    app.load_stack(stack.name)
+    assert not app.state.fbs_replace_edits and not app.state.fbs_overwrite  # ticks reset for each stack

@@ -62,6 +62,7 @@ class WebApp:
             }
         )
         self.state.change("fbs_stack")(self._on_stack_chosen)
+        self.logic.segmenter(device)  # the model loads with the server, not inside the first Segment click
         # masks are per slice: paint and erase on the shown slice only (trame-slicer's default
         # brush is a sphere, which reaches into neighbouring slices)
         TypedState(self.state, PaintEffectState).data.use_sphere_brush = False
@@ -93,18 +94,24 @@ class WebApp:
             raise VolumeError(f"{name}: not a readable image")
         self._show_acquisition_plane()
         self.loaded_stack = name
-        self.state.update(
+        self.state.update(  # nothing of the previous stack's run, ticks or messages carries over
             {
                 "fbs_slices": [],
                 "fbs_progress": 0,
                 "fbs_exported": [],
+                "fbs_error": "",
+                "fbs_replace_edits": False,
+                "fbs_overwrite": False,
                 "fbs_status": f"{name} loaded. Segment when ready.",
             }
         )
         return self.volume_node
 
     def segment(self):
-        """Start segmenting the shown stack; returns the job (poll it, or let the server do it)."""
+        """Start segmenting the shown stack; returns the job (poll it, or let the server do it). A click
+        while a run is going (a double click) does nothing."""
+        if self.job is not None and not self.job.finished:
+            return None
         self.state.fbs_error = ""
         try:
             job = self.logic.process(
@@ -132,7 +139,7 @@ class WebApp:
         if not files:
             return
         file = ClientFile(files[0])
-        self.state.fbs_error = ""
+        self.state.update({"fbs_error": "", "fbs_exported": [], "fbs_status": ""})  # no stale message beside it
         try:
             name = self.library.add_upload(file.name, file.content or b"")
         except VolumeError as exc:
@@ -211,6 +218,8 @@ class WebApp:
         with self.state:
             self.state.fbs_running = False
             self.state.fbs_status = finished_text(job)
+            if job.state != "done":  # a cancelled or failed run's rows describe masks that were put back
+                self.state.fbs_slices = []
             if job.state == "failed":
                 self.state.fbs_error = job.error
 
