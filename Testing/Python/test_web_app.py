@@ -3,7 +3,6 @@ segment, review, paint, erase, undo, export; and what the server refuses."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import socket
 import subprocess
@@ -177,6 +176,25 @@ def test_an_export_click_returns_nothing_to_serialize(shared_data, tmp_path):
     ]
 
 
+def test_the_page_asks_nothing_beyond_loopback(server):
+    """The app must work fully offline: no logo, font or script from the internet (issue 12, item 6)."""
+    from urllib.parse import urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    hosts = set()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.on("request", lambda request: hosts.add(urlparse(request.url).hostname))
+        page.goto(server[0])
+        page.wait_for_selector("#fbs-stack", timeout=60_000)
+        assert not page.locator('button[title="About trame-slicer"]').first.is_visible()  # its logos are remote
+        time.sleep(2)
+        browser.close()
+    assert hosts <= {"127.0.0.1", "localhost", None}, hosts
+
+
 def test_trame_slicers_own_open_and_save_buttons_are_gone(server, page):
     """They bypassed the offered stacks, the upload size limit and the export rules (issue 12, item 1)."""
     for icon in ("mdi-file-upload", "mdi-folder-upload", "mdi-file-download"):
@@ -340,7 +358,8 @@ def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothi
     again = app.segment()
     assert app.segment() is None and app.state.fbs_error == ""  # a double click: no false "edited" error
     again.cancel()
-    asyncio.run(app._watch(again))
+    again.wait(timeout=60)
+    app._finished(again)
     assert again.state == "cancelled" and app.state.fbs_slices == []  # no rows of a run that was put back
     assert np.array_equal(segment_mask(segmentation, find_brain_segment(segmentation), volume), before)
     app.load_stack(stack.name)

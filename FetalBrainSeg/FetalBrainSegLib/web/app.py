@@ -6,11 +6,12 @@ asyncio task writes each chunk into the scene, so masks appear slice by slice.""
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import numpy as np
 from trame.app import get_server
 from trame.app.file_upload import ClientFile
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_server.utils.typed_state import TypedState
 from trame_slicer import module as trame_slicer_module
@@ -21,6 +22,7 @@ from trame_slicer.core import SlicerApp
 from ..engine.outputs import mask_path_for, output_problem
 from ..engine.stack import slice_axis
 from ..engine.volume_io import VolumeError, strip_suffix
+from ..resources import resource_path
 from ..slicer.job_messages import finished_text, progress_text, slice_cells
 from ..slicer.logic import BrainSegmentationLogic, EditedSegmentError, ijk_to_ras, slice_center_ras
 from .library import PathRefused, StackLibrary
@@ -44,6 +46,9 @@ class WebApp:
         self._viewer = SegmentationAppLogic(self.server, self.slicer_app)
         self._ui = SegmentationAppUI(self.server, self._viewer.layout_manager)
         self._viewer.set_ui(self._ui)
+        # trame-slicer's title and favicon point at the internet; ours is served with the page
+        icon = base64.b64encode(resource_path("Icons/FetalBrainSeg.png").read_bytes()).decode()
+        self.state.update({"trame__title": "FetalBrainSeg", "trame__favicon": f"data:image/png;base64,{icon}"})
         TypedState(self.state, LayoutButtonState).data.current_layout_id = "Axial Only"
         self.state.update(
             {
@@ -211,6 +216,9 @@ class WebApp:
     async def _watch(self, job):
         while not job.poll():
             await asyncio.sleep(POLL_SECONDS)
+        self._finished(job)
+
+    def _finished(self, job):
         editor = self.slicer_app.segmentation_editor
         if job.state == "done":  # the editor's segment list and tools follow the new brain segment
             editor.set_active_segment_id(job.segment_id)
@@ -258,6 +266,11 @@ class WebApp:
         for button in (self._ui.load_volume_items_buttons, self._ui.download_scene_button):
             button.style = "display: none !important"
         self._ui.load_volume_items_buttons.on_load_volume.disconnect_all()
+        # trame-slicer's About dialog loads logos from the internet, open or not: the app must work fully
+        # offline, so the dialog leaves the page and its button is hidden
+        layout.root.children[:] = [child for child in layout.root.children if type(child).__name__ != "VDialog"]
+        with layout:
+            client.Style('button[title="About trame-slicer"] { display: none !important; }')
         # trame-slicer's editor keeps the left drawer; ours is on the right
         with layout, v3.VNavigationDrawer(location="right", permanent=True, width=340):
             with v3.VCard(classes="ma-2", variant="flat"):
