@@ -71,3 +71,19 @@ def test_the_layer_check_sees_a_violation():
         assert ("package", ("training", "trainer")) in found and ("external", ("slicer",)) in found
     finally:
         fake.unlink()
+
+
+def test_the_package_offers_its_api_without_importing_torch_or_slicer():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import FetalBrainSegLib as f\n"
+        "from FetalBrainSegLib import Segmenter, read_volume, write_mask\n"
+        "assert callable(read_volume) and callable(write_mask) and Segmenter.__name__ == 'Segmenter'\n"
+        "print(sorted(m for m in ('torch', 'slicer', 'vtk') if m in sys.modules), sorted(f.__all__))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("] ")[0] == "["  # neither torch nor slicer nor vtk
+    assert "'BrainSegmentationLogic'" in done.stdout and "'Segmenter'" in done.stdout
