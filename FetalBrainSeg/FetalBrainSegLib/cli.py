@@ -201,6 +201,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip averaging: the slice and its two flips, 3x the time; adds flip disagreement to the review flag",
+    )
 
 
 def _make_segmenter(args):
@@ -228,6 +233,7 @@ def _make_segmenter(args):
         backend=args.backend,
         precision=args.precision,
         postprocess=args.postprocess,
+        tta=args.tta,
     )
     held = segmenter.metadata["model"]
     if args.model and held != args.model.lower():

@@ -354,3 +354,14 @@ def test_a_damaged_stack_in_a_batch_gets_an_error_line_and_the_good_ones_their_m
     assert done.returncode == 1
     assert done.stderr.startswith("error: a_damaged.nii.gz: corrupt gzip data") and done.stderr.count("\n") == 1
     assert (tmp_path / "masks" / "b_good_brainmask.nii.gz").is_file()
+
+
+def test_flip_averaging_is_the_engines(tmp_path, t2w_test_record):
+    done = run_cli("segment", t2w_test_record.image, "-o", tmp_path, "--quiet", "--tta", "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    averaged = read_volume(tmp_path / "e2mip_testing_0000_brainmask.nii.gz").data
+    from FetalBrainSegLib.engine.inference import Segmenter
+
+    volume = read_volume(t2w_test_record.image)
+    assert np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime", tta=True).segment(volume).mask)
+    assert not np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime").segment(volume).mask)

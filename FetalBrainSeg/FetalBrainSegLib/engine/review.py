@@ -35,9 +35,9 @@ MIN_AREA_CHANGE_MM2 = 300.0  # a smaller change is within a neighbour-to-neighbo
 class ReviewThresholds:
     """Chosen on validation stacks (scripts/review_flag.py): recall of bad slices at a bounded share flagged."""
 
-    uncertain: float = 0.35
-    area_jump: float = 0.45
-    pieces: float = 0.20
+    uncertain: float = 0.40
+    area_jump: float = 0.35
+    pieces: float = 0.02
     flip_disagreement: float = 0.10
 
 

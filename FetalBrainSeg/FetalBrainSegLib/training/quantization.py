@@ -115,7 +115,8 @@ def quantize_int8(
     }
     with tempfile.TemporaryDirectory() as scratch:
         prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
-        quant_pre_process(str(onnx_file), str(prepared))
+        # skip_symbolic_shape: ONNX Runtime's symbolic pass cannot follow the dynamic height and width
+        quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(quantized),
