@@ -195,6 +195,11 @@ def test_the_page_asks_nothing_beyond_loopback(server):
     assert hosts <= {"127.0.0.1", "localhost", None}, hosts
 
 
+def test_every_column_of_the_slice_list_has_a_header(server, page):
+    headers = [text.strip() for text in page.locator("#fbs-slices thead th").all_inner_texts()]
+    assert headers == ["slice", "area mm²", "confidence", "review"]
+
+
 def test_trame_slicers_own_open_and_save_buttons_are_gone(server, page):
     """They bypassed the offered stacks, the upload size limit and the export rules (issue 12, item 1)."""
     for icon in ("mdi-file-upload", "mdi-folder-upload", "mdi-file-download"):

@@ -329,7 +329,7 @@ class WebApp:
                     with v3.VTable(density="compact", height=220, fixed_header=True, id="fbs-slices"):
                         with html.Thead():
                             with html.Tr():
-                                for title in ("slice", "area mm²", "confidence", ""):
+                                for title in ("slice", "area mm²", "confidence", "review"):
                                     html.Th(title)
                         with html.Tbody():
                             with html.Tr(
