@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from .file_format import FORMAT, ONNX_METADATA_KEY, ONNX_PREFIX
+from .file_format import FORMAT, ONNX_PREFIX, onnx_record
 from .input_grid import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 from .registry import build_model
 
@@ -49,7 +49,6 @@ def save_weights(
 
 def record_from_onnx(onnx_file: Path) -> dict:
     """The weights record (state dict included) of an ONNX model exported by `fetalbrainseg export-onnx`."""
-    import json
 
     try:
         import onnx
@@ -59,10 +58,7 @@ def record_from_onnx(onnx_file: Path) -> dict:
             f"reading the PyTorch weights from {onnx_file.name} needs onnx: pip install onnx"
         ) from None
     model = onnx.load(str(onnx_file))
-    props = {p.key: p.value for p in model.metadata_props}
-    if ONNX_METADATA_KEY not in props:
-        raise ValueError(f"{onnx_file.name}: not a FetalBrainSeg ONNX model (no metadata)")
-    record = json.loads(props[ONNX_METADATA_KEY])
+    record = onnx_record(model, onnx_file.name)
     if "quantization" in record:
         raise ValueError(f"{onnx_file.name} is an INT8 model; PyTorch weights come from the fp32 ONNX model")
     tensors = {

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..engine.backends import ONNX_METADATA_KEY, int8_path_for, onnx_path_for
+from ..models.file_format import onnx_record
 
 DEFAULT_CALIBRATION_SLICES = 256
 QUANTIZATION_METHOD = "static QDQ: per-channel int8 weights, uint8 activations, min-max ranges over calibration slices"
@@ -57,8 +58,8 @@ def recorded_calibration(int8_file: str | os.PathLike) -> list[tuple[str, int]]:
     """The (stack name, slice index) pairs an INT8 model was calibrated on, from its metadata."""
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(int8_file), load_external_data=False).metadata_props}
-    calibration = json.loads(props.get(ONNX_METADATA_KEY, "{}")).get("quantization", {}).get("calibration", {})
+    record = onnx_record(onnx.load(str(int8_file), load_external_data=False), Path(int8_file).name)
+    calibration = record.get("quantization", {}).get("calibration", {})
     if not isinstance(calibration.get("slices"), list):
         raise ValueError(f"{Path(int8_file).name}: records no calibration slices by name")
     return [(str(name), int(index)) for name, index in calibration["slices"]]
@@ -91,10 +92,7 @@ def quantize_int8(
         raise ValueError("the INT8 model would overwrite its fp32 source; choose another output")
     source = onnx.load(str(onnx_file))
     input_name = source.graph.input[0].name
-    metadata_props = {p.key: p.value for p in source.metadata_props}
-    if ONNX_METADATA_KEY not in metadata_props:
-        raise ValueError(f"{onnx_file.name}: not a FetalBrainSeg ONNX model (no metadata)")
-    metadata = json.loads(metadata_props[ONNX_METADATA_KEY])
+    metadata = onnx_record(source, onnx_file.name)
     if "quantization" in metadata:
         raise ValueError(f"{onnx_file.name} is already quantized; start from the fp32 ONNX model")
     keys = list(keys) if keys else draw_calibration_slices(manifest, count, seed)
