@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import rotation
 
-from FetalBrainSegLib.engine.stack import SliceGrid, Stack, _resampling_matrix, slice_axis
+from FetalBrainSegLib.engine.stack import SliceGrid, Stack, _resampling_matrix, acquired_centres, slice_axis
 from FetalBrainSegLib.engine.volume_io import Volume, VolumeError
 
 
@@ -72,9 +72,9 @@ def test_slices_and_assemble_are_inverse_for_any_slice_axis():
 
 def test_network_input_is_divided_by_the_standard_deviation_of_the_acquired_voxels():
     v = volume(shape=(256, 256, 4), spacing=(1.2, 1.2, 3))
-    v.data[:20] = 0  # zero filling outside the acquired field of view does not count
+    v.data[:20] = v.data[-20:] = 0  # zero filling outside the acquired field of view does not count
     stack = Stack(v)
-    expected = np.moveaxis(v.data, 2, 0) / v.data[20:].std()
+    expected = np.moveaxis(v.data, 2, 0) / v.data[20:-20].std()
     np.testing.assert_allclose(stack.network_input(), expected, rtol=1e-5)
 
 
@@ -100,3 +100,29 @@ def test_unusable_stacks_get_a_clear_one_line_error(make, reason):
     with pytest.raises(VolumeError, match=reason) as info:
         Stack(make(), "input.nii.gz")
     assert str(info.value).startswith("input.nii.gz: ") and "\n" not in str(info.value)
+
+
+def test_acquired_centres_are_the_centres_of_the_non_zero_bounding_boxes():
+    slices = np.zeros((3, 10, 8), np.float32)
+    slices[0, 2:5, 1:8] = 1  # rows 2-4, columns 1-7
+    slices[1, 9, 0] = -3  # negative intensities are signal too
+    centres = acquired_centres(slices)
+    np.testing.assert_array_equal(centres, [[3.0, 4.0], [9.0, 0.0], [4.5, 3.5]])  # an empty slice: the array's centre
+
+
+def test_a_stack_embedded_in_zeros_gets_the_same_network_input_and_back():
+    """The network grid follows the signal, not the voxel array: padding off-centre changes nothing."""
+    small = volume(shape=(100, 90, 3), spacing=(1.1, 1.3, 3))
+    # zero edges, as most shared stacks have: where an array ends on signal, the filter renormalizes
+    # its taps instead of reading zeros, and the first network pixel there differs slightly
+    small.data[:2] = small.data[-2:] = small.data[:, :2] = small.data[:, -2:] = 0
+    padded_data = np.zeros((160, 130, 3), np.float32)
+    padded_data[37:137, 5:95] = small.data
+    affine = small.affine.copy()
+    affine[:3, 3] -= affine[:3, 0] * 37 + affine[:3, 1] * 5
+    padded = Stack(Volume(padded_data, affine))
+    stack = Stack(small)
+    assert padded.grid.network_shape == stack.grid.network_shape
+    np.testing.assert_allclose(padded.network_input(), stack.network_input(), atol=1e-5)
+    maps = np.random.default_rng(5).random((3, *stack.grid.network_shape)).astype(np.float32)
+    np.testing.assert_allclose(padded.from_network(maps)[:, 37:137, 5:95], stack.from_network(maps), atol=1e-5)

@@ -16,14 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
 from .postprocess import POSTPROCESSING, postprocess
 from .review import SliceReview, flip_disagreement, review_slices
-from .stack import SliceGrid, Stack
+from .stack import SliceGrid, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
 
@@ -61,12 +60,6 @@ class SegmentationResult:
     @property
     def num_slices(self) -> int:
         return self.mask.shape[self.slice_axis]
-
-
-@lru_cache(maxsize=16)
-def _slice_grid(shape: tuple[int, int], spacing: tuple[float, float], pixel_size: float) -> SliceGrid:
-    """Slices of a series share one geometry: build its resampling matrices once."""
-    return SliceGrid(shape, spacing, pixel_size)
 
 
 class Segmenter:
@@ -117,7 +110,7 @@ class Segmenter:
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             probs, disagreement = self.predict(stack.network_input(slice(start, stop)))
-            yield Chunk(start, stop, total, stack.grid.from_network(probs), disagreement)
+            yield Chunk(start, stop, total, stack.from_network(probs, slice(start, stop)), disagreement)
 
     def finish(
         self,
@@ -180,11 +173,12 @@ class Segmenter:
         if not np.isfinite(image).all():
             raise ValueError("the slice contains NaN or infinite intensities")
         scale = float(intensity_scale) if intensity_scale else acquired_std(image)
-        grid = _slice_grid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
+        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
-        probs, _ = self.predict(grid.to_network(image[None]) / np.float32(scale))
-        probabilities = grid.from_network(probs)[0]
+        centre = acquired_centres(image[None])
+        probs, _ = self.predict(grid.to_network(image[None], centre) / np.float32(scale))
+        probabilities = grid.from_network(probs, centre)[0]
         return probabilities, self.binarize(probabilities, threshold)
 
     def binarize(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:

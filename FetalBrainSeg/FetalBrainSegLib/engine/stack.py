@@ -9,12 +9,18 @@ five times): the network is fully convolutional, so a brain near the edge of a w
 seen whole. The same construction maps the network's probabilities back onto the
 original voxel grid, so a mask always has the input's exact shape and geometry,
 whatever the orientation.
+
+Each slice's grid is centred on its acquired region (the bounding box of its non-zero
+voxels), not on its voxel array: the network is not shift-invariant (it halves the grid four
+times, so only shifts by multiples of 16 pixels leave its output unchanged), and centring on
+the signal makes a stack zero-padded, zero-filled by the scanner or embedded in a wider grid
+give the same network input, hence the same mask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -80,14 +86,39 @@ def slice_axis(affine: np.ndarray) -> int:
     return int(np.flatnonzero(spacing >= spacing.max() * (1 - 1e-3))[-1])
 
 
-def _resampling_matrix(n_in: int, step_in: float, n_out: int, step_out: float) -> np.ndarray:
-    """(n_out, n_in) weights taking centred samples of spacing step_in to spacing step_out.
+def acquired_centres(slices: np.ndarray) -> np.ndarray:
+    """(n, 2) voxel coordinates of the centre of each (A, B) slice's non-zero bounding box;
+    the array's centre for a slice without any."""
+    slices = np.asarray(slices)
+    centres = np.tile((np.array(slices.shape[1:], np.float64) - 1) / 2, (len(slices), 1))
+    for axis, other in ((1, 2), (2, 1)):
+        present = np.any(slices != 0, axis=other)  # (n, length of axis)
+        first = present.argmax(axis=1)
+        last = present.shape[1] - 1 - present[:, ::-1].argmax(axis=1)
+        has_signal = present.any(axis=1)
+        centres[has_signal, axis - 1] = (first[has_signal] + last[has_signal]) / 2
+    return centres
+
+
+def _resampling_matrix(
+    n_in: int,
+    step_in: float,
+    n_out: int,
+    step_out: float,
+    centre_in: float | None = None,
+    centre_out: float | None = None,
+) -> np.ndarray:
+    """(n_out, n_in) weights taking samples of spacing step_in to spacing step_out, with the input
+    coordinate `centre_in` and the output coordinate `centre_out` at the same place (by default
+    both arrays' centres).
 
     Linear interpolation when enlarging; a triangle filter as wide as the shrink factor
     when reducing (anti-aliasing). Output samples beyond the input's extent are zero.
     """
+    centre_in = (n_in - 1) / 2 if centre_in is None else centre_in
+    centre_out = (n_out - 1) / 2 if centre_out is None else centre_out
     width = max(1.0, step_out / step_in)
-    centres = (np.arange(n_out) - (n_out - 1) / 2) * (step_out / step_in) + (n_in - 1) / 2
+    centres = (np.arange(n_out) - centre_out) * (step_out / step_in) + centre_in
     distance = (np.arange(n_in)[None, :] - centres[:, None]) / width
     weights = np.clip(1.0 - np.abs(distance), 0.0, None)
     inside = (centres >= -0.5) & (centres <= n_in - 0.5)
@@ -123,9 +154,21 @@ class Resampling:
         return out
 
 
+@lru_cache(maxsize=256)
+def _axis_resampling(
+    n_in: int, step_in: float, n_out: int, step_out: float, centre_in: float, centre_out: float
+) -> Resampling:
+    """Slices of a stack or a series mostly share their acquired centre: build each axis's taps once."""
+    return Resampling(_resampling_matrix(n_in, step_in, n_out, step_out, centre_in, centre_out))
+
+
 @dataclass(frozen=True)
 class SliceGrid:
-    """The in-plane geometry shared by every slice of a stack, and its network grid."""
+    """The in-plane geometry shared by every slice of a stack, and its network grid.
+
+    `centres` arguments are the slices' acquired centres (`acquired_centres`), to which the
+    network grid's centre is tied; without them, the centre of the voxel array.
+    """
 
     shape: tuple[int, int]
     spacing: tuple[float, float]
@@ -133,28 +176,35 @@ class SliceGrid:
 
     def __post_init__(self):
         (na, nb), (sa, sb), pixel = self.shape, self.spacing, self.pixel_size
-        ga, gb = network_extent(na, sa, pixel), network_extent(nb, sb, pixel)
-        object.__setattr__(self, "network_shape", (ga, gb))
-        object.__setattr__(
-            self,
-            "_to_net",
-            (Resampling(_resampling_matrix(na, sa, ga, pixel)), Resampling(_resampling_matrix(nb, sb, gb, pixel))),
-        )
-        object.__setattr__(
-            self,
-            "_from_net",
-            (Resampling(_resampling_matrix(ga, pixel, na, sa)), Resampling(_resampling_matrix(gb, pixel, nb, sb))),
-        )
+        object.__setattr__(self, "network_shape", (network_extent(na, sa, pixel), network_extent(nb, sb, pixel)))
 
-    def to_network(self, slices: np.ndarray) -> np.ndarray:
+    def _resample(self, images: np.ndarray, centres: np.ndarray | None, to_network: bool) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        if centres is None:
+            centres = np.tile((np.array(self.shape, np.float64) - 1) / 2, (len(images), 1))
+        out = None
+        for centre in np.unique(centres, axis=0):
+            same = np.flatnonzero((centres == centre).all(axis=1))
+            along = []
+            for n, step, g, c in zip(self.shape, self.spacing, self.network_shape, centre):
+                net_centre = (g - 1) / 2
+                if to_network:
+                    along.append(_axis_resampling(n, step, g, self.pixel_size, float(c), net_centre))
+                else:
+                    along.append(_axis_resampling(g, self.pixel_size, n, step, net_centre, float(c)))
+            result = along[1].apply(along[0].apply(images[same], 1), 2)
+            if out is None:
+                out = np.empty((len(images), *result.shape[1:]), np.float32)
+            out[same] = result
+        return out
+
+    def to_network(self, slices: np.ndarray, centres: np.ndarray | None = None) -> np.ndarray:
         """(n, A, B) slices -> (n, *network_shape) float32 on the network grid."""
-        along_a, along_b = self._to_net
-        return along_b.apply(along_a.apply(np.asarray(slices, dtype=np.float32), 1), 2)
+        return self._resample(slices, centres, to_network=True)
 
-    def from_network(self, images: np.ndarray) -> np.ndarray:
+    def from_network(self, images: np.ndarray, centres: np.ndarray | None = None) -> np.ndarray:
         """(n, *network_shape) network-grid maps (e.g. probabilities) -> (n, A, B) on the slice grid."""
-        along_a, along_b = self._from_net
-        return along_b.apply(along_a.apply(np.asarray(images, dtype=np.float32), 1), 2)
+        return self._resample(images, centres, to_network=False)
 
 
 class Stack:
@@ -197,9 +247,22 @@ class Stack:
         """
         return intensity_scale(self.volume.data)
 
+    @cached_property
+    def centres(self) -> np.ndarray:
+        """(n, 2) each slice's acquired centre, to which its network grid is tied."""
+        return acquired_centres(self.slices())
+
     def network_input(self, index: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Normalized slices on the network grid, (n, *grid.network_shape) float32."""
-        return self.grid.to_network(self.slices()[index]) / np.float32(self.normalization_scale)
+        return self.to_network(self.slices()[index], index) / np.float32(self.normalization_scale)
+
+    def to_network(self, maps: np.ndarray, index: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """(n, A, B) per-slice maps of slices `index` (e.g. a manual mask) onto their network grids."""
+        return self.grid.to_network(maps, self.centres[index])
+
+    def from_network(self, images: np.ndarray, index: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """(n, *grid.network_shape) network maps of slices `index` (e.g. probabilities) back onto their voxels."""
+        return self.grid.from_network(images, self.centres[index])
 
 
 def reorder_to_grid(

@@ -81,7 +81,7 @@ def load_slices(records: list[StackRecord], pixel_size: float = DEFAULT_PIXEL_SI
         stack = Stack(read_volume(record.image), record.name, pixel_size)
         mask = read_volume(record.mask).data.reshape(stack.volume.data.shape)
         images.append(stack.network_input())
-        masks.append(stack.grid.to_network(np.moveaxis(mask > 0, stack.axis, 0)) > 0.5)
+        masks.append(stack.to_network(np.moveaxis(mask > 0, stack.axis, 0)) > 0.5)
         modalities += [record.modality] * stack.num_slices
         keys += [(record.name, i) for i in range(stack.num_slices)]
     side = max(max(image.shape[1:]) for image in images)
