@@ -165,7 +165,8 @@ def _add_weights_and_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> None:
+    """The segmenter's options; `whole_stacks` adds those that only a whole stack uses (batch, 3D clean-up)."""
     from .engine.inference import DEFAULT_THRESHOLD
 
     p.add_argument(
@@ -175,7 +176,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="the network (fetalbrainseg models): its shipped weights, or checked against --weights",
     )
     _add_weights_and_device(p)
-    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: %(default)s)")
+    if whole_stacks:
+        p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: %(default)s)")
     p.add_argument(
         "--threshold", type=float, default=DEFAULT_THRESHOLD, help="brain probability threshold (default: %(default)s)"
     )
@@ -186,13 +188,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime) "
         "(default: %(default)s)",
     )
-    p.add_argument(
-        "--postprocess",
-        choices=["none", "largest3d", "largest2d"],
-        default="largest3d",
-        help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
-        "per slice, or none",
-    )
+    if whole_stacks:
+        p.add_argument(
+            "--postprocess",
+            choices=["none", "largest3d", "largest2d"],
+            default="largest3d",
+            help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
+            "per slice, or none",
+        )
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16", "int8"],
@@ -228,11 +231,11 @@ def _make_segmenter(args):
     segmenter = Segmenter(
         weights,
         device=args.device,
-        batch_size=args.batch_size,
+        batch_size=getattr(args, "batch_size", 1),
         threshold=args.threshold,
         backend=args.backend,
         precision=args.precision,
-        postprocess=args.postprocess,
+        postprocess=getattr(args, "postprocess", "none"),
         tta=args.tta,
     )
     held = segmenter.metadata["model"]
@@ -457,6 +460,56 @@ def _serve(args) -> int:
     return 0
 
 
+def _add_stream(commands) -> None:
+    p = commands.add_parser(
+        "stream",
+        help="segment slices as a scanner sends them, over OpenIGTLink (real time, head tracking)",
+        description="Receive OpenIGTLink IMAGE messages (a slice or a few, with their IJK-to-world matrix) and "
+        "answer every slice, in order, stamped with its message's timestamp: the mask as an IMAGE on the same "
+        "geometry (<device>_brainmask), the brain centroid as a TRANSFORM (<device>_brain, when brain was found) "
+        "and a JSON STRING with the bounding box, review flag and queue depth (<device>_review). A new device "
+        "name or in-plane geometry starts a new series. Slicer's OpenIGTLinkIF connects to it as a client.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen", type=int, metavar="PORT", help="wait for a sender on this port (Slicer: 18944)")
+    where.add_argument("--connect", metavar="HOST:PORT", help="connect to a sender that listens (reconnects)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="with --listen, the address to listen on (default: this machine only); another exposes the model "
+        "to the network",
+    )
+    _add_model_options(p, whole_stacks=False)
+    p.set_defaults(run=_stream)
+
+
+def _stream(args) -> int:
+    try:
+        from .scanner.link import ScannerLink
+    except ImportError as exc:
+        print(f"error: streaming over OpenIGTLink needs pyigtl ({exc}); pip install 'fetalbrainseg[scanner]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from .engine.streaming import StreamingSegmenter
+
+    if args.connect:
+        host, _, port = args.connect.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"error: --connect needs HOST:PORT, not {args.connect!r}", file=sys.stderr)
+            return 2
+        connect, port = True, int(port)
+    else:
+        host, port, connect = args.host, args.listen, False
+    streaming = StreamingSegmenter(_make_segmenter(args))
+    try:
+        link = ScannerLink(streaming, port, host, connect, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    link.serve_forever()
+    return 0
+
+
 def _add_info(commands) -> None:
     p = commands.add_parser("info", help="a weights file's model, size, cost and training record")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
@@ -677,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_demo(commands)
     _add_serve(commands)
+    _add_stream(commands)
     _add_info(commands)
     _add_export_onnx(commands)
     _add_quantize(commands)

@@ -13,6 +13,7 @@ BELOW = {
     "study": {"base", "models", "engine", "evaluation", "training"},
     "slicer": {"base", "models", "engine"},
     "web": {"base", "models", "engine", "slicer"},
+    "scanner": {"base", "models", "engine"},
 }
 GUI = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "trame", "trame_slicer", "trame_server", "trame_vuetify"}
 

@@ -2,7 +2,8 @@
 
 Each slice comes with its voxel-to-scanner matrix (4x4: in-plane pixel (i, j) at k = 0 ->
 RAS millimetres), and each answer gives the mask and the brain's centroid and bounding box
-in scanner coordinates, what head tracking and slice re-acquisition need. Intensities are
+in scanner coordinates, what head tracking and slice re-acquisition need, and the slice's
+review (its own signals only: the area jump needs neighbours that have not arrived). Intensities are
 scaled by the standard deviation of the non-zero voxels of all slices seen so far in the
 series (the stack-level normalization the network was trained with, built up as the stack
 arrives).
@@ -22,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .inference import Segmenter
+from .review import SliceReview, review_slices
 from .stack import acquired
 
 
@@ -33,6 +35,7 @@ class SliceResult:
     centroid_ras: np.ndarray | None  # (3,) mm; None when no brain was found
     bbox_ras: tuple[np.ndarray, np.ndarray] | None  # (min corner, max corner) in mm
     latency_s: float  # from arrival to answer
+    review: SliceReview
 
 
 class StreamingSegmenter:
@@ -76,15 +79,24 @@ class StreamingSegmenter:
             low, high = pixels.min(axis=0) - 0.5, pixels.max(axis=0) + 0.5  # pixel edges
             corners = to_ras(np.array([[low[0], low[1]], [low[0], high[1]], [high[0], low[1]], [high[0], high[1]]]))
             bbox = (corners.min(axis=0), corners.max(axis=0))
-        return SliceResult(index, mask, probabilities, centroid, bbox, time.perf_counter() - arrived)
+        pixel_area = float(spacing[0] * spacing[1])
+        review = review_slices(probabilities[None], mask[None], pixel_area, start=index)[0]
+        return SliceResult(index, mask, probabilities, centroid, bbox, time.perf_counter() - arrived, review)
 
 
 class SliceStream:
-    """Feed slices from any thread with `submit`; `on_result` is called on the worker thread, in order."""
+    """Feed slices from any thread with `submit`; `on_result` is called on the worker thread, in order,
+    and `on_error(index, exception)` (when given) for a slice that could not be segmented."""
 
-    def __init__(self, streaming: StreamingSegmenter, on_result: Callable[[SliceResult], None]):
+    def __init__(
+        self,
+        streaming: StreamingSegmenter,
+        on_result: Callable[[SliceResult], None],
+        on_error: Callable[[int, Exception], None] | None = None,
+    ):
         self.streaming = streaming
         self.on_result = on_result
+        self.on_error = on_error
         self._queue: queue.Queue = queue.Queue()
         self._next_index = 0
         self.error: Exception | None = None
@@ -98,15 +110,33 @@ class SliceStream:
         self._queue.put((index, np.array(image, copy=True), np.array(slice_to_ras, copy=True), time.perf_counter()))
         return index
 
-    def close(self, timeout: float | None = None) -> None:
-        """Finish every queued slice, then stop the worker."""
+    def new_series(self) -> None:
+        """The slices submitted from now on start a new series (normalization restarts), in queue order."""
+        self._queue.put(_NEW_SERIES)
+
+    def close(self, timeout: float | None = None, drop_pending: bool = False) -> None:
+        """Finish every queued slice (or, with `drop_pending`, only the one in progress), then stop the worker."""
+        if drop_pending:
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
         self._queue.put(None)
         self._worker.join(timeout)
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
+            if item is _NEW_SERIES:
+                self.streaming.reset()
+                continue
             index, image, matrix, arrived = item
             try:
                 self.on_result(self.streaming.process(image, matrix, index, arrived))
             except Exception as exc:  # kept for the caller; later slices are still answered
                 self.error = exc
+                if self.on_error is not None:
+                    self.on_error(index, exc)
+
+
+_NEW_SERIES = object()  # a marker in the queue

@@ -1,0 +1,1 @@
+"""The scanner's wire: OpenIGTLink in and out of the streaming engine (`fetalbrainseg stream`)."""
