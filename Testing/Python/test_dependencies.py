@@ -136,3 +136,35 @@ def test_the_image_libraries_are_offered_with_the_runtime_when_slicer_lacks_them
     fakes = Fakes(installed={"onnxruntime"}, readers=False)
     assert fakes.run() and fakes.pip == ["nibabel>=5.0,<6", "pynrrd>=1.0,<2"]
     assert "nibabel, pynrrd" in fakes.asked[0]
+
+
+def test_the_self_test_installs_what_a_stock_slicer_lacks_without_asking(tmp_path):
+    from FetalBrainSegLib.slicer.self_test import prepare_self_test
+
+    stock = Fakes(installed=(), readers=False)  # Slicer's Python: no runtime, no nibabel, no pynrrd
+    stack = tmp_path / "stack.nii.gz"
+    stack.write_bytes(b"")
+    assert prepare_self_test(stock.pip_install, stock.find_spec, fetch=lambda: stack) == stack
+    assert sorted(stock.pip) == ["nibabel>=5.0,<6", "onnxruntime>=1.17,<2", "pynrrd>=1.0,<2"] and not stock.asked
+
+
+def test_the_self_test_offline_says_plainly_what_is_missing(monkeypatch):
+    import pytest
+
+    from FetalBrainSegLib.samples import DownloadError
+    from FetalBrainSegLib.slicer.self_test import STACK_ENV, SelfTestUnavailable, prepare_self_test
+
+    offline = Fakes(installed=(), readers=False, fail=True)
+    with pytest.raises(SelfTestUnavailable, match=r"needs nibabel, pynrrd, onnxruntime.*installing failed.*no network"):
+        prepare_self_test(offline.pip_install, offline.find_spec)
+
+    def no_network():
+        raise DownloadError("could not download the sample stack (no network)")
+
+    monkeypatch.delenv(STACK_ENV, raising=False)
+    ready = Fakes(installed=(LIGHT_RUNTIME,))
+    with pytest.raises(SelfTestUnavailable, match=rf"needs a stack.*no network.*set {STACK_ENV}"):
+        prepare_self_test(ready.pip_install, ready.find_spec, fetch=no_network)
+    monkeypatch.setenv(STACK_ENV, "/no/such/stack.nii.gz")
+    with pytest.raises(SelfTestUnavailable, match="not a file"):
+        prepare_self_test(ready.pip_install, ready.find_spec, fetch=no_network)

@@ -9,7 +9,7 @@ import slicer  # the slicer-core wheel, a test dependency: a missing one fails h
 from conftest import dice, load_pair
 
 from FetalBrainSegLib.engine.inference import Segmenter
-from FetalBrainSegLib.engine.stack import reorder_to_grid
+from FetalBrainSegLib.engine.stack import Stack, reorder_to_grid
 from FetalBrainSegLib.engine.volume_io import Volume, read_volume
 from FetalBrainSegLib.slicer.logic import (
     DIGEST_TAG,
@@ -269,11 +269,13 @@ def test_live_mode_segments_each_slice_as_it_arrives(headless, logic, t2w_test_r
     for k in range(len(data)):
         slicer.util.arrayFromVolume(incoming)[k] = data[k]
         slicer.util.arrayFromVolumeModified(incoming)  # what a receiver does: the observer fires
+        session.wait(timeout=60)  # the panel's timer polls the worker's answers
         assert sorted(session.results) == list(range(k + 1))
     live = segment_mask(session.segmentation_node, session.segment_id, incoming)
     session.stop()
     slicer.util.arrayFromVolume(incoming)[0] = 0
     slicer.util.arrayFromVolumeModified(incoming)
+    session.poll()
     assert 0 in session.results and session.results[0].mask.any()  # stopped: no longer updated
 
     batch = logic.process(source, None, device="cpu")
@@ -390,3 +392,22 @@ def test_closing_the_scene_cancels_a_running_job_and_stops_live_mode(headless, g
     assert job.state == "cancelled" and job.poll()  # ended at once; polling again is harmless
     assert not live._observers
     gate.gate.set()
+
+
+def test_live_mode_never_runs_the_network_on_the_main_thread(headless, gated_logic, t2w_test_record):
+    """Starting Live on a whole stack returns at once: the first pass, like every later slice, is the worker's."""
+    logic, gate = gated_logic
+    threads = []
+    predict = gate.predict
+    gate.predict = lambda images: threads.append(threading.current_thread()) or predict(images)
+    volume = headless.load(t2w_test_record.image)
+    slices = Stack(read_volume(t2w_test_record.image)).num_slices
+    live = logic.startLive(volume, None, device="cpu")  # the gate is shut: a network run here would block
+    assert live.results == {} and live.pending == slices
+    gate.gate.set()
+    live.wait(timeout=300)
+    assert sorted(live.results) == list(range(slices))
+    assert threads and threading.main_thread() not in threads
+    mask = segment_mask(live.segmentation_node, live.segment_id, volume)
+    assert mask.any()
+    live.stop()

@@ -32,7 +32,7 @@ from ..engine.inference import DEFAULT_THRESHOLD, Chunk, Segmenter, check_thresh
 from ..engine.outputs import output_problem
 from ..engine.review import SliceReview, provisional_reviews
 from ..engine.stack import reorder_to_grid, slice_axis
-from ..engine.streaming import SliceResult, StreamingSegmenter
+from ..engine.streaming import SliceResult, SliceStream, StreamingSegmenter
 from ..engine.volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask, write_volume
 
 BRAIN_SEGMENT_NAME = "Brain"
@@ -288,20 +288,28 @@ class SegmentationJob:
 class LiveSegmentation:
     """Segments the slices of a volume that changed since the last look, as they arrive.
 
-    Observes the volume; each modification segments the changed slices (a
-    single-slice volume updated in place, or new slices of a growing stack) through the
-    streaming API and writes them into the brain segment, on the thread that modified the
-    volume (Slicer's main thread). `stop()` ends the observation.
+    Observes the volume (a single-slice volume updated in place, or new slices of a growing
+    stack). On each modification the observer, on the thread that modified the volume
+    (Slicer's main thread), only finds the changed slices and queues copies of them; a worker
+    thread segments them through the streaming API, and `poll` (the panel's timer, on the
+    main thread) writes the answers into the brain segment, so the GUI never waits for the
+    network, not even for the first pass over a whole stack. `stop()` ends the observation.
     """
 
     def __init__(self, streaming: StreamingSegmenter, volume_node, segmentation_node, segment_id: str):
-        self.streaming = streaming
         self.volume_node = volume_node
         self.segmentation_node = segmentation_node
         self.segment_id = segment_id
-        self.results: dict[int, SliceResult] = {}
+        self.results: dict[int, SliceResult] = {}  # by slice index, the newest answer of each slice
+        self.error = ""  # the last slice that could not be segmented, and why
+        self._answers: queue.Queue = queue.Queue()
+        self._stream = SliceStream(streaming, self._answers.put, lambda index, exc: self._answers.put((index, exc)))
+        self._slice_of: dict[int, tuple[int, int]] = {}  # stream index -> (series, slice index)
+        self._series = 0  # a new shape or geometry starts a new series
         self._previous: np.ndarray | None = None
         self._mask: np.ndarray | None = None
+        self._affine: np.ndarray | None = None
+        self._axis = 2
         # receivers fire ImageDataModifiedEvent, scripts (arrayFromVolumeModified) ModifiedEvent;
         # a second notification of one change finds no changed slice and does nothing
         self._observers = [
@@ -310,15 +318,22 @@ class LiveSegmentation:
         ]
         self.update()
 
+    @property
+    def pending(self) -> int:
+        """Slices queued or being segmented, not yet written."""
+        return len(self._slice_of)
+
     def update(self) -> list[int]:
-        """Segment the changed slices; returns their indices."""
+        """Queue the changed slices for the worker; returns their indices."""
         volume = volume_from_node(self.volume_node)
         axis = slice_axis(volume.affine)
         slices = np.moveaxis(volume.data, axis, 0)
-        if self._previous is None or self._previous.shape != slices.shape:
+        if self._previous is None or self._previous.shape != slices.shape or axis != self._axis:
             changed = [k for k in range(len(slices)) if slices[k].any()]
             self._mask = np.zeros(volume.data.shape, np.uint8)
-            self.streaming.reset()
+            self._affine, self._axis = volume.affine, axis
+            self._series += 1
+            self._stream.new_series()
         else:
             changed = [k for k in range(len(slices)) if not np.array_equal(slices[k], self._previous[k])]
         in_plane = [a for a in range(3) if a != axis]
@@ -326,20 +341,51 @@ class LiveSegmentation:
             matrix = np.eye(4)
             matrix[:3, :2] = volume.affine[:3, in_plane]
             matrix[:3, 3] = volume.affine[:3, axis] * k + volume.affine[:3, 3]
-            result = self.streaming.process(slices[k], matrix, k)
-            np.moveaxis(self._mask, axis, 0)[k] = result.mask
-            self.results[k] = result
-        if changed:
-            write_segment(self.segmentation_node, self.segment_id, self._mask, volume.affine)
-            segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
-            segment.SetTag(DIGEST_TAG, mask_digest(self._mask))  # ours, not a user's edit
+            self._slice_of[self._stream.submit(slices[k], matrix)] = (self._series, k)
         self._previous = slices.copy()
         return changed
 
+    def poll(self) -> list[int]:
+        """Write the answers that came in since the last call (main thread); returns their slice indices."""
+        written = []
+        while True:
+            try:
+                answer = self._answers.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(answer, tuple):  # (stream index, exception)
+                series, k = self._slice_of.pop(answer[0])
+                self.error = f"slice {k}: {answer[1]}"
+                continue
+            series, k = self._slice_of.pop(answer.index)
+            if series != self._series:
+                continue  # a slice of a stack that has since changed shape
+            np.moveaxis(self._mask, self._axis, 0)[k] = answer.mask
+            self.results[k] = answer
+            written.append(k)
+        if written and self._observers:
+            write_segment(self.segmentation_node, self.segment_id, self._mask, self._affine)
+            segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
+            segment.SetTag(DIGEST_TAG, mask_digest(self._mask))  # ours, not a user's edit
+        return written
+
+    def wait(self, poll_interval: float = 0.02, timeout: float | None = None) -> None:
+        """Poll until every queued slice is written (for scripts and tests; the GUI polls from a timer)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.poll()
+            if not self.pending:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("live segmentation did not catch up in time")
+            time.sleep(poll_interval)
+
     def stop(self) -> None:
+        """Stop observing and drop the slices still queued (never waits for the one in progress)."""
         for observer in self._observers:
             self.volume_node.RemoveObserver(observer)
         self._observers = []
+        self._stream.close(timeout=0, drop_pending=True)
 
 
 class BrainSegmentationLogic:

@@ -51,6 +51,9 @@ class SegmentationWidget(qt.QWidget):
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.timeout.connect(self.onPoll)
+        self.liveTimer = qt.QTimer()  # Live mode's answers come from its worker thread; written here
+        self.liveTimer.setInterval(POLL_INTERVAL_MS)
+        self.liveTimer.timeout.connect(self.onLivePoll)
         self.ui.segmentButton.clicked.connect(self.onSegmentClicked)
         self.ui.liveCheckBox.toggled.connect(self.onLiveToggled)
         self.ui.sliceTable.cellClicked.connect(self.onSliceClicked)
@@ -142,11 +145,24 @@ class SegmentationWidget(qt.QWidget):
             if self.live is not None:
                 self.ui.outputSegmentationSelector.setCurrentNode(self.live.segmentation_node)
                 self.ui.statusLabel.text = "Live: each new or changed slice of the input is segmented as it arrives."
+                self.liveTimer.start()
         if self.live is None and self.ui.liveCheckBox.checked:
             self.ui.liveCheckBox.checked = False
         self.updateButtons()
 
+    def onLivePoll(self) -> None:
+        try:
+            self.live.poll()
+        except Exception as exc:  # never leave the timer firing on an error
+            self.stopLive()
+            self.ui.liveCheckBox.checked = False
+            slicer.util.errorDisplay(f"Live mode stopped: {exc}")
+            return
+        if self.live.error:
+            self.ui.statusLabel.text = f"Live: {self.live.error}"
+
     def stopLive(self) -> None:
+        self.liveTimer.stop()
         if self.live is not None:
             self.live.stop()
             self.live = None
