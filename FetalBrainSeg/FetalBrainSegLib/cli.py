@@ -417,7 +417,13 @@ def _add_serve(commands) -> None:
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default: this machine only); others expose the app and data",
+        help="address to listen on (default: this machine only); any other requires the access token "
+        "printed with the URL",
+    )
+    p.add_argument(
+        "--require-token",
+        action="store_true",
+        help="require the access token on loopback too (a shared machine, an SSH tunnel)",
     )
     _add_weights_and_device(p)
     p.add_argument(
@@ -449,14 +455,17 @@ def _serve(args) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    from .web.access import LOOPBACK, new_token
+
+    token = new_token() if args.require_token or args.host not in LOOPBACK else None
+    if token and args.host not in LOOPBACK:
         print(
-            f"warning: listening on {args.host}: anyone who can reach it can read the offered stacks "
-            "and write into the output folder",
+            f"note: listening on {args.host}: only browsers opening the URL below (it holds the access token) "
+            "can read the offered stacks and write into the output folder",
             file=sys.stderr,
         )
     logic = BrainSegmentationLogic(functools.partial(Segmenter, args.weights))
-    serve(library, args.host, args.port, args.device, logic)
+    serve(library, args.host, args.port, args.device, logic, token)
     return 0
 
 

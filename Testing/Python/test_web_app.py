@@ -4,27 +4,14 @@ segment, review, paint, erase, undo, export; and what the server refuses."""
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
+from web_server import launch_chromium, running_server
 
 from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
 from FetalBrainSegLib.web.library import PathRefused, StackLibrary
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_the_library_offers_only_its_stacks_and_writes_only_inside_its_folder(shared_data, tmp_path):
@@ -47,68 +34,34 @@ def test_the_library_offers_only_its_stacks_and_writes_only_inside_its_folder(sh
     assert "e2mip_testing_0000.nii.gz" in in_folder and len(in_folder) == len(list(images.glob("*.nii*")))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(shared_data, tmp_path_factory):
     """`fetalbrainseg serve` on loopback with one shared test stack, as a user starts it."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM} (.ci/run installs it)")
     stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
     out_dir = tmp_path_factory.mktemp("exports")
-    port = _free_port()
-    log = open(out_dir.parent / "serve.log", "w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "FetalBrainSegLib",
-            "serve",
-            str(stack),
-            "-o",
-            str(out_dir),
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-            "--max-upload-mb",
-            "3",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the server did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url, stack, out_dir, process
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with running_server([stack], out_dir, "--max-upload-mb", "3", log_path=out_dir.parent / "serve.log") as (
+        url,
+        process,
+    ):
+        yield url, stack, out_dir, process
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(server[0])
-        page.wait_for_selector("#fbs-stack", timeout=60_000)
-        yield page
+        browser = launch_chromium(playwright)
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server[0])
+    page.wait_for_selector("#fbs-stack", timeout=60_000)
+    return page
 
 
 def status(page) -> str:
@@ -123,6 +76,14 @@ def wait_status(page, prefix: str, timeout_s: float = 120):
 
 def wait_error(page, text: str):
     page.wait_for_function(f"document.querySelector('#fbs-error')?.textContent.includes({text!r})", timeout=30_000)
+
+
+def choose_stack(page, name: str):
+    if page.evaluate("window.trame.state.get('fbs_stack')") == name:
+        return
+    page.locator("#fbs-stack").locator("xpath=ancestor::div[contains(@class, 'v-field ')][1]").click()
+    page.get_by_text(name).last.click()
+    wait_status(page, f"{name} loaded")
 
 
 def view_box(page):
@@ -176,22 +137,19 @@ def test_an_export_click_returns_nothing_to_serialize(shared_data, tmp_path):
     ]
 
 
-def test_the_page_asks_nothing_beyond_loopback(server):
+def test_the_page_asks_nothing_beyond_loopback(server, browser):
     """The app must work fully offline: no logo, font or script from the internet (issue 12, item 6)."""
     from urllib.parse import urlparse
 
-    from playwright.sync_api import sync_playwright
-
     hosts = set()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page()
-        page.on("request", lambda request: hosts.add(urlparse(request.url).hostname))
-        page.goto(server[0])
-        page.wait_for_selector("#fbs-stack", timeout=60_000)
-        assert not page.locator('button[title="About trame-slicer"]').first.is_visible()  # its logos are remote
-        time.sleep(2)
-        browser.close()
+    context = browser.new_context()
+    page = context.new_page()
+    page.on("request", lambda request: hosts.add(urlparse(request.url).hostname))
+    page.goto(server[0])
+    page.wait_for_selector("#fbs-stack", timeout=60_000)
+    assert not page.locator('button[title="About trame-slicer"]').first.is_visible()  # its logos are remote
+    time.sleep(2)
+    context.close()
     assert hosts <= {"127.0.0.1", "localhost", None}, hosts
 
 
@@ -220,9 +178,7 @@ def export_to(page, sub_folder: str) -> str:
 
 def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmenter):
     _, stack, out_dir, _ = server
-    page.locator("#fbs-stack").locator("xpath=ancestor::div[contains(@class, 'v-field ')][1]").click()
-    page.get_by_text(stack.name).last.click()
-    wait_status(page, f"{stack.name} loaded")
+    choose_stack(page, stack.name)
     assert len(brain_pixels(page)) == 0  # nothing drawn before segmenting
     page.click("#fbs-segment")
     wait_status(page, "Done")
@@ -254,9 +210,9 @@ def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmente
     # paint a stroke away from the brain, erase one through it, then undo the erase
     page.locator("#fbs-slices tbody tr").nth(largest).click()
     centre_y, centre_x = brain.mean(axis=0)
-    page.locator("button:has(.mdi-brush)").last.click()
+    page.locator(".flex-row button:has(.mdi-brush)").click()  # the editor's row of effects: Paint
     drag(page, (centre_x - 40, centre_y - 150), (centre_x + 40, centre_y - 150))
-    page.locator("button:has(.mdi-eraser)").last.click()
+    page.locator(".flex-row button:has(.mdi-eraser)").click()
     drag(page, (centre_x - 60, centre_y), (centre_x + 60, centre_y))
 
     exported = export_to(page, "edited")
@@ -285,6 +241,35 @@ def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmente
     page.click("#fbs-export")
     wait_error(page, "already exists")
     assert mask_file.read_bytes() == before
+
+
+def test_the_panel_fits_a_1280x800_window_with_an_error_showing(server, browser, tmp_path):
+    """Issue 12, item 8: an error box pushed Export below the fold, and the editing toolbar appeared twice."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server[0])
+    page.wait_for_selector("#fbs-stack", timeout=60_000)
+    choose_stack(page, server[1].name)
+    page.evaluate("window.trame.state.set('fbs_replace_edits', true)")  # an earlier test may have edited it
+    page.click("#fbs-segment")  # the editor's tools show once there is a segment
+    wait_status(page, "Done")
+    page.fill("#fbs-out-folder", "../../refused")
+    page.click("#fbs-export")
+    wait_error(page, "outside the output folder")
+    time.sleep(1)
+    page.screenshot(path=str(tmp_path / "layout_1280x800.png"))
+
+    def inside_window(selector):
+        box = page.locator(selector).bounding_box()
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 800 and box["x"] + box["width"] <= 1280
+
+    for selector in ("#fbs-export", "#fbs-error", "#fbs-segment", "#fbs-slices thead", "#fbs-out-folder"):
+        assert inside_window(selector), selector
+    heights = page.evaluate("(e => [e.scrollHeight, e.clientHeight])(document.querySelector('#fbs-error'))")
+    assert heights[0] <= heights[1] + 4, heights  # the whole message shows
+    for icon in ("mdi-eraser", "mdi-content-cut", "mdi-undo"):  # one editing toolbar, one undo
+        buttons = page.locator(f"button:has(.{icon})")
+        assert sum(buttons.nth(i).is_visible() for i in range(buttons.count())) == 1, icon
+    page.close()
 
 
 def test_exports_outside_the_output_folder_are_refused(server, page):
@@ -369,3 +354,34 @@ def test_the_app_lists_slices_as_chunks_arrive_and_a_cancelled_run_changes_nothi
     assert np.array_equal(segment_mask(segmentation, find_brain_segment(segmentation), volume), before)
     app.load_stack(stack.name)
     assert not app.state.fbs_replace_edits and not app.state.fbs_overwrite  # ticks reset for each stack
+
+
+def test_a_server_that_requires_its_token_refuses_page_websocket_and_uploads_without_it(shared_data, tmp_path, browser):
+    """Beyond loopback the token is required (issue 12, item 7); `--require-token` asks for it on loopback too."""
+    import urllib.error
+    import urllib.parse
+
+    stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
+    with running_server([stack], tmp_path / "out", "--require-token", log_path=tmp_path / "serve.log") as (url, _):
+        token = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)["token"][0]
+        assert len(token) >= 24
+        base = url.split("?")[0]
+        for refused in (base, base + "index.html", base + "index.html?token=wrong", base + "ws"):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(refused, timeout=10)
+            assert answer.value.code == 403 and b"access token" in answer.value.read(), refused
+        with urllib.request.urlopen(base + f"index.html?token={token}", timeout=10) as answer:
+            assert answer.status == 200 and "HttpOnly" in answer.headers["Set-Cookie"]
+        strangers = browser.new_context()  # no cookie
+        stranger = strangers.new_page()
+        response = stranger.goto(base)
+        assert response.status == 403 and stranger.locator("#fbs-stack").count() == 0
+        strangers.close()
+        holders = browser.new_context()
+        holder = holders.new_page()
+        holder.goto(url)  # the printed URL: page, websocket and uploads work
+        holder.wait_for_selector("#fbs-stack", timeout=60_000)
+        upload = shared_data / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
+        holder.set_input_files("#fbs-upload", str(upload))
+        wait_status(holder, f"{upload.name} loaded")
+        holders.close()

@@ -25,6 +25,7 @@ from ..engine.volume_io import VolumeError, strip_suffix
 from ..resources import resource_path
 from ..slicer.job_messages import finished_text, progress_text, slice_cells
 from ..slicer.logic import BrainSegmentationLogic, EditedSegmentError, ijk_to_ras, slice_center_ras
+from .access import protect
 from .library import PathRefused, StackLibrary
 
 POLL_SECONDS = 0.1
@@ -167,7 +168,7 @@ class WebApp:
     def export(self):
         """The brain mask on the input's exact grid and the whole segmentation (.seg.nrrd), into
         the chosen sub-folder of the output folder; existing files only when asked."""
-        self.state.fbs_error = ""
+        self.state.update({"fbs_error": "", "fbs_exported": []})  # no earlier export listed beside a refusal
         try:
             folder = self.library.output_folder(self.state.fbs_out_folder or "")
         except PathRefused as exc:
@@ -269,64 +270,82 @@ class WebApp:
         # trame-slicer's About dialog loads logos from the internet, open or not: the app must work fully
         # offline, so the dialog leaves the page and its button is hidden
         layout.root.children[:] = [child for child in layout.root.children if type(child).__name__ != "VDialog"]
+        # the effect buttons beside the view repeat the segment editor's own, in the left drawer: shown once
+        layout.toolbar.children[:] = [
+            child for child in layout.toolbar.children if type(child).__name__ != "SegmentEditorToolbarUI"
+        ]
         with layout:
             client.Style('button[title="About trame-slicer"] { display: none !important; }')
-        # trame-slicer's editor keeps the left drawer; ours is on the right
-        with layout, v3.VNavigationDrawer(location="right", permanent=True, width=340):
-            with v3.VCard(classes="ma-2", variant="flat"):
-                v3.VCardTitle("Fetal brain")
-                with v3.VCardText():
-                    v3.VSelect(
-                        label="Stack",
-                        items=("fbs_stacks",),
-                        v_model=("fbs_stack",),
-                        disabled=("fbs_running",),
-                        density="compact",
-                        id="fbs-stack",
-                    )
-                    max_mb = self.library.max_upload_bytes / 1e6
-                    # the size is checked here first, so a huge file is never sent
-                    v3.VFileInput(
-                        label="…or upload a stack (.nii.gz, .nii, .nrrd)",
-                        density="compact",
-                        accept=".nii,.nii.gz,.nrrd,.gz",
-                        id="fbs-upload",
-                        disabled=("fbs_running",),
-                        prepend_icon="mdi-upload",
-                        show_size=True,
-                        hide_details=True,
-                        change=(
-                            "const f = $event.target.files[0]; if (!f) { return; } "
-                            f"if (f.size > {max_mb} * 1e6) {{ fbs_error = 'Upload refused: ' + f.name + "
-                            f"' is ' + (f.size / 1e6).toFixed(0) + ' MB, more than the {max_mb:.0f} MB "
-                            "this server accepts'; } else { fbs_error = ''; "
-                            f"trame.trigger('{self.server.trigger_name(self.upload)}', "
-                            "[$event.target.files]); }"
-                        ),
-                    )
-                    with html.Div(classes="d-flex ga-2"):
-                        v3.VBtn(
-                            "Segment",
-                            click=self._on_segment_clicked,
-                            color="primary",
-                            id="fbs-segment",
-                            disabled=("fbs_running || !fbs_stack",),
+        # trame-slicer's editor keeps the left drawer; ours is on the right. It fills the window's height:
+        # the controls above and below keep their size, and the slice list between them takes what is left
+        # and scrolls, so an error box never pushes Export out of sight
+        column = "display: flex; flex-direction: column; min-height: 0;"
+        with layout, v3.VNavigationDrawer(location="right", permanent=True, width=360):
+            with v3.VCard(classes="pa-2", variant="flat", style=f"{column} height: 100%;"):
+                v3.VCardTitle("Fetal brain", classes="px-2 py-1")
+                with v3.VCardText(classes="px-2 py-1", style=f"{column} flex: 1 1 0;"):
+                    with html.Div(style="flex: none;"):
+                        v3.VSelect(
+                            label="Stack",
+                            items=("fbs_stacks",),
+                            v_model=("fbs_stack",),
+                            disabled=("fbs_running",),
+                            density="compact",
+                            hide_details=True,
+                            id="fbs-stack",
                         )
-                        v3.VBtn("Cancel", click=self.cancel, id="fbs-cancel", disabled=("!fbs_running",))
-                    v3.VCheckbox(
-                        label="Replace my edits", v_model=("fbs_replace_edits",), density="compact", hide_details=True
-                    )
-                    v3.VProgressLinear(model_value=("fbs_progress",), height=6, classes="my-2", id="fbs-progress")
-                    html.Div("{{ fbs_status }}", id="fbs-status", classes="text-caption")
-                    v3.VAlert(
-                        v_if=("fbs_error",),
-                        text=("fbs_error",),
-                        type="error",
+                        max_mb = self.library.max_upload_bytes / 1e6
+                        # the size is checked here first, so a huge file is never sent
+                        v3.VFileInput(
+                            label="…or upload a stack (.nii.gz, .nii, .nrrd)",
+                            density="compact",
+                            accept=".nii,.nii.gz,.nrrd,.gz",
+                            id="fbs-upload",
+                            disabled=("fbs_running",),
+                            prepend_icon="mdi-upload",
+                            show_size=True,
+                            hide_details=True,
+                            change=(
+                                "const f = $event.target.files[0]; if (!f) { return; } "
+                                f"if (f.size > {max_mb} * 1e6) {{ fbs_error = 'Upload refused: ' + f.name + "
+                                f"' is ' + (f.size / 1e6).toFixed(0) + ' MB, more than the {max_mb:.0f} MB "
+                                "this server accepts'; } else { fbs_error = ''; "
+                                f"trame.trigger('{self.server.trigger_name(self.upload)}', "
+                                "[$event.target.files]); }"
+                            ),
+                        )
+                        with html.Div(classes="d-flex ga-2"):
+                            v3.VBtn(
+                                "Segment",
+                                click=self._on_segment_clicked,
+                                color="primary",
+                                id="fbs-segment",
+                                disabled=("fbs_running || !fbs_stack",),
+                            )
+                            v3.VBtn("Cancel", click=self.cancel, id="fbs-cancel", disabled=("!fbs_running",))
+                        v3.VCheckbox(
+                            label="Replace my edits",
+                            v_model=("fbs_replace_edits",),
+                            density="compact",
+                            hide_details=True,
+                        )
+                        v3.VProgressLinear(model_value=("fbs_progress",), height=6, classes="my-2", id="fbs-progress")
+                        html.Div("{{ fbs_status }}", id="fbs-status", classes="text-caption")
+                        v3.VAlert(
+                            v_if=("fbs_error",),
+                            text=("fbs_error",),
+                            type="error",
+                            density="compact",
+                            id="fbs-error",
+                            classes="my-2",
+                        )
+                    with v3.VTable(
                         density="compact",
-                        id="fbs-error",
-                        classes="my-2",
-                    )
-                    with v3.VTable(density="compact", height=220, fixed_header=True, id="fbs-slices"):
+                        fixed_header=True,
+                        id="fbs-slices",
+                        classes="text-caption",
+                        style="flex: 1 1 0; min-height: 120px; overflow-y: auto;",
+                    ):
                         with html.Thead():
                             with html.Tr():
                                 for title in ("slice", "area mm²", "confidence", "review"):
@@ -341,31 +360,37 @@ class WebApp:
                             ):
                                 for key in ("index", "area", "confidence", "review"):
                                     html.Td(f"{{{{ row.{key} }}}}")
-                    v3.VTextField(
-                        label="Output sub-folder",
-                        v_model=("fbs_out_folder",),
-                        density="compact",
-                        hint=f"inside {self.library.out_dir}",
-                        persistent_hint=True,
-                        id="fbs-out-folder",
-                        classes="mt-2",
-                    )
-                    v3.VSelect(
-                        label="Mask format",
-                        items=("fbs_mask_formats", MASK_FORMATS),
-                        v_model=("fbs_mask_format",),
-                        density="compact",
-                    )
-                    v3.VCheckbox(
-                        label="Replace existing files", v_model=("fbs_overwrite",), density="compact", hide_details=True
-                    )
-                    v3.VBtn(
-                        "Export",
-                        click=self._on_export_clicked,
-                        id="fbs-export",
-                        disabled=("fbs_running || !fbs_stack",),
-                    )
-                    html.Div("{{ fbs_exported.join(', ') }}", id="fbs-exported", classes="text-caption")
+                    with html.Div(style="flex: none;"):
+                        with html.Div(classes="d-flex ga-2 mt-2"):
+                            v3.VTextField(
+                                label="Output sub-folder",
+                                v_model=("fbs_out_folder",),
+                                density="compact",
+                                hint=f"inside {self.library.out_dir}",
+                                persistent_hint=True,
+                                id="fbs-out-folder",
+                            )
+                            v3.VSelect(
+                                label="Mask format",
+                                items=("fbs_mask_formats", MASK_FORMATS),
+                                v_model=("fbs_mask_format",),
+                                density="compact",
+                                hide_details=True,
+                                style="flex: 0 0 116px;",
+                            )
+                        v3.VCheckbox(
+                            label="Replace existing files",
+                            v_model=("fbs_overwrite",),
+                            density="compact",
+                            hide_details=True,
+                        )
+                        v3.VBtn(
+                            "Export",
+                            click=self._on_export_clicked,
+                            id="fbs-export",
+                            disabled=("fbs_running || !fbs_stack",),
+                        )
+                        html.Div("{{ fbs_exported.join(', ') }}", id="fbs-exported", classes="text-caption")
         layout.flush_content()
 
 
@@ -375,7 +400,13 @@ def serve(
     port: int = 8080,
     device: str = "auto",
     logic: BrainSegmentationLogic | None = None,
+    token: str | None = None,
 ) -> None:
+    """Serve until Ctrl+C; with a `token`, only to browsers that hold it (see access.py)."""
     app = WebApp(library, logic, device)
-    print(f"FetalBrainSeg web app: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
+    query = ""
+    if token:
+        protect(app.server, token)
+        query = f"?token={token}"
+    print(f"FetalBrainSeg web app: http://{host}:{port}/{query}  (Ctrl+C to stop)", flush=True)
     app.server.start(host=host, port=port, open_browser=False)
