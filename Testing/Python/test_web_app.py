@@ -56,12 +56,30 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def page(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(server[0])
+def take_over(page):
+    """One tab works at a time (the others say so): make this one the working tab."""
+    if page.locator("#fbs-take-over").is_visible():
+        page.click("#fbs-take-over")
+    page.wait_for_selector("#fbs-elsewhere", state="hidden", timeout=10_000)
+
+
+def open_app(browser, url: str, **options):
+    page = browser.new_context(**options).new_page()
+    page.goto(url)
     page.wait_for_selector("#fbs-stack", timeout=60_000)
+    take_over(page)
     return page
+
+
+@pytest.fixture(scope="module")
+def shared_page(server, browser):
+    return open_app(browser, server[0], viewport={"width": 1400, "height": 900})
+
+
+@pytest.fixture
+def page(shared_page):
+    take_over(shared_page)  # a test's own tab may have taken over meanwhile
+    return shared_page
 
 
 def status(page) -> str:
@@ -147,6 +165,7 @@ def test_the_page_asks_nothing_beyond_loopback(server, browser):
     page.on("request", lambda request: hosts.add(urlparse(request.url).hostname))
     page.goto(server[0])
     page.wait_for_selector("#fbs-stack", timeout=60_000)
+    take_over(page)
     assert not page.locator('button[title="About trame-slicer"]').first.is_visible()  # its logos are remote
     time.sleep(2)
     context.close()
@@ -245,9 +264,7 @@ def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmente
 
 def test_the_panel_fits_a_1280x800_window_with_an_error_showing(server, browser, tmp_path):
     """Issue 12, item 8: an error box pushed Export below the fold, and the editing toolbar appeared twice."""
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.goto(server[0])
-    page.wait_for_selector("#fbs-stack", timeout=60_000)
+    page = open_app(browser, server[0], viewport={"width": 1280, "height": 800})
     choose_stack(page, server[1].name)
     page.evaluate("window.trame.state.set('fbs_replace_edits', true)")  # an earlier test may have edited it
     page.click("#fbs-segment")  # the editor's tools show once there is a segment
@@ -377,11 +394,69 @@ def test_a_server_that_requires_its_token_refuses_page_websocket_and_uploads_wit
         response = stranger.goto(base)
         assert response.status == 403 and stranger.locator("#fbs-stack").count() == 0
         strangers.close()
-        holders = browser.new_context()
-        holder = holders.new_page()
-        holder.goto(url)  # the printed URL: page, websocket and uploads work
-        holder.wait_for_selector("#fbs-stack", timeout=60_000)
+        holder = open_app(browser, url)  # the printed URL: page, websocket and uploads work
         upload = shared_data / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
         holder.set_input_files("#fbs-upload", str(upload))
         wait_status(holder, f"{upload.name} loaded")
-        holders.close()
+        holder.close()
+
+
+def test_switching_stacks_keeps_each_stacks_segments_and_edits(shared_data, tmp_path, monkeypatch):
+    """Issue 12, item 2: choosing another stack cleared the scene and lost the segmentation and its edits."""
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    from trame.app import get_server
+
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.slicer.logic import (
+        BrainSegmentationLogic,
+        find_brain_segment,
+        ijk_to_ras,
+        segment_mask,
+        write_segment,
+    )
+    from FetalBrainSegLib.web.app import WebApp
+
+    images = shared_data / "fetal-mri" / "images"
+    first, second = images / "e2mip_testing_0000.nii.gz", images / "e2mip_testing_0560.nii.gz"
+    logic = BrainSegmentationLogic(lambda device, precision: Segmenter(device=device, precision=precision))
+    app = WebApp(StackLibrary([first, second], tmp_path), logic, device="cpu", server=get_server("fbs-switch-test"))
+
+    def brain():
+        return segment_mask(app.segmentation_node, find_brain_segment(app.segmentation_node), app.volume_node)
+
+    app.load_stack(first.name)
+    app._finished(app.segment().wait(timeout=300))
+    edited = brain()
+    edited[:20, :20, :] = 1  # the user paints
+    write_segment(app.segmentation_node, find_brain_segment(app.segmentation_node), edited, ijk_to_ras(app.volume_node))
+    placenta = app.segmentation_node.GetSegmentation().AddEmptySegment("", "Placenta")
+    rows = list(app.state.fbs_slices)
+    assert rows
+
+    app.load_stack(second.name)
+    assert find_brain_segment(app.segmentation_node) is None and app.state.fbs_slices == []
+    app._finished(app.segment().wait(timeout=300))
+    second_mask = brain()
+
+    app.load_stack(first.name)
+    assert np.array_equal(brain(), edited) and app.state.fbs_slices == rows
+    assert app.segmentation_node.GetSegmentation().GetSegment(placenta).GetName() == "Placenta"
+    assert "back" in app.state.fbs_status
+    assert app.segment() is None and "edited" in app.state.fbs_error  # the edits are still protected
+    app.load_stack(second.name)
+    assert np.array_equal(brain(), second_mask)
+
+
+def test_a_second_tab_says_plainly_that_another_works_and_can_take_over(server, browser):
+    """Issue 12, item 3: tabs shared one state, and a second tab's stack change cancelled the first one's run."""
+    first = open_app(browser, server[0])
+    second = open_app(browser, server[0])  # it takes over: the first one says so, its controls out of reach
+    first.wait_for_selector("#fbs-take-over", timeout=10_000)
+    assert "open in another tab" in first.inner_text("#fbs-elsewhere")
+    with pytest.raises(Exception, match="intercepts pointer events"):
+        first.click("#fbs-out-folder", timeout=2_000)
+    assert second.locator("#fbs-elsewhere").is_hidden()
+    take_over(first)
+    second.wait_for_selector("#fbs-take-over", timeout=10_000)
+    first.close(run_before_unload=True)
+    second.close(run_before_unload=True)

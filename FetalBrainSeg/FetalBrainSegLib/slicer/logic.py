@@ -113,6 +113,52 @@ def find_brain_segment(segmentation_node) -> str | None:
     return None
 
 
+@dataclass
+class SegmentSnapshot:
+    """A segment's content and identity, kept while its scene holds another stack."""
+
+    segment_id: str
+    name: str
+    color: tuple[float, float, float]
+    mask: np.ndarray  # (I, J, K) on its volume's voxel grid
+    ours: bool  # FetalBrainSeg's brain segment
+    digest: str | None  # the digest of the mask FetalBrainSeg last wrote (differs once edited)
+
+
+def snapshot_segments(segmentation_node, volume_node) -> list[SegmentSnapshot]:
+    """Every segment of a segmentation, with the user's edits, as masks on the volume's grid."""
+    segmentation = segmentation_node.GetSegmentation()
+    snapshots = []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        segment = segmentation.GetSegment(segment_id)
+        snapshots.append(
+            SegmentSnapshot(
+                segment_id,
+                segment.GetName(),
+                tuple(segment.GetColor()),
+                segment_mask(segmentation_node, segment_id, volume_node),
+                segment.HasTag(SOURCE_TAG),
+                segment_tag(segment, DIGEST_TAG),
+            )
+        )
+    return snapshots
+
+
+def restore_segments(segmentation_node, volume_node, snapshots: list[SegmentSnapshot]) -> None:
+    """Put kept segments back into a (new) segmentation of the same stack, replacing what it holds."""
+    segmentation = segmentation_node.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    for kept in snapshots:
+        segment_id = segmentation.AddEmptySegment(kept.segment_id, kept.name, kept.color)
+        write_segment(segmentation_node, segment_id, kept.mask, ijk_to_ras(volume_node))
+        segment = segmentation.GetSegment(segment_id)
+        if kept.ours:
+            segment.SetTag(SOURCE_TAG, volume_node.GetID())
+        if kept.digest is not None:
+            segment.SetTag(DIGEST_TAG, kept.digest)
+
+
 def slice_center_ras(volume_node, slice_axis: int, index: int) -> tuple[float, float, float]:
     """RAS position of the centre of one slice, to move the slice views there."""
     ijk = (np.array(volume_node.GetImageData().GetDimensions(), float) - 1) / 2

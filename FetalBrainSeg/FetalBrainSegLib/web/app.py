@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import dataclass
 
 import numpy as np
 from trame.app import get_server
@@ -24,12 +25,26 @@ from ..engine.stack import slice_axis
 from ..engine.volume_io import VolumeError, strip_suffix
 from ..resources import resource_path
 from ..slicer.job_messages import finished_text, progress_text, slice_cells
-from ..slicer.logic import BrainSegmentationLogic, EditedSegmentError, ijk_to_ras, slice_center_ras
+from ..slicer.logic import (
+    BrainSegmentationLogic,
+    EditedSegmentError,
+    SegmentSnapshot,
+    ijk_to_ras,
+    restore_segments,
+    slice_center_ras,
+    snapshot_segments,
+)
 from .access import protect
 from .library import PathRefused, StackLibrary
 
 POLL_SECONDS = 0.1
 MASK_FORMATS = [".nii.gz", ".nrrd"]
+
+
+@dataclass
+class KeptWork:
+    segments: list[SegmentSnapshot]
+    rows: list[dict]  # the slice list
 
 
 class WebApp:
@@ -41,6 +56,7 @@ class WebApp:
         self.device = device
         self.job = None
         self.loaded_stack: str | None = None
+        self._kept: dict[str, KeptWork] = {}  # by stack name: work on stacks not shown now
         self.server = server or get_server(client_type="vue3")
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
@@ -65,8 +81,10 @@ class WebApp:
                 "fbs_mask_format": MASK_FORMATS[0],
                 "fbs_overwrite": False,
                 "fbs_exported": [],
+                "fbs_owner": "",  # the tab that works; every tab shows the one shared state
             }
         )
+        self.state.client_only("fbs_me")  # each tab's own random name, never shared
         self.state.change("fbs_stack")(self._on_stack_chosen)
         self.logic.segmenter(device)  # the model loads with the server, not inside the first Segment click
         # masks are per slice: paint and erase on the shown slice only (trame-slicer's default
@@ -88,9 +106,12 @@ class WebApp:
 
     # ------------------------------------------------------------------ actions
     def load_stack(self, name: str):
-        """Replace the scene with the named stack, shown in its own acquisition plane."""
+        """Replace the scene with the named stack, shown in its own acquisition plane. The stack shown
+        before keeps its segments (edits included) and slice list for the session: choosing it again
+        brings them back."""
         path = self.library.stack(name)
         self.cancel()
+        self._keep_work()
         self.slicer_app.scene.Clear()
         self.loaded_stack = None
         # the loader of trame-slicer's own upload button (2.0.0, pinned): shows the volume
@@ -100,18 +121,34 @@ class WebApp:
             raise VolumeError(f"{name}: not a readable image")
         self._show_acquisition_plane()
         self.loaded_stack = name
+        kept = self._kept.get(name)
+        if kept is not None:
+            restore_segments(self.segmentation_node, self.volume_node, kept.segments)
+            self.slicer_app.segmentation_editor.trigger_all_signals()
         self.state.update(  # nothing of the previous stack's run, ticks or messages carries over
             {
-                "fbs_slices": [],
-                "fbs_progress": 0,
+                "fbs_slices": kept.rows if kept else [],
+                "fbs_progress": 100 if kept and kept.rows else 0,
                 "fbs_exported": [],
                 "fbs_error": "",
                 "fbs_replace_edits": False,
                 "fbs_overwrite": False,
-                "fbs_status": f"{name} loaded. Segment when ready.",
+                "fbs_status": f"{name}: your segments from earlier in this session are back."
+                if kept
+                else f"{name} loaded. Segment when ready.",
             }
         )
         return self.volume_node
+
+    def _keep_work(self) -> None:
+        """Keep the shown stack's segments and slice list before the scene is cleared."""
+        if self.loaded_stack is None or self.volume_node is None or self.segmentation_node is None:
+            return
+        segments = snapshot_segments(self.segmentation_node, self.volume_node)
+        if segments:
+            self._kept[self.loaded_stack] = KeptWork(segments, list(self.state.fbs_slices))
+        else:
+            self._kept.pop(self.loaded_stack, None)
 
     def segment(self):
         """Start segmenting the shown stack; returns the job (poll it, or let the server do it). A click
@@ -158,10 +195,19 @@ class WebApp:
         if self.job is not None and not self.job.finished:
             self.job.cancel()
 
+    def claim(self, tab: str, take_over: bool = False) -> None:
+        """One tab works at a time: the first to open, or one whose user chose to take over."""
+        if tab and (take_over or not self.state.fbs_owner):
+            self.state.fbs_owner = tab
+
+    def release(self, tab: str) -> None:
+        if self.state.fbs_owner == tab:
+            self.state.fbs_owner = ""
+
     def jump_to_slice(self, index: int):
-        if self.job is None:
+        if self.volume_node is None:
             return
-        position = slice_center_ras(self.job.volume_node, self.job.slice_axis, int(index))
+        position = slice_center_ras(self.volume_node, slice_axis(ijk_to_ras(self.volume_node)), int(index))
         for slice_node in self._slice_nodes():
             slice_node.JumpSliceByOffsetting(*position)
 
@@ -276,6 +322,7 @@ class WebApp:
         ]
         with layout:
             client.Style('button[title="About trame-slicer"] { display: none !important; }')
+            self._build_ownership()
         # trame-slicer's editor keeps the left drawer; ours is on the right. It fills the window's height:
         # the controls above and below keep their size, and the slice list between them takes what is left
         # and scrolls, so an error box never pushes Export out of sight
@@ -392,6 +439,34 @@ class WebApp:
                         )
                         html.Div("{{ fbs_exported.join(', ') }}", id="fbs-exported", classes="text-caption")
         layout.flush_content()
+
+    def _build_ownership(self):
+        """The server holds one stack, one run and one scene for every tab that opens it: a second tab
+        says so and stays out of the way, unless its user takes over (the first tab then says so)."""
+        claim, release = self.server.trigger_name(self.claim), self.server.trigger_name(self.release)
+        client.ClientTriggers(
+            mounted=f"fbs_me = Math.random().toString(36).slice(2); trame.trigger('{claim}', [fbs_me, false])",
+            exit=f"trame.trigger('{release}', [fbs_me])",
+        )
+        with v3.VOverlay(
+            model_value=("fbs_owner !== '' && fbs_owner !== fbs_me",),
+            persistent=True,
+            classes="align-center justify-center",
+            id="fbs-elsewhere",
+        ):
+            with v3.VCard(max_width=460, classes="pa-4"):
+                v3.VCardTitle("FetalBrainSeg is open in another tab")
+                v3.VCardText(
+                    "This server shows one stack, one run and one set of edits to every tab or browser that opens "
+                    "it, so one works at a time. Use the other tab, or take over here: that tab then waits, and "
+                    "nothing of its work is lost."
+                )
+                v3.VBtn(
+                    "Use it here",
+                    color="primary",
+                    id="fbs-take-over",
+                    click=f"trame.trigger('{claim}', [fbs_me, true])",
+                )
 
 
 def serve(
