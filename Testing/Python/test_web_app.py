@@ -101,7 +101,7 @@ def choose_stack(page, name: str):
         return
     page.locator("#fbs-stack").locator("xpath=ancestor::div[contains(@class, 'v-field ')][1]").click()
     page.get_by_text(name).last.click()
-    wait_status(page, f"{name} loaded")
+    wait_status(page, name)  # "NAME loaded.", or "NAME: your segments ... are back."
 
 
 def view_box(page):
@@ -460,3 +460,26 @@ def test_a_second_tab_says_plainly_that_another_works_and_can_take_over(server, 
     second.wait_for_selector("#fbs-take-over", timeout=10_000)
     first.close(run_before_unload=True)
     second.close(run_before_unload=True)
+
+
+def test_switching_stacks_in_the_browser_brings_each_stacks_work_back(server, page, shared_data):
+    """Issue 12, item 2, as a user meets it: segment, switch to another stack and back."""
+    _, stack, _, _ = server
+    other = shared_data / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
+    choose_stack(page, stack.name)
+    page.evaluate("window.trame.state.set('fbs_replace_edits', true)")  # earlier tests may have edited it
+    page.click("#fbs-segment")
+    wait_status(page, "Done")
+    rows = slice_rows(page)
+    largest = int(np.argmax([float(r[1]) for r in rows]))
+    if other.name in page.evaluate("window.trame.state.get('fbs_stacks')"):
+        choose_stack(page, other.name)
+    else:
+        page.set_input_files("#fbs-upload", str(other))
+        wait_status(page, f"{other.name} loaded")
+    assert slice_rows(page) != rows
+    choose_stack(page, stack.name)
+    wait_status(page, f"{stack.name}: your segments from earlier in this session are back")
+    assert slice_rows(page) == rows
+    page.locator("#fbs-slices tbody tr").nth(largest).click()
+    assert len(brain_pixels(page)) > 500  # the mask is back in the view
