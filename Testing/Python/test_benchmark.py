@@ -22,8 +22,8 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
         assert row["of_fp32_peak"] == pytest.approx(row["achieved_gflops"] / peaks["cpu"]["fp32"])
     fp32, int8 = rows
     assert all(r["wide_grid"] == "352x352" and r["wide_stack_ms"] > 0 and r["wide_p50_ms"] > 0 for r in rows)
-    assert fp32["dice_vs_fp32_torch"] >= 0.999 and 0.99 <= int8["dice_vs_fp32_torch"] < 1
-    assert 0.8 < fp32["dice_vs_manual"] < 0.95 and abs(int8["dice_vs_manual"] - fp32["dice_vs_manual"]) < 0.005
+    assert fp32["dice_vs_fp32_torch"] >= 0.999 and 0.985 <= int8["dice_vs_fp32_torch"] < 1  # as test_backends
+    assert 0.8 < fp32["dice_vs_manual"] < 0.95 and int8["dice_vs_manual"] >= fp32["dice_vs_manual"] - 0.005
 
     report = write_latency_report(rows, peaks, gflop, stack, tmp_path)
     text = report.read_text()

@@ -35,9 +35,9 @@ MIN_AREA_CHANGE_MM2 = 300.0  # a smaller change is within a neighbour-to-neighbo
 class ReviewThresholds:
     """Chosen on validation stacks (scripts/review_flag.py): recall of bad slices at a bounded share flagged."""
 
-    uncertain: float = 0.40
-    area_jump: float = 0.35
-    pieces: float = 0.02
+    uncertain: float = 1.0  # with today's weights, hesitant borders alone no longer single out bad slices
+    area_jump: float = 0.2
+    pieces: float = 0.06
     flip_disagreement: float = 0.10
 
 
