@@ -100,6 +100,17 @@ def acquired_centres(slices: np.ndarray) -> np.ndarray:
     return centres
 
 
+def slice_to_world(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """4x4 matrix of slice `index` along voxel `axis`: (a, b, c) -> world, a and b the in-plane axes
+    in their order, c through-plane (0 on the slice), as the streaming API and OpenIGTLink take it."""
+    affine = np.asarray(affine, dtype=np.float64)
+    in_plane = [a for a in range(3) if a != axis]
+    matrix = np.eye(4)
+    matrix[:3, :3] = affine[:3, [*in_plane, axis]]
+    matrix[:3, 3] = affine[:3, 3] + index * affine[:3, axis]
+    return matrix
+
+
 def _resampling_matrix(
     n_in: int,
     step_in: float,

@@ -8,10 +8,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyigtl
 
-from ..engine.stack import Stack
+from ..engine.stack import Stack, slice_to_world
 from ..engine.volume_io import Volume
 from .wire import LinkClosed, Received, receive, send
 
@@ -19,15 +18,10 @@ from .wire import LinkClosed, Received, receive, send
 def slice_messages(volume: Volume, device: str) -> list[pyigtl.ImageMessage]:
     """One single-slice IMAGE per slice of a stack, each with its own IJK-to-RAS matrix (i, j in-plane)."""
     stack = Stack(volume, device)
-    in_plane = [a for a in range(3) if a != stack.axis]
-    messages = []
-    for index, image in enumerate(stack.slices()):
-        matrix = np.eye(4)
-        matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = (volume.affine[:3, a] for a in (*in_plane, stack.axis))
-        matrix[:3, 3] = volume.affine[:3, 3] + index * volume.affine[:3, stack.axis]
-        # (k, j, i) voxel order with k = 1, the slice's own (i, j) plane
-        messages.append(pyigtl.ImageMessage(image.T[None], matrix, "ras", device_name=device))
-    return messages
+    return [  # (k, j, i) voxel order with k = 1: the slice's own (i, j) plane
+        pyigtl.ImageMessage(image.T[None], slice_to_world(volume.affine, stack.axis, index), "ras", device_name=device)
+        for index, image in enumerate(stack.slices())
+    ]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.stack import slice_axis
+from ..engine.stack import slice_axis, slice_to_world
 
 GEOMETRY_TOLERANCE_MM = 1e-3  # matrices travel as float32
 
@@ -73,10 +73,8 @@ def split_image(image: np.ndarray, matrix: np.ndarray) -> MessageSlices:
         raise MessageImageError(f"an image of size {volume.shape} (i, j, k) is a line, not slices")
     if not np.issubdtype(volume.dtype, np.number) or not np.isfinite(volume).all():
         raise MessageImageError("it contains NaN or infinite intensities")
-    slices = []
-    for index in range(volume.shape[axis]):
-        to_world = np.eye(4)
-        to_world[:3, 0], to_world[:3, 1], to_world[:3, 2] = (matrix[:3, a] for a in (*in_plane, axis))
-        to_world[:3, 3] = matrix[:3, 3] + index * matrix[:3, axis]
-        slices.append(Slice(np.take(volume, index, axis=axis).astype(np.float32), to_world))
+    slices = [
+        Slice(np.take(volume, index, axis=axis).astype(np.float32), slice_to_world(matrix, axis, index))
+        for index in range(volume.shape[axis])
+    ]
     return MessageSlices(volume, matrix, axis, slices)

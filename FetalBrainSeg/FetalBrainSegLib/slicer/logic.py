@@ -31,7 +31,7 @@ from vtk.util import numpy_support
 from ..engine.inference import DEFAULT_THRESHOLD, Chunk, Segmenter, check_threshold
 from ..engine.outputs import output_problem
 from ..engine.review import SliceReview, provisional_reviews
-from ..engine.stack import reorder_to_grid, slice_axis
+from ..engine.stack import reorder_to_grid, slice_axis, slice_to_world
 from ..engine.streaming import SliceResult, SliceStream, StreamingSegmenter
 from ..engine.volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask, write_volume
 
@@ -382,12 +382,8 @@ class LiveSegmentation:
             self._stream.new_series()
         else:
             changed = [k for k in range(len(slices)) if not np.array_equal(slices[k], self._previous[k])]
-        in_plane = [a for a in range(3) if a != axis]
         for k in changed:
-            matrix = np.eye(4)
-            matrix[:3, :2] = volume.affine[:3, in_plane]
-            matrix[:3, 3] = volume.affine[:3, axis] * k + volume.affine[:3, 3]
-            self._slice_of[self._stream.submit(slices[k], matrix)] = (self._series, k)
+            self._slice_of[self._stream.submit(slices[k], slice_to_world(volume.affine, axis, k))] = (self._series, k)
         self._previous = slices.copy()
         return changed
 
