@@ -248,7 +248,20 @@ def _add_segment(commands) -> None:
     p = commands.add_parser("segment", help="segment the brain on every slice of stacks (files or folders)")
     p.add_argument("inputs", nargs="+", help="NIfTI (.nii, .nii.gz) or NRRD files, or folders of them")
     p.add_argument("-o", "--out-dir", type=Path, default=None, help="output folder (default: beside each input)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output masks (never inputs)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output masks (never inputs); without it, a stack whose complete mask is "
+        "already there is skipped, so a rerun resumes",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="append one row per input as each finishes: status, error, slices, brain slices, brain volume "
+        "(ml), slices flagged for review, seconds, worker",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(run=_segment)
@@ -270,8 +283,9 @@ def segment_to_file(segmenter, image: Path, output: Path, progress: bool):
 
 
 def _segment(args) -> int:
+    from .engine.cohort import CohortReport, complete_mask_problem, mask_figures, worker_name
     from .engine.outputs import collect_inputs, mask_path_for, output_folder_problem, output_problem
-    from .engine.volume_io import VolumeError
+    from .engine.volume_io import VolumeError, read_volume
 
     inputs = collect_inputs(args.inputs)
     if not inputs:
@@ -281,40 +295,79 @@ def _segment(args) -> int:
     if args.out_dir is not None and (problem := output_folder_problem(args.out_dir)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    report = CohortReport(args.report) if args.report else None
     claimed: set[Path] = set()
-    done, failed, total_slices, total_seconds = [], 0, 0, 0.0
+    done, skipped, failed, total_slices, total_seconds = [], 0, 0, 0, 0.0
+
+    def fail(image: Path, output: Path, message: str) -> None:
+        nonlocal failed
+        print(f"error: {message}", file=sys.stderr)
+        failed += 1
+        if report:
+            report.write(input=image, output=output, status="failed", error=message, worker=worker_name())
+
     for image in inputs:
         output = mask_path_for(image, args.out_dir)
+        if output.exists() and not args.overwrite and output.resolve() not in claimed:
+            try:  # an earlier run's complete mask: resume past it
+                source = read_volume(image)
+            except VolumeError as exc:
+                fail(image, output, str(exc))
+                continue
+            problem = complete_mask_problem(output, source)
+            is_input = output.resolve() in {p.resolve() for p in inputs}
+            if problem is None and not is_input:
+                claimed.add(output.resolve())
+                skipped += 1
+                print(f"{image.name}: skipped, its mask is already there -> {output}")
+                if report:
+                    figures = mask_figures(source, read_volume(output).data)
+                    report.write(input=image, output=output, status="skipped", worker=worker_name(), **figures)
+                continue
+            if not is_input:
+                fail(image, output, f"{image}: {output} already exists, not as this stack's finished mask: "
+                     f"{problem}; pass --overwrite to replace it")  # fmt: skip
+                continue
         problem = output_problem(output, inputs, claimed, args.overwrite) or output_folder_problem(output.parent)
         if problem:
-            print(f"error: {image}: {problem}", file=sys.stderr)
-            failed += 1
+            fail(image, output, f"{image}: {problem}")
             continue
         try:
             start = time.perf_counter()
-            _, result = segment_to_file(segmenter, image, output, progress=not args.quiet)
+            volume, result = segment_to_file(segmenter, image, output, progress=not args.quiet)
             seconds = time.perf_counter() - start
         except VolumeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
+            fail(image, output, str(exc))
             continue
         except OSError as exc:  # a full disk, a folder made read-only meanwhile: say it plainly
-            print(f"error: {image}: cannot write {output} ({exc.strerror or exc})", file=sys.stderr)
-            failed += 1
+            fail(image, output, f"{image}: cannot write {output} ({exc.strerror or exc})")
             continue
         claimed.add(output.resolve())
         total_slices += result.num_slices
         total_seconds += seconds
+        if report:
+            report.write(
+                input=image,
+                output=output,
+                status="done",
+                flagged_slices=sum(review.flagged for review in result.review),
+                seconds=round(seconds, 3),
+                worker=worker_name(),
+                **mask_figures(volume, result.mask),
+            )
         done.append(
             f"{image.name}: {result.num_slices} slices in {seconds:.2f} s "
             f"({result.num_slices / seconds:.1f} slices/s) -> {output}"
         )
+    if report:
+        report.close()
     for line in done:
         print(line)
-    if done:
+    if done or skipped:
         print(
             f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
             f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
+            + (f"; {skipped} skipped (complete masks already there)" if skipped else "")
             + (f"; {failed} input(s) failed" if failed else "")
         )
     return 1 if failed else 0

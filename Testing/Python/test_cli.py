@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,8 +45,8 @@ def test_segment_writes_masks_on_the_input_grid_and_never_overwrites(tmp_path, t
     assert image.read_bytes() == before
 
     stamp = mask_path.stat().st_mtime_ns
-    again = run_cli("segment", image, "-o", tmp_path / "out")
-    assert again.returncode == 1 and "already exists; pass --overwrite" in again.stderr
+    again = run_cli("segment", image, "-o", tmp_path / "out")  # a rerun resumes: the finished mask is kept
+    assert again.returncode == 0 and "skipped, its mask is already there" in again.stdout, again.stderr
     assert mask_path.stat().st_mtime_ns == stamp
     assert run_cli("segment", image, "-o", tmp_path / "out", "--overwrite", "--quiet").returncode == 0
     assert mask_path.stat().st_mtime_ns != stamp
@@ -365,3 +366,45 @@ def test_flip_averaging_is_the_engines(tmp_path, t2w_test_record):
     volume = read_volume(t2w_test_record.image)
     assert np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime", tta=True).segment(volume).mask)
     assert not np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime").segment(volume).mask)
+
+
+def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(manifest, tmp_path):
+    """Issue 14 (in part): one row per input, as each finishes; complete masks are skipped on a rerun,
+    others are refused and left alone."""
+    import csv
+
+    from FetalBrainSegLib.engine.stack import Stack
+
+    records = [r for r in manifest if r.split == "test"][:3]
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    for record in records:
+        shutil.copy(record.image, folder / record.image.name)
+    (folder / "broken.nii.gz").write_text("not an image")
+    out, report = tmp_path / "masks", tmp_path / "report.csv"
+    first = run_cli("segment", folder, "-o", out, "--report", report, "--quiet")
+    assert first.returncode == 1  # the broken input
+    rows = list(csv.DictReader(report.open()))
+    assert sorted(r["status"] for r in rows) == ["done"] * len(records) + ["failed"]
+    for row in rows:
+        if row["status"] == "failed":
+            assert row["input"].endswith("broken.nii.gz") and row["error"] and not Path(row["output"]).exists()
+            continue
+        volume, mask = read_volume(row["input"]), read_volume(row["output"]).data
+        axis = Stack(volume).axis
+        assert int(row["slices"]) == mask.shape[axis]
+        assert int(row["brain_slices"]) == int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum())
+        voxel_ml = abs(np.linalg.det(volume.affine[:3, :3])) / 1000
+        assert float(row["brain_volume_ml"]) == pytest.approx(mask.sum() * voxel_ml, abs=0.01)
+        assert int(row["flagged_slices"]) <= int(row["slices"]) and float(row["seconds"]) > 0 and row["worker"]
+
+    (folder / "broken.nii.gz").unlink()
+    wrong = out / f"{records[0].image.name.split('.')[0]}_brainmask.nii.gz"
+    write_volume(np.zeros((4, 4, 4), np.uint8), np.eye(4), wrong)  # not this stack's mask: never replaced
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run_cli("segment", folder, "-o", out, "--report", report, "--quiet")
+    assert again.returncode == 1 and "not on this stack's grid" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    rerun = list(csv.DictReader(report.open()))[len(rows) :]  # appended below the first run's rows
+    assert sorted(r["status"] for r in rerun) == ["failed"] + ["skipped"] * (len(records) - 1)
+    assert "skipped (complete masks already there)" in again.stdout
