@@ -215,3 +215,18 @@ def test_the_command_refuses_a_malformed_address(capsys):
 
     assert main(["stream", "--connect", "scanner-without-port"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_an_unreadable_header_gets_a_status_then_the_connection_ends_and_the_next_is_served(link, stack):
+    scanner = Replay("127.0.0.1", link.port)
+    header = struct.pack("> H 12s 20s II Q Q", 1, b"IMAGE", b"scan", 0, 0, 1 << 40, 0)  # a terabyte body
+    scanner.sock.sendall(header)
+    received = scanner.wait_for(1, "STATUS")
+    assert "beyond any stack" in received[0][1].message.status_string
+    scanner._reader.join(10)  # the server hung up: the stream cannot be followed past that header
+    assert not scanner._reader.is_alive()
+    scanner.close()
+    following = Replay("127.0.0.1", link.port)
+    following.send(slice_messages(stack, "scan")[:1])
+    assert following.wait_for(1, "STRING")
+    following.close()
