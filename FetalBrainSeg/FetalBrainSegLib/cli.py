@@ -211,7 +211,11 @@ def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) ->
     )
 
 
-def _make_segmenter(args):
+def _segmenter_recipe(args):
+    """Segmenter with the weights and options the arguments name, as a picklable partial (worker
+    processes build their own from it)."""
+    import functools
+
     from .engine.inference import Segmenter
     from .resources import default_weights_path
 
@@ -228,7 +232,8 @@ def _make_segmenter(args):
                 f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
                 f"--weights runs/{args.model}/best.pt"
             )
-    segmenter = Segmenter(
+    return functools.partial(
+        Segmenter,
         weights,
         device=args.device,
         batch_size=getattr(args, "batch_size", 1),
@@ -238,9 +243,14 @@ def _make_segmenter(args):
         postprocess=getattr(args, "postprocess", "none"),
         tta=args.tta,
     )
+
+
+def _make_segmenter(args):
+    recipe = _segmenter_recipe(args)
+    segmenter = recipe()
     held = segmenter.metadata["model"]
     if args.model and held != args.model.lower():
-        raise SystemExit(f"error: {weights} holds a {held} network, not {args.model}")
+        raise SystemExit(f"error: {recipe.args[0]} holds a {held} network, not {args.model}")
     return segmenter
 
 
@@ -262,28 +272,26 @@ def _add_segment(commands) -> None:
         help="append one row per input as each finishes: status, error, slices, brain slices, brain volume "
         "(ml), slices flagged for review, seconds, worker",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each loading the model once and taking whole stacks (default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(run=_segment)
 
 
-def segment_to_file(segmenter, image: Path, output: Path, progress: bool):
-    """Segment one stack and write its mask atomically; returns (volume, result)."""
-    from .engine.volume_io import read_volume, write_mask
-    from .progress import ProgressBar
-
-    volume = read_volume(image)
-    bar = ProgressBar(
-        volume.data.shape[segmenter.stack(volume, image.name).axis], image.name, "slices", enabled=progress
-    )
-    result = segmenter.segment(volume, image.name, on_chunk=lambda chunk: bar.update(chunk.stop - chunk.start))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_mask(volume, result.mask, output)
-    return volume, result
-
-
 def _segment(args) -> int:
-    from .engine.cohort import CohortReport, complete_mask_problem, mask_figures, worker_name
+    from .engine.cohort import (
+        CohortReport,
+        complete_mask_problem,
+        mask_figures,
+        segment_in_workers,
+        segment_one,
+        worker_name,
+    )
     from .engine.outputs import collect_inputs, mask_path_for, output_folder_problem, output_problem
     from .engine.volume_io import VolumeError, read_volume
 
@@ -291,13 +299,16 @@ def _segment(args) -> int:
     if not inputs:
         print("error: no NIfTI or NRRD stacks found in the given inputs", file=sys.stderr)
         return 1
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
     segmenter = _make_segmenter(args)  # settings first: a wrong one creates no folder
     if args.out_dir is not None and (problem := output_folder_problem(args.out_dir)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     report = CohortReport(args.report) if args.report else None
     claimed: set[Path] = set()
-    done, skipped, failed, total_slices, total_seconds = [], 0, 0, 0, 0.0
+    jobs, done, skipped, failed, total_slices, total_seconds = [], [], 0, 0, 0, 0.0
 
     def fail(image: Path, output: Path, message: str) -> None:
         nonlocal failed
@@ -306,7 +317,7 @@ def _segment(args) -> int:
         if report:
             report.write(input=image, output=output, status="failed", error=message, worker=worker_name())
 
-    for image in inputs:
+    for image in inputs:  # first what each input needs: skipped, refused, or segmented
         output = mask_path_for(image, args.out_dir)
         if output.exists() and not args.overwrite and output.resolve() not in claimed:
             try:  # an earlier run's complete mask: resume past it
@@ -332,41 +343,36 @@ def _segment(args) -> int:
         if problem:
             fail(image, output, f"{image}: {problem}")
             continue
-        try:
-            start = time.perf_counter()
-            volume, result = segment_to_file(segmenter, image, output, progress=not args.quiet)
-            seconds = time.perf_counter() - start
-        except VolumeError as exc:
-            fail(image, output, str(exc))
-            continue
-        except OSError as exc:  # a full disk, a folder made read-only meanwhile: say it plainly
-            fail(image, output, f"{image}: cannot write {output} ({exc.strerror or exc})")
-            continue
         claimed.add(output.resolve())
-        total_slices += result.num_slices
-        total_seconds += seconds
+        jobs.append((image, output))
+
+    if args.workers > 1 and len(jobs) > 1:
+        outcomes = segment_in_workers(_segmenter_recipe(args), jobs, min(args.workers, len(jobs)))
+    else:
+        outcomes = (segment_one(segmenter, image, output, progress=not args.quiet) for image, output in jobs)
+    begin = time.perf_counter()
+    for outcome in outcomes:
+        if outcome.error:
+            fail(outcome.image, outcome.output, outcome.error)
+            continue
+        figures = outcome.figures
+        total_slices += figures["slices"]
+        total_seconds = time.perf_counter() - begin  # wall time: workers overlap
         if report:
-            report.write(
-                input=image,
-                output=output,
-                status="done",
-                flagged_slices=sum(review.flagged for review in result.review),
-                seconds=round(seconds, 3),
-                worker=worker_name(),
-                **mask_figures(volume, result.mask),
-            )
+            report.write(input=outcome.image, output=outcome.output, status="done", **figures)
         done.append(
-            f"{image.name}: {result.num_slices} slices in {seconds:.2f} s "
-            f"({result.num_slices / seconds:.1f} slices/s) -> {output}"
+            f"{outcome.image.name}: {figures['slices']} slices in {figures['seconds']:.2f} s "
+            f"({figures['slices'] / figures['seconds']:.1f} slices/s) -> {outcome.output}"
         )
     if report:
         report.close()
     for line in done:
         print(line)
     if done or skipped:
+        workers = f" on {min(args.workers, len(jobs))} workers" if args.workers > 1 and len(jobs) > 1 else ""
         print(
             f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
-            f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
+            f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}{workers}"
             + (f"; {skipped} skipped (complete masks already there)" if skipped else "")
             + (f"; {failed} input(s) failed" if failed else "")
         )
@@ -442,6 +448,8 @@ def _demo(args) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 1
     try:
+        from .engine.cohort import segment_to_file
+
         volume, result = segment_to_file(_make_segmenter(args), image, output, progress=not args.quiet)
     except (VolumeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,17 +1,30 @@
-"""Whole folders of stacks: what a rerun may skip, and the cohort report a group reads to decide
-which stacks to look at (one row per input, written as each stack finishes)."""
+"""Whole folders of stacks: what a rerun may skip, the cohort report a group reads to decide which
+stacks to look at (one row per input, written as each stack finishes), and segmenting on several
+worker processes, each loading the model once and taking whole stacks.
+
+A worker that dies mid-stack leaves no file behind (masks are written whole or not at all); its
+stack, and any other it held, is retried on a fresh pool, up to MAX_TRIES times in all."""
 
 from __future__ import annotations
 
 import csv
 import os
 import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from ..progress import ProgressBar
 from .stack import slice_axis
-from .volume_io import Volume, VolumeError, read_volume
+from .volume_io import Volume, VolumeError, read_volume, write_mask
+
+MAX_TRIES = 2  # a stack whose worker died this often is reported failed
 
 REPORT_COLUMNS = (
     "input",
@@ -82,3 +95,81 @@ class CohortReport:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def segment_to_file(segmenter, image: Path, output: Path, progress: bool = False):
+    """Segment one stack and write its mask atomically; returns (volume, result)."""
+    volume = read_volume(image)
+    bar = ProgressBar(
+        volume.data.shape[segmenter.stack(volume, image.name).axis], image.name, "slices", enabled=progress
+    )
+    result = segmenter.segment(volume, image.name, on_chunk=lambda chunk: bar.update(chunk.stop - chunk.start))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_mask(volume, result.mask, output)
+    return volume, result
+
+
+@dataclass
+class Outcome:
+    """What became of one stack: its report row's figures, or the error that stopped it."""
+
+    image: Path
+    output: Path
+    error: str = ""
+    figures: dict | None = None  # slices, brain_slices, brain_volume_ml, flagged_slices, seconds, worker
+
+
+def segment_one(segmenter, image: Path, output: Path, progress: bool = False) -> Outcome:
+    start = time.perf_counter()
+    try:
+        volume, result = segment_to_file(segmenter, image, output, progress)
+    except VolumeError as exc:
+        return Outcome(image, output, str(exc))
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: say it plainly
+        return Outcome(image, output, f"{image}: cannot write {output} ({exc.strerror or exc})")
+    figures = mask_figures(volume, result.mask)
+    figures.update(
+        flagged_slices=sum(review.flagged for review in result.review),
+        seconds=round(time.perf_counter() - start, 3),
+        worker=worker_name(),
+    )
+    return Outcome(image, output, figures=figures)
+
+
+_worker_segmenter = None  # each worker process's own, loaded once
+
+
+def _start_worker(make_segmenter: Callable) -> None:
+    global _worker_segmenter
+    _worker_segmenter = make_segmenter()
+
+
+def _work_on(image: Path, output: Path) -> Outcome:
+    return segment_one(_worker_segmenter, image, output)
+
+
+def segment_in_workers(make_segmenter: Callable, jobs: list[tuple[Path, Path]], workers: int) -> Iterator[Outcome]:
+    """Segment (image, output) jobs on `workers` processes; yields each outcome as it finishes.
+    `make_segmenter` must be picklable (a functools.partial of Segmenter)."""
+    tries = {job: 0 for job in jobs}
+    pending = list(jobs)
+    while pending:
+        context = get_context("spawn")  # a clean interpreter: runtimes' threads do not survive fork
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_start_worker, initargs=(make_segmenter,)
+        ) as pool:
+            futures = {pool.submit(_work_on, *job): job for job in pending}
+            for job in pending:
+                tries[job] += 1
+            pending = []
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = futures.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:  # a worker died: every stack it or the pool still held is redone
+                        if tries[job] >= MAX_TRIES:
+                            yield Outcome(*job, f"{job[0]}: its worker process died {tries[job]} times; not segmented")
+                        else:
+                            pending.append(job)
