@@ -284,16 +284,8 @@ def _add_segment(commands) -> None:
 
 
 def _segment(args) -> int:
-    from .engine.cohort import (
-        CohortReport,
-        complete_mask_problem,
-        mask_figures,
-        segment_in_workers,
-        segment_one,
-        worker_name,
-    )
-    from .engine.outputs import collect_inputs, mask_path_for, output_folder_problem, output_problem
-    from .engine.volume_io import VolumeError, read_volume
+    from .engine.cohort import CohortReport, plan_cohort, segment_in_workers, segment_one, worker_name
+    from .engine.outputs import collect_inputs, output_folder_problem
 
     inputs = collect_inputs(args.inputs)
     if not inputs:
@@ -307,8 +299,7 @@ def _segment(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     report = CohortReport(args.report) if args.report else None
-    claimed: set[Path] = set()
-    jobs, done, skipped, failed, total_slices, total_seconds = [], [], 0, 0, 0, 0.0
+    failed = 0
 
     def fail(image: Path, output: Path, message: str) -> None:
         nonlocal failed
@@ -317,63 +308,43 @@ def _segment(args) -> int:
         if report:
             report.write(input=image, output=output, status="failed", error=message, worker=worker_name())
 
-    for image in inputs:  # first what each input needs: skipped, refused, or segmented
-        output = mask_path_for(image, args.out_dir)
-        if output.exists() and not args.overwrite and output.resolve() not in claimed:
-            try:  # an earlier run's complete mask: resume past it
-                source = read_volume(image)
-            except VolumeError as exc:
-                fail(image, output, str(exc))
-                continue
-            problem = complete_mask_problem(output, source)
-            is_input = output.resolve() in {p.resolve() for p in inputs}
-            if problem is None and not is_input:
-                claimed.add(output.resolve())
-                skipped += 1
-                print(f"{image.name}: skipped, its mask is already there -> {output}")
-                if report:
-                    figures = mask_figures(source, read_volume(output).data)
-                    report.write(input=image, output=output, status="skipped", worker=worker_name(), **figures)
-                continue
-            if not is_input:
-                fail(image, output, f"{image}: {output} already exists, not as this stack's finished mask: "
-                     f"{problem}; pass --overwrite to replace it")  # fmt: skip
-                continue
-        problem = output_problem(output, inputs, claimed, args.overwrite) or output_folder_problem(output.parent)
-        if problem:
-            fail(image, output, f"{image}: {problem}")
-            continue
-        claimed.add(output.resolve())
-        jobs.append((image, output))
+    plan = plan_cohort(inputs, args.out_dir, args.overwrite)
+    for image, output, problem in plan.refused:
+        fail(image, output, problem)
+    for image, output, figures in plan.skipped:
+        print(f"{image.name}: skipped, its mask is already there -> {output}")
+        if report:
+            report.write(input=image, output=output, status="skipped", worker=worker_name(), **figures)
 
-    if args.workers > 1 and len(jobs) > 1:
-        outcomes = segment_in_workers(_segmenter_recipe(args), jobs, min(args.workers, len(jobs)))
+    workers = min(args.workers, len(plan.jobs))
+    if workers > 1:
+        outcomes = segment_in_workers(_segmenter_recipe(args), plan.jobs, workers)
     else:
-        outcomes = (segment_one(segmenter, image, output, progress=not args.quiet) for image, output in jobs)
-    begin = time.perf_counter()
+        outcomes = (segment_one(segmenter, image, output, progress=not args.quiet) for image, output in plan.jobs)
+    done, total_slices, begin = [], 0, time.perf_counter()
     for outcome in outcomes:
         if outcome.error:
             fail(outcome.image, outcome.output, outcome.error)
             continue
         figures = outcome.figures
         total_slices += figures["slices"]
-        total_seconds = time.perf_counter() - begin  # wall time: workers overlap
         if report:
             report.write(input=outcome.image, output=outcome.output, status="done", **figures)
         done.append(
             f"{outcome.image.name}: {figures['slices']} slices in {figures['seconds']:.2f} s "
             f"({figures['slices'] / figures['seconds']:.1f} slices/s) -> {outcome.output}"
         )
+    total_seconds = time.perf_counter() - begin  # wall time: workers overlap
     if report:
         report.close()
     for line in done:
         print(line)
-    if done or skipped:
-        workers = f" on {min(args.workers, len(jobs))} workers" if args.workers > 1 and len(jobs) > 1 else ""
+    if done or plan.skipped:
         print(
             f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
-            f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}{workers}"
-            + (f"; {skipped} skipped (complete masks already there)" if skipped else "")
+            f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
+            + (f" on {workers} workers" if workers > 1 else "")
+            + (f"; {len(plan.skipped)} skipped (complete masks already there)" if plan.skipped else "")
             + (f"; {failed} input(s) failed" if failed else "")
         )
     return 1 if failed else 0
@@ -443,7 +414,7 @@ def _demo(args) -> int:
     output = mask_path_for(image, args.out_dir)
     picture = args.out_dir / f"{strip_suffix(image)}_montage.png"
     for path in (output, picture):
-        problem = output_problem(path, [image], set(), args.overwrite)
+        problem = output_problem(path, {image.resolve()}, set(), args.overwrite)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1

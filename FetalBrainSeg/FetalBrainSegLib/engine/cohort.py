@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from ..progress import ProgressBar
+from .outputs import mask_path_for, output_folder_problem, output_problem
 from .stack import slice_axis
 from .volume_io import Volume, VolumeError, read_volume, write_mask
 
@@ -40,18 +41,62 @@ REPORT_COLUMNS = (
 )
 
 
-def complete_mask_problem(output: Path, source: Volume) -> str | None:
-    """None when `output` is a readable 0/1 mask on `source`'s exact grid (a finished earlier run's),
-    else why not."""
+@dataclass
+class CohortPlan:
+    """What each input needs, decided before any work."""
+
+    jobs: list[tuple[Path, Path]] = field(default_factory=list)  # (image, output) to segment
+    skipped: list[tuple[Path, Path, dict]] = field(default_factory=list)  # finished earlier: mask figures
+    refused: list[tuple[Path, Path, str]] = field(default_factory=list)  # why not
+
+
+def plan_cohort(inputs: list[Path], out_dir: Path | None, overwrite: bool) -> CohortPlan:
+    """Segment, skip (an earlier run's complete mask is there: a rerun resumes) or refuse each input;
+    never two inputs onto one output, never an input overwritten."""
+    plan, claimed = CohortPlan(), set()
+    input_paths = {p.resolve() for p in inputs}
+    for image in inputs:
+        output = mask_path_for(image, out_dir)
+        resolved = output.resolve()
+        if output.exists() and not overwrite and resolved not in claimed and resolved not in input_paths:
+            figures, problem = finished_mask(image, output)
+            if figures is not None:
+                claimed.add(resolved)
+                plan.skipped.append((image, output, figures))
+            else:
+                plan.refused.append((image, output, problem))
+            continue
+        problem = output_problem(output, input_paths, claimed, overwrite) or output_folder_problem(output.parent)
+        if problem:
+            plan.refused.append((image, output, f"{image}: {problem}"))
+            continue
+        claimed.add(resolved)
+        plan.jobs.append((image, output))
+    return plan
+
+
+def finished_mask(image: Path, output: Path) -> tuple[dict | None, str]:
+    """(its figures, "") when `output` is a readable 0/1 mask on `image`'s exact grid (a finished earlier
+    run's), else (None, why not)."""
+    try:
+        source = read_volume(image)
+    except VolumeError as exc:
+        return None, str(exc)
     try:
         mask = read_volume(output)
     except (VolumeError, OSError) as exc:
-        return f"it cannot be read as a mask ({exc})"
-    if mask.data.shape[:3] != source.data.shape[:3] or not np.allclose(mask.affine, source.affine, atol=1e-4):
-        return f"it is not on this stack's grid (shape {mask.data.shape}, stack {source.data.shape})"
-    if not np.isin(np.unique(mask.data), (0, 1)).all():
-        return "it holds values other than 0 and 1"
-    return None
+        problem = f"it cannot be read as a mask ({exc})"
+    else:
+        if mask.data.shape[:3] != source.data.shape[:3] or not np.allclose(mask.affine, source.affine, atol=1e-4):
+            problem = f"it is not on this stack's grid (shape {mask.data.shape}, stack {source.data.shape})"
+        elif not np.isin(np.unique(mask.data), (0, 1)).all():
+            problem = "it holds values other than 0 and 1"
+        else:
+            return mask_figures(source, mask.data), ""
+    return None, (
+        f"{image}: {output} already exists, not as this stack's finished mask: {problem}; "
+        "pass --overwrite to replace it"
+    )
 
 
 def mask_figures(volume: Volume, mask: np.ndarray) -> dict:

@@ -42,10 +42,11 @@ def mask_path_for(image: Path, out_dir: Path | None) -> Path:
     return (out_dir or image.parent) / f"{strip_suffix(image)}{MASK_TAG}{suffix}"
 
 
-def output_problem(output: Path, inputs: list[Path], claimed: set[Path], overwrite: bool) -> str | None:
-    """Why this output must not be written, or None."""
+def output_problem(output: Path, input_paths: set[Path], claimed: set[Path], overwrite: bool) -> str | None:
+    """Why this output must not be written, or None. `input_paths` and `claimed` hold resolved paths
+    (resolved once by the caller: a cohort has thousands)."""
     resolved = output.resolve()
-    if resolved in {p.resolve() for p in inputs}:
+    if resolved in input_paths:
         return f"{output} is one of the inputs; it is never overwritten"
     if resolved in claimed:
         return f"{output} would also be written for another input; use separate output folders"

@@ -558,7 +558,7 @@ class BrainSegmentationLogic:
         if segment_id is None:
             raise ValueError("this segmentation has no FetalBrainSeg brain segment to export")
         source_file = self._source_file(inputVolume)
-        problem = output_problem(path, [source_file] if source_file else [], set(), overwrite)
+        problem = output_problem(path, {source_file.resolve()} if source_file else set(), set(), overwrite)
         if problem:
             raise FileExistsError(problem)
         mask = segment_mask(segmentationNode, segment_id, inputVolume)
@@ -579,7 +579,7 @@ class BrainSegmentationLogic:
         if not path.name.lower().endswith(".seg.nrrd"):
             # the storage node would write NRRD bytes under any other name
             raise ValueError(f"{path.name}: a segmentation is saved as .seg.nrrd")
-        problem = output_problem(path, [], set(), overwrite)
+        problem = output_problem(path, set(), set(), overwrite)
         if problem:
             raise FileExistsError(problem)
         path.parent.mkdir(parents=True, exist_ok=True)

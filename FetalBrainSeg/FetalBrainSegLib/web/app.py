@@ -224,7 +224,7 @@ class WebApp:
         mask = mask_path_for(folder / f"{strip_suffix(name)}{self.state.fbs_mask_format}", folder)
         segmentation = folder / f"{strip_suffix(name)}.seg.nrrd"
         for path in (mask, segmentation):  # both or neither
-            if output_problem(path, [], set(), self.state.fbs_overwrite):
+            if output_problem(path, set(), set(), self.state.fbs_overwrite):
                 self.state.fbs_error = (
                     f"{path.name} already exists in {folder}; tick 'Replace existing files' to replace it"
                 )
