@@ -22,7 +22,7 @@ from pyigtl import ImageMessage
 from ..engine.streaming import StreamingSegmenter
 from . import replies
 from .series import split_image
-from .wire import STATUS_CHECKSUM_ERROR, STATUS_UNKNOWN_INSTRUCTION, LinkClosed, Received, StatusMessage, receive, send
+from .wire import STATUS_UNKNOWN_INSTRUCTION, LinkClosed, Received, StatusMessage, receive, send
 
 RECONNECT_SECONDS = 1.0
 POLL_SECONDS = 0.2  # how often a waiting link checks that it should stop
@@ -67,9 +67,8 @@ class Session:
     def _answer(self, item: Received) -> list:
         source = item.device_name or "unnamed"
         if item.message is None:
-            code = STATUS_CHECKSUM_ERROR if "checksum" in item.problem else replies.STATUS_UNKNOWN_ERROR
             self.log(f"{source}: refused {item.message_type or 'message'}: {item.problem}")
-            return [replies.error_message(source, f"refused: {item.problem}", item.timestamp, code)]
+            return [replies.error_message(source, f"refused: {item.problem}", item.timestamp, item.status_code)]
         if isinstance(item.message, StatusMessage):
             return []  # a peer's acknowledgement; answering it could start an endless exchange
         if not isinstance(item.message, ImageMessage):

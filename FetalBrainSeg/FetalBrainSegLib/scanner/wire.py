@@ -63,6 +63,7 @@ class Received:
     timestamp: float
     message: MessageBase | None  # None when the body could not be decoded
     problem: str = ""  # why not
+    status_code: int = STATUS_UNKNOWN_ERROR  # the STATUS code that answers the problem
 
 
 def device_name(source: str, suffix: str) -> str:
@@ -95,10 +96,11 @@ def receive(sock: socket.socket) -> Received:
     body = _read_exactly(sock, fields["body_size"])
     kind, name, stamp = fields["message_type"], fields["device_name"], fields["timestamp"]
     if CRC64(body) != struct.unpack("> Q", header[-8:])[0]:
-        return Received(kind, name, stamp, None, "its checksum (CRC-64) does not match its body")
+        return Received(kind, name, stamp, None, "its checksum (CRC-64) does not match its body", STATUS_CHECKSUM_ERROR)
     constructor = MESSAGE_TYPES.get(kind) or pyigtl.messages.message_type_to_class_constructor.get(kind)
     if constructor is None:
-        return Received(kind, name, stamp, None, f"message type {kind!r} is not one OpenIGTLink defines here")
+        problem = f"message type {kind!r} is not one OpenIGTLink defines here"
+        return Received(kind, name, stamp, None, problem, STATUS_UNKNOWN_INSTRUCTION)
     message = constructor()
     try:
         message.unpack(fields, body)
