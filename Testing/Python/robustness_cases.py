@@ -48,11 +48,7 @@ def variants(volume: Volume) -> dict:
             lambda mask: mask,
             crop,
         ),
-        "padded": (
-            Volume(np.pad(volume.data, pad), shifted_affine(volume.affine, {a: -MARGIN, b: -MARGIN})),
-            lambda mask: mask[inner],
-            whole,
-        ),
+        "padded": (volume.padded(pad), lambda mask: mask[inner], whole),
         "intensity x0.5": (Volume(volume.data.astype(np.float32) * 0.5, volume.affine), lambda mask: mask, whole),
         "intensity x3": (Volume(volume.data.astype(np.float32) * 3, volume.affine), lambda mask: mask, whole),
         "voxel order flipped": (

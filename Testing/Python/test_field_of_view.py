@@ -19,11 +19,8 @@ RUNTIMES = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("
 
 def embed(volume: Volume, row: int, column: int, side: int) -> Volume:
     """The same stack inside a wider in-plane grid of zeros, its voxels where they were in the scanner."""
-    data = np.zeros((side, side, volume.data.shape[2]), volume.data.dtype)
-    data[row : row + volume.data.shape[0], column : column + volume.data.shape[1]] = volume.data
-    affine = volume.affine.copy()
-    affine[:3, 3] -= affine[:3, 0] * row + affine[:3, 1] * column
-    return Volume(data, affine)
+    rows, columns, _ = volume.data.shape
+    return volume.padded([(row, side - row - rows), (column, side - column - columns), (0, 0)])
 
 
 @pytest.fixture(scope="module")

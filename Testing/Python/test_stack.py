@@ -116,11 +116,7 @@ def test_a_stack_embedded_in_zeros_gets_the_same_network_input_and_back():
     # zero edges, as most shared stacks have: where an array ends on signal, the filter renormalizes
     # its taps instead of reading zeros, and the first network pixel there differs slightly
     small.data[:2] = small.data[-2:] = small.data[:, :2] = small.data[:, -2:] = 0
-    padded_data = np.zeros((160, 130, 3), np.float32)
-    padded_data[37:137, 5:95] = small.data
-    affine = small.affine.copy()
-    affine[:3, 3] -= affine[:3, 0] * 37 + affine[:3, 1] * 5
-    padded = Stack(Volume(padded_data, affine))
+    padded = Stack(small.padded([(37, 23), (5, 35), (0, 0)]))  # 160 x 130, off-centre
     stack = Stack(small)
     assert padded.grid.network_shape == stack.grid.network_shape
     np.testing.assert_allclose(padded.network_input(), stack.network_input(), atol=1e-5)

@@ -36,6 +36,13 @@ class Volume:
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
+    def padded(self, pad: list[tuple[int, int]]) -> Volume:
+        """The same voxels inside a larger grid of zeros (`pad`: voxels before and after, per axis),
+        each where it was in the scanner."""
+        affine = self.affine.copy()
+        affine[:3, 3] -= affine[:3, :3] @ np.array([before for before, _ in pad], dtype=float)
+        return Volume(np.pad(self.data, pad), affine)
+
 
 # ---------------------------------------------------------------- paths
 

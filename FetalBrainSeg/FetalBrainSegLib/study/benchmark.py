@@ -115,16 +115,12 @@ WIDE_FIELD_MM = 400.0  # a whole-uterus or 1.5 T field of view: the network grid
 
 def in_wider_field(volume, field_mm: float = WIDE_FIELD_MM):
     """The same stack centred in a zero-padded in-plane grid `field_mm` wide, its voxels where they were."""
-    from ..engine.volume_io import Volume
-
     axis = Stack(volume).axis
     pad = [(0, 0)] * 3
-    affine = volume.affine.copy()
     for a in (a for a in range(3) if a != axis):
         extra = max(0, round(field_mm / volume.spacing[a]) - volume.data.shape[a])
         pad[a] = (extra // 2, extra - extra // 2)
-        affine[:3, 3] -= affine[:3, a] * (extra // 2)
-    return Volume(np.pad(volume.data, pad), affine)
+    return volume.padded(pad)
 
 
 def latency_benchmark(
