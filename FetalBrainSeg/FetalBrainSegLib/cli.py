@@ -110,6 +110,19 @@ def _add_train(commands) -> None:
         action="store_false",
         help="plain crops: no rotation, scaling or intensity changes",
     )
+    p.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=defaults.epoch_steps,
+        help="steps between validations and checkpoints; 0: one pass over the training slices (default: %(default)s)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=defaults.time_limit_minutes,
+        metavar="MINUTES",
+        help="stop at the first epoch end past this wall time; --resume continues (default: %(default)s, none)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
@@ -151,6 +164,8 @@ def _train(args) -> int:
         intensity=args.intensity,
         loss=args.loss,
         init=str(args.init or ""),
+        epoch_steps=args.epoch_steps,
+        time_limit_minutes=args.time_limit,
     )
     trainer = Trainer(config)
     if args.resume and trainer.checkpoint_path.is_file():
@@ -610,6 +625,21 @@ def _add_benchmark(commands) -> None:
     )
     p.add_argument("--models", nargs="+", default=None, help="--comparison: default all nine")
     p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="--comparison: models trained at once, each in its own process; a GPU has room for all nine "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=0,
+        metavar="MINUTES",
+        help="--comparison: stop each model's training at the first epoch end past this wall time; the table "
+        "gives the steps each reached, and a rerun continues (default: %(default)s, none)",
+    )
+    p.add_argument(
         "--runs-dir",
         type=Path,
         default=Path("runs") / "comparison",
@@ -646,6 +676,8 @@ def _benchmark(args) -> int:
             tuple(args.models or COMPARISON_MODELS),
             args.device or "auto",
             args.repeats,
+            parallel=args.parallel,
+            time_limit_minutes=args.time_limit,
         )
         for path in run_comparison(config):
             print(f"wrote {path}")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 
 def git_revision() -> str:
+    """`git describe` of the code; a copy without its .git (a tree sent to a GPU machine) names the
+    revision it was copied from in FETALBRAINSEG_REVISION."""
+    exported = os.environ.get("FETALBRAINSEG_REVISION", "")
     try:
         done = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
@@ -23,8 +26,8 @@ def git_revision() -> str:
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+        return exported or "unknown"
+    return done.stdout.strip() if done.returncode == 0 else exported or "unknown"
 
 
 def machine() -> str:

@@ -41,7 +41,9 @@ def test_table_rows_compare_every_model_with_rfbsnet(tmp_path):
     assert np.isnan(rows[0]["p_ttest"]) and rows[1]["p_ttest"] < 1e-6 and rows[1]["p_wilcoxon"] < 0.001
     assert rows[0]["aDice_challenging"] == np.mean(ours[:2])
     text = write_table(rows, tmp_path, "4000 steps, batch 8").read_text()
-    assert "| enet | 0.8950 |" in text and "4000 steps" in text and "smallest third" in text
+    assert "| enet | 0 | 0.8950 (0.8" in text and "4000 steps" in text and "smallest third" in text
+    low, high = rows[1]["aDice_ci_low"], rows[1]["aDice_ci_high"]
+    assert low < rows[1]["aDice"] < high and high - low < 0.05
     assert (tmp_path / "table1.csv").read_text().count("\n") == 3
 
 
@@ -81,6 +83,7 @@ def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path)
         device="cpu",
         timing_runs=2,
         batch_sizes=(1, 2),
+        parallel=2,
     )
     written = run_comparison(config, log=lambda line: None)
     assert {p.name for p in written} == {
@@ -88,10 +91,12 @@ def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path)
         "fig4_batch_time.png",
         "fig5_speed_accuracy.png",
         "fig3_montage.png",
+        "comparison_validation.png",
     }
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written if p.suffix == ".png")
     table = (tmp_path / "results" / "table1.md").read_text()
-    assert "| rfbsnet |" in table and "| dfanet |" in table and "2 steps of batch 8 on cpu" in table
+    assert "| rfbsnet |" in table and "| dfanet |" in table and "2 steps of batch 8 (160x160 crops) on cpu (" in table
+    assert "| dfanet | 2 | " in table
     with (tmp_path / "results" / "table1.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["parameters"] for r in rows] == ["2166328", "418354"] and rows[1]["p_ttest"] != "nan"

@@ -4,7 +4,7 @@ ttest_rel, and wilcoxon with zero_method="wilcox", correction=True)."""
 import numpy as np
 import pytest
 
-from FetalBrainSegLib.evaluation.paired_tests import paired_t_test, wilcoxon_signed_rank
+from FetalBrainSegLib.evaluation.paired_tests import bootstrap_interval, paired_t_test, wilcoxon_signed_rank
 
 # per-slice Dice of two models on 12 slices: two zero differences, tied differences
 A = [0.97, 0.95, 0.91, 0.99, 0.88, 0.93, 0.96, 0.90, 0.94, 0.92, 0.98, 0.89]
@@ -35,3 +35,16 @@ def test_identical_scores_are_no_evidence():
     assert wilcoxon_signed_rank(same, same).p_value == 1.0
     with pytest.raises(ValueError, match="two pairs"):
         paired_t_test([0.9], [0.8])
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_slices():
+    rng = np.random.default_rng(3)
+    few, many = rng.normal(0.9, 0.05, 30), rng.normal(0.9, 0.05, 3000)
+    low, high = bootstrap_interval(few)
+    assert low < few.mean() < high
+    # the normal theory's 95% interval of a mean: +-1.96 standard errors
+    assert high - low == pytest.approx(2 * 1.96 * few.std(ddof=1) / np.sqrt(len(few)), rel=0.15)
+    wide, narrow = high - low, np.subtract(*bootstrap_interval(many)[::-1])
+    assert narrow < wide / 5
+    assert bootstrap_interval(few) == bootstrap_interval(few)  # seeded
+    assert bootstrap_interval([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7))

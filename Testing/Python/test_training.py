@@ -151,3 +151,27 @@ def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(m
     config.model_options = {}
     with pytest.raises(ValueError, match="holds rfbsnet"):
         Trainer(config, log=lambda line: None)
+
+
+def test_epochs_of_set_steps_and_a_time_limit_that_stops_at_an_epoch_end(manifest_path, tmp_path):
+    config = TrainConfig(
+        manifest=str(manifest_path),
+        out_dir=str(tmp_path),
+        steps=6,
+        epoch_steps=2,
+        time_limit_minutes=1e-9,
+        val_stacks=VAL,
+        device="cpu",
+    )
+    lines = []
+    trainer = Trainer(config, log=lines.append)
+    batches = trainer.epoch_batches(5)  # fewer slices than one batch: several shuffled passes fill it
+    assert [len(b) for b in batches] == [8, 8] and set(torch.cat(batches).tolist()) == set(range(5))
+
+    trainer.run(progress=False)
+    assert trainer.step == 2 and trainer.epoch == 1 and "time limit" in lines[-1]
+    config.time_limit_minutes = 0
+    resumed = Trainer(config, log=lines.append)
+    resumed.resume()
+    resumed.run(progress=False)
+    assert resumed.step == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]

@@ -5,6 +5,8 @@
 - Wilcoxon signed-rank: zero differences dropped, average ranks for ties; the exact null
   distribution for up to 25 untied differences, else the normal approximation with the tie
   correction and a continuity correction. Two-sided p.
+- Bootstrap confidence interval of a mean: percentiles of the means of resamples (with
+  replacement) of the per-slice scores, seeded so a table is reproducible.
 """
 
 from __future__ import annotations
@@ -109,3 +111,15 @@ def wilcoxon_signed_rank(a, b) -> TestResult:
     variance = n * (n + 1) * (2 * n + 1) / 24 - (tie_sizes**3 - tie_sizes).sum() / 48
     z = (abs(w_plus - mean) - 0.5) / math.sqrt(variance)
     return TestResult(float(statistic), float(min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))), n)
+
+
+def bootstrap_interval(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (e.g. per-slice Dice)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

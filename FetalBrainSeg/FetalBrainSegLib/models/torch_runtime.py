@@ -18,6 +18,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def device_description(device: torch.device) -> str:
+    """The hardware a figure was measured on, as results files name it: `cuda (NVIDIA H200)`, `cpu (2 threads)`."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 @torch.inference_mode()
 def foreground_probability(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """(n, H, W) normalized slices -> (n, H, W) float32 brain probabilities (softmax of class 1)."""

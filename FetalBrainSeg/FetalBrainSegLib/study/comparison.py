@@ -3,7 +3,8 @@
 For each model: aDice and aIoU over the test split and over a "challenging" subset, GFLOPs,
 trainable parameters, batch-1 inference time (mean and standard deviation over repeated
 runs after warm-up), time per image at larger batches, and paired t-test and Wilcoxon
-p-values of its per-slice Dice against RFBSNet's. All models are scored on the same slices,
+p-values of its per-slice Dice against RFBSNet's, and 95% bootstrap intervals (over slices)
+of each mean. All models are scored on the same slices,
 with no post-processing (the networks alone), and timed with the same runtime in one run.
 
 The challenging subset is defined in CHALLENGING_SUBSET, which Table 1 also prints.
@@ -20,7 +21,7 @@ from ..engine.inference import Segmenter
 from ..engine.stack import slice_axis
 from ..engine.volume_io import read_volume
 from ..evaluation.dataset import StackRecord
-from ..evaluation.paired_tests import paired_t_test, wilcoxon_signed_rank
+from ..evaluation.paired_tests import bootstrap_interval, paired_t_test, wilcoxon_signed_rank
 from ..evaluation.scores import SliceScore, evaluate_records
 from ..provenance import write_results
 from .benchmark import timed
@@ -68,6 +69,8 @@ class ModelReport:
     ms_std: float
     batch_ms: dict[int, float]  # milliseconds per image by batch size
     montage: list[np.ndarray]  # predicted masks of the montage slices, in their order
+    device: str = ""  # where it was timed (device_description)
+    steps: int = 0  # optimizer steps its weights were trained for
 
 
 def time_batch_one(segmenter: Segmenter, images: np.ndarray, runs: int = 100, warmup: int = 10) -> tuple[float, float]:
@@ -95,6 +98,7 @@ def evaluate_model(
     batch_sizes: tuple[int, ...] = BATCH_SIZES,
 ) -> ModelReport:
     from ..models.complexity import count_macs, count_parameters
+    from ..models.torch_runtime import device_description
 
     # one runtime for every model, and the networks alone
     segmenter = Segmenter(weights, device=device, backend="torch", postprocess="none")
@@ -106,7 +110,15 @@ def evaluate_model(
     ms_mean, ms_std = time_batch_one(segmenter, images, runs)
     batch_ms = {b: time_per_image(segmenter, images, b) for b in batch_sizes}
     return ModelReport(
-        name, scores, count_parameters(model), 2 * count_macs(model) / 1e9, ms_mean, ms_std, batch_ms, montage
+        name,
+        scores,
+        count_parameters(model),
+        2 * count_macs(model) / 1e9,
+        ms_mean,
+        ms_std,
+        batch_ms,
+        montage,
+        device_description(segmenter.backend.device),
     )
 
 
@@ -117,12 +129,16 @@ def table_rows(reports: list[ModelReport], challenging: set[tuple[str, int]]) ->
         dice = np.array([s.dice for s in report.scores])
         iou = np.array([s.iou for s in report.scores])
         hard = np.array([(s.stack, s.slice) in challenging for s in report.scores])
-        row = {
-            "model": report.name,
-            "aDice": dice.mean(),
-            "aIoU": iou.mean(),
-            "aDice_challenging": dice[hard].mean(),
-            "aIoU_challenging": iou[hard].mean(),
+        row = {"model": report.name, "steps": report.steps}
+        for column, values in (
+            ("aDice", dice),
+            ("aIoU", iou),
+            ("aDice_challenging", dice[hard]),
+            ("aIoU_challenging", iou[hard]),
+        ):
+            row[column] = values.mean()
+            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = bootstrap_interval(values)
+        row |= {
             "gflops": report.gflops,
             "parameters": report.parameters,
             "ms_mean": report.ms_mean,
@@ -145,18 +161,25 @@ def write_table(rows: list[dict], out_dir: Path, budget: str, timing: str = "") 
         f"Training recipe and budget, the same for every model: {budget}.",
         "",
         *([f"Times: {timing}.", ""] if timing else []),
-        "| model | aDice | aIoU | aDice (challenging) | aIoU (challenging) | GFLOPs | parameters "
+        "Each mean with its 95% bootstrap interval over slices (2,000 resamples).",
+        "",
+        "| model | steps | aDice | aIoU | aDice (challenging) | aIoU (challenging) | GFLOPs | parameters "
         "| batch-1 time (ms) | p (t-test vs RFBSNet) | p (Wilcoxon vs RFBSNet) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def mean_and_interval(row: dict, column: str) -> str:
+        return f"{row[column]:.4f} ({row[column + '_ci_low']:.3f}–{row[column + '_ci_high']:.3f})"
+
     for r in rows:
         p_values = (
             "" if np.isnan(r["p_ttest"]) else f"{r['p_ttest']:.2g}",
             "" if np.isnan(r["p_wilcoxon"]) else f"{r['p_wilcoxon']:.2g}",
         )
         lines.append(
-            f"| {r['model']} | {r['aDice']:.4f} | {r['aIoU']:.4f} | {r['aDice_challenging']:.4f} "
-            f"| {r['aIoU_challenging']:.4f} | {r['gflops']:.2f} | {r['parameters']:,} "
+            f"| {r['model']} | {r['steps']} | "
+            + " | ".join(mean_and_interval(r, c) for c in ("aDice", "aIoU", "aDice_challenging", "aIoU_challenging"))
+            + f" | {r['gflops']:.2f} | {r['parameters']:,} "
             f"| {r['ms_mean']:.1f} ± {r['ms_std']:.1f} | {p_values[0]} | {p_values[1]} |"
         )
     lines += ["", "Challenging subset: " + CHALLENGING_SUBSET]

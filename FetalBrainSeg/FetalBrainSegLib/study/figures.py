@@ -2,12 +2,15 @@
 command, git revision and machine that made it:
 - Fig. 4: time per image against batch size, per model (also as CSV);
 - Fig. 5: batch-1 time against aDice;
-- Fig. 3: the same test slices with the manual mask and each model's mask.
+- Fig. 3: the same test slices with the manual mask and each model's mask;
+- the validation curves of the training runs (mean validation Dice against steps), which
+  show whether the shared step budget is where the networks have flattened.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +112,17 @@ def write_montage(reports: list[ModelReport], records, keys: list[tuple[str, int
         grid[row, 0].set_ylabel(f"{stack}\nslice {k}", fontsize=5)
     figure.tight_layout(rect=(0, 0.03, 1, 1), pad=0.3)
     return _save(figure, out_dir / "fig3_montage.png")
+
+
+def write_validation_curves(runs_dir: Path, models: tuple[str, ...], out_dir: Path) -> Path:
+    """Each model's mean validation Dice (over its modalities, all slices) after every epoch, from train.log."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for name in models:
+        epochs = [json.loads(line) for line in (runs_dir / name / "train.log").read_text().splitlines()]
+        scores = [np.mean([v["dice_all"] for v in epoch["val"].values()]) for epoch in epochs]
+        axes.plot([epoch["step"] for epoch in epochs], scores, label=name, lw=2.5 if name == "rfbsnet" else 1)
+    axes.set(xlabel="training step", ylabel="validation Dice (all slices)", title="Validation during training")
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(figure, out_dir / "comparison_validation.png")

@@ -6,6 +6,9 @@ full-circle; heads span 20 to 40 weeks of gestation, hence the scaling. A fixed 
 of the crops is centred near a brain pixel (as nnU-Net samples patches), the others
 anywhere, so brain-free views keep being taught.
 
+Random numbers come from one CPU generator (so a resumed run continues exactly); the
+pixel work runs on the images' device, so a GPU run is not held back by the CPU.
+
 Intensities: the coil's bias field, contrast (gamma), gain and noise vary between scans
 and sequences. The "strong" setting adds what the shipped model fails on: dark or
 speckled brain signal (local signal dropout in blobs, multiplicative speckle).
@@ -57,6 +60,11 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def _noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise shaped like `like`, on its device, drawn from the CPU generator."""
+    return torch.randn(like.shape, generator=generator).to(like.device, non_blocking=True)
+
+
 def _crop_centres(
     points: list[np.ndarray], size: int, crop: int, settings: AugmentSettings, generator: torch.Generator
 ) -> torch.Tensor:
@@ -101,7 +109,7 @@ def spatial(
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, centres[:, 0]], 1), torch.stack([sin * flip, cos, centres[:, 1]], 1)], 1
     )
-    grid = F.affine_grid(theta, [n, 1, crop, crop], align_corners=False)
+    grid = F.affine_grid(theta.to(images.device), [n, 1, crop, crop], align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
     return images, masks
@@ -110,39 +118,50 @@ def spatial(
 def _signal_dropout(images: torch.Tensor, generator: torch.Generator, probability: float = 0.5) -> torch.Tensor:
     """Darken 1-3 Gaussian blobs (radius 4-20 px, depth 30-90%) in about half of the images."""
     n, _, h, w = images.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    keep = torch.ones(n, 1, h, w)
+    device = images.device
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32, device=device),
+        torch.arange(w, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    keep = torch.ones(n, 1, h, w, device=device)
     for _ in range(3):
-        active = (torch.rand(n, generator=generator) < probability).float().view(n, 1, 1)
+        active = (torch.rand(n, generator=generator) < probability).float()
         cy, cx = _uniform(n, 0.2 * h, 0.8 * h, generator), _uniform(n, 0.2 * w, 0.8 * w, generator)
         sigma = _uniform(n, 4.0, 20.0, generator)
         depth = _uniform(n, 0.3, 0.9, generator)
-        blob = torch.exp(
-            -((ys - cy.view(n, 1, 1)) ** 2 + (xs - cx.view(n, 1, 1)) ** 2) / (2 * sigma.view(n, 1, 1) ** 2)
-        )
-        keep[:, 0] *= 1 - active * depth.view(n, 1, 1) * blob
+        active, cy, cx, sigma, depth = (v.to(device).view(n, 1, 1) for v in (active, cy, cx, sigma, depth))
+        blob = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+        keep[:, 0] *= 1 - active * depth * blob
     return images * keep
 
 
 def intensity(images: torch.Tensor, settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
     n, _, h, w = images.shape
+    device = images.device
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return values.to(device).view(n, 1, 1, 1)
+
     # smooth multiplicative bias field: exp of a random quadratic over the view
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device), indexing="ij"
+    )
     basis = torch.stack([xs, ys, xs * ys, xs**2, ys**2])
-    coefficients = 0.25 * torch.randn(n, 5, generator=generator)
+    coefficients = 0.25 * torch.randn(n, 5, generator=generator).to(device)
     images = images * torch.exp(torch.einsum("nk,khw->nhw", coefficients, basis))[:, None]
     if settings.intensity == "strong":
         images = _signal_dropout(images, generator)
-        speckle = _uniform(n, 0.0, 0.25, generator).view(n, 1, 1, 1)
-        images = images * (1 + speckle * torch.randn(images.shape, generator=generator)).clamp_min(0)
+        speckle = per_image(_uniform(n, 0.0, 0.25, generator))
+        images = images * (1 + speckle * _noise(images, generator)).clamp_min(0)
 
     # contrast (gamma on the non-negative range), global gain, noise
     peak = images.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-    gamma = torch.exp(_uniform(n, math.log(0.7), math.log(1.4), generator)).view(n, 1, 1, 1)
+    gamma = per_image(torch.exp(_uniform(n, math.log(0.7), math.log(1.4), generator)))
     images = (images.clamp_min(0) / peak) ** gamma * peak
-    images = images * torch.exp(_uniform(n, math.log(0.75), math.log(1.33), generator)).view(n, 1, 1, 1)
-    sigma = _uniform(n, 0.0, 0.1, generator).view(n, 1, 1, 1)
-    return images + sigma * torch.randn(images.shape, generator=generator)
+    images = images * per_image(torch.exp(_uniform(n, math.log(0.75), math.log(1.33), generator)))
+    sigma = per_image(_uniform(n, 0.0, 0.1, generator))
+    return images + sigma * _noise(images, generator)
 
 
 def training_batch(

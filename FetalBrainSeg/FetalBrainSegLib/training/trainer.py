@@ -6,8 +6,10 @@ any fetal head), a third of them centred near brain: about 2.5x the slices per s
 (weights/README.md). Slices are resampled to the network grid once, at the start.
 Validation runs on whole slices, as inference does.
 
-Stacks are split by name (never slices of one stack on both sides). Every epoch ends with
-a validation pass and a checkpoint from which `resume` continues exactly, RNG included.
+Stacks are split by name (never slices of one stack on both sides). Every epoch (a pass over
+the training slices, or `epoch_steps` steps) ends with a validation pass and a checkpoint from
+which `resume` continues exactly, RNG included; a time limit stops a run at an epoch end.
+On a GPU the training slices live on the device and are augmented there.
 The best epoch by mean validation Dice over the training modalities is saved as a weights file.
 """
 
@@ -150,8 +152,7 @@ class Trainer:
         segmentation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, 1), config.loss)  # an unknown name fails now
         torch.manual_seed(config.seed)
         self.model = self._initial_model()
-        if self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.ema = (
             torch.optim.swa_utils.AveragedModel(
                 self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
@@ -231,10 +232,17 @@ class Trainer:
             images[index], masks[index], points, self.augmentation, self.generator, augment=self.config.augment
         )
 
+    def epoch_batches(self, count: int) -> list[torch.Tensor]:
+        """Slice indices of each step of one epoch: shuffled passes over the `count` training slices."""
+        size, steps = self.config.batch_size, self.config.epoch_steps
+        passes = -(-steps * size // count) if steps else 1
+        order = torch.cat([torch.randperm(count, generator=self.generator) for _ in range(passes)])
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        return batches[:steps] if steps else batches
+
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
-        images, masks = images.to(self.device), masks.to(self.device)
-        if self.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        masks = masks.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(images)
         loss = segmentation_loss(logits, masks, self.config.loss)
@@ -255,14 +263,13 @@ class Trainer:
             f"validating on {', '.join(self.val_names)} ({val_slices} slices); "
             f"device {self.device}, {'bf16 autocast' if self.bf16 else 'fp32'}"
         )
-        images = torch.from_numpy(self.train_set.images)[:, None]
-        masks = torch.from_numpy(self.train_set.masks)[:, None].float()
+        images = torch.from_numpy(self.train_set.images)[:, None].to(self.device)
+        masks = torch.from_numpy(self.train_set.masks)[:, None].float().to(self.device)
         self.model.train()
+        run_start = time.perf_counter()
         while self.step < cfg.steps:
             start, losses = time.perf_counter(), []
-            order = torch.randperm(len(images), generator=self.generator)
-            batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-            batches = batches[: cfg.steps - self.step]
+            batches = self.epoch_batches(len(images))[: cfg.steps - self.step]
             bar = ProgressBar(len(batches), f"epoch {self.epoch + 1}", "step", enabled=progress)
             for index in batches:
                 losses.append(self.train_step(*self.batch(index, images, masks)))
@@ -309,4 +316,9 @@ class Trainer:
                 )
                 + f" ({entry['seconds']:.0f} s){' *best*' if improved else ''}"
             )
+            if cfg.time_limit_minutes and time.perf_counter() - run_start > 60 * cfg.time_limit_minutes:
+                self.log(
+                    f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}; --resume continues"
+                )
+                break
         return {"best_score": self.best_score, "best_weights": str(self.best_weights_path), "steps": self.step}
