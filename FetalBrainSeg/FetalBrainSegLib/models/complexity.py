@@ -37,7 +37,7 @@ def count_macs(model: nn.Module, size: int = 256) -> int:
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, 1, size, size))
+        model(torch.zeros(1, 1, size, size, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for handle in handles:
