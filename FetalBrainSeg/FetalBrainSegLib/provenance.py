@@ -14,9 +14,10 @@ from pathlib import Path
 
 
 def git_revision() -> str:
-    """`git describe` of the code; a copy without its .git (a tree sent to a GPU machine) names the
-    revision it was copied from in FETALBRAINSEG_REVISION."""
-    exported = os.environ.get("FETALBRAINSEG_REVISION", "")
+    """`git describe` of the code, or FETALBRAINSEG_REVISION where set: a copy of the tree sent to
+    another machine (a GPU machine's snapshot has a git history of its own) names its revision there."""
+    if os.environ.get("FETALBRAINSEG_REVISION"):
+        return os.environ["FETALBRAINSEG_REVISION"]
     try:
         done = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
@@ -26,8 +27,8 @@ def git_revision() -> str:
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
-        return exported or "unknown"
-    return done.stdout.strip() if done.returncode == 0 else exported or "unknown"
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def machine() -> str:

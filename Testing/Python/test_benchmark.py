@@ -34,3 +34,12 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
     assert "## A 400 mm field of view" in text and "| onnxruntime fp32 on cpu | 352x352 |" in text
     with (tmp_path / "latency.csv").open() as handle:
         assert [r["backend"] for r in csv.DictReader(handle)] == [r["backend"] for r in rows]
+
+
+def test_a_copy_of_the_tree_elsewhere_names_its_revision(monkeypatch):
+    from FetalBrainSegLib.provenance import git_revision
+
+    here = git_revision()
+    assert here != "unknown"  # the tests run in the repository
+    monkeypatch.setenv("FETALBRAINSEG_REVISION", "425f7de39393")
+    assert git_revision() == "425f7de39393"
