@@ -293,6 +293,13 @@ def _add_segment(commands) -> None:
         default=1,
         help="worker processes, each loading the model once and taking whole stacks (default: %(default)s)",
     )
+    p.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="submit one task per stack to the Dask cluster whose scheduler is at ADDRESS (tcp://host:port); "
+        "inputs and output folder on a file system every worker sees (the cluster extra)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(run=_segment)
@@ -308,6 +315,9 @@ def _segment(args) -> int:
         return 1
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.dask_scheduler and args.workers > 1:
+        print("error: --workers and --dask-scheduler exclude each other: the cluster has its own", file=sys.stderr)
         return 2
     segmenter = _make_segmenter(args)  # settings first: a wrong one creates no folder
     if args.out_dir is not None and (problem := output_folder_problem(args.out_dir)):
@@ -332,7 +342,13 @@ def _segment(args) -> int:
             report.write(input=image, output=output, status="skipped", worker=worker_name(), **figures)
 
     workers = min(args.workers, len(plan.jobs))
-    if workers > 1:
+    where = f" on {workers} workers" if workers > 1 else ""
+    if args.dask_scheduler:
+        from .engine.cluster import segment_on_dask
+
+        outcomes = segment_on_dask(_segmenter_recipe(args), plan.jobs, args.dask_scheduler)
+        where = f" on the Dask cluster at {args.dask_scheduler}"
+    elif workers > 1:
         outcomes = segment_in_workers(_segmenter_recipe(args), plan.jobs, workers)
     else:
         outcomes = (segment_one(segmenter, image, output, progress=not args.quiet) for image, output in plan.jobs)
@@ -358,7 +374,7 @@ def _segment(args) -> int:
         print(
             f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "
             f"({total_slices / max(total_seconds, 1e-9):.1f} slices/s) with {segmenter.backend.describe()}"
-            + (f" on {workers} workers" if workers > 1 else "")
+            + where
             + (f"; {len(plan.skipped)} skipped (complete masks already there)" if plan.skipped else "")
             + (f"; {failed} input(s) failed" if failed else "")
         )

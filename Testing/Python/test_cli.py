@@ -3,6 +3,7 @@
 import csv
 import functools
 import http.server
+import os
 import shutil
 import subprocess
 import sys
@@ -424,35 +425,32 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
-def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(manifest, tmp_path):
-    """Issue 14 (in part): `--workers 2`, each worker with its own model; a worker killed mid-run costs
-    nothing but time: every stack is done, nothing is half-written."""
-    import csv
-    import os
-    import signal
-    import time
-
-    records = [r for r in manifest if r.split == "test" and r.modality == "T2W"]
+def _stacks_and_single_process_masks(manifest, tmp_path) -> tuple[Path, Path]:
+    """Two copies of the T2W test stacks (enough that some are still queued when a worker is killed),
+    and their masks from one process."""
     folder = tmp_path / "stacks"
     folder.mkdir()
-    for n in range(2):  # enough stacks that some are still queued when a worker is killed
-        for record in records:
+    for n in range(2):
+        for record in (r for r in manifest if r.split == "test" and r.modality == "T2W"):
             shutil.copy(record.image, folder / f"{n}_{record.image.name}")
     single = run_cli("segment", folder, "-o", tmp_path / "single", "--quiet")
     assert single.returncode == 0, single.stderr
-    report = tmp_path / "report.csv"
-    command = [sys.executable, "-m", "FetalBrainSegLib", "segment", folder, "-o", tmp_path / "pool"]
-    process = subprocess.Popen(
-        [*map(str, command), "--workers", "2", "--report", str(report), "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return folder, tmp_path / "single"
+
+
+def _run_killing_a_worker(arguments: list, report: Path, worker_pids) -> tuple[str, int]:
+    """Run `segment` with `arguments`; once the report has a finished stack, SIGKILL one of the
+    worker processes that worker_pids(command's pid) lists. Returns (stdout, killed pid)."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "FetalBrainSegLib", "segment", *arguments, "--report", report, "--quiet"]
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and process.poll() is None and time.monotonic() < deadline:
         rows = list(csv.DictReader(report.open())) if report.exists() else []
-        workers = _worker_pids(process.pid)
+        workers = worker_pids(process.pid)
         if rows and workers:  # one stack is done, others are under way or queued
             killed = workers[0]
             os.kill(killed, signal.SIGKILL)
@@ -460,9 +458,55 @@ def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(manif
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert killed is not None, "the run ended before a worker could be killed"
+    return out, killed
+
+
+def _assert_every_stack_done_as_in_one_process(report: Path, masks: Path, single: Path) -> list[dict]:
     rows = list(csv.DictReader(report.open()))
-    assert sorted(r["status"] for r in rows) == ["done"] * len(rows) and len(rows) == 2 * len(records)
-    assert len({r["worker"] for r in rows}) >= 2 and "on 2 workers" in out
-    assert not [p for p in (tmp_path / "pool").iterdir() if not p.name.endswith("_brainmask.nii.gz")]  # no .part
-    for mask in (tmp_path / "single").iterdir():
-        np.testing.assert_array_equal(read_volume(tmp_path / "pool" / mask.name).data, read_volume(mask).data)
+    stacks = len(list(single.iterdir()))
+    assert sorted(r["status"] for r in rows) == ["done"] * stacks and len({r["worker"] for r in rows}) >= 2
+    assert not [p for p in masks.iterdir() if not p.name.endswith("_brainmask.nii.gz")]  # no .part left
+    for mask in single.iterdir():
+        np.testing.assert_array_equal(read_volume(masks / mask.name).data, read_volume(mask).data)
+    return rows
+
+
+def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(manifest, tmp_path):
+    """Issue 14: `--workers 2`, each worker with its own model; a worker killed mid-run costs nothing
+    but time: every stack is done, nothing is half-written."""
+    folder, single = _stacks_and_single_process_masks(manifest, tmp_path)
+    report = tmp_path / "report.csv"
+    out, _ = _run_killing_a_worker([folder, "-o", tmp_path / "pool", "--workers", 2], report, _worker_pids)
+    _assert_every_stack_done_as_in_one_process(report, tmp_path / "pool", single)
+    assert "on 2 workers" in out
+
+
+def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_and_resumes(manifest, tmp_path):
+    """Issue 14: `--dask-scheduler` on a real LocalCluster, 2 worker processes: masks equal one process's
+    voxel for voxel, a worker killed mid-run costs nothing but time, and a rerun skips every stack."""
+    from distributed import Client, LocalCluster
+
+    folder, single = _stacks_and_single_process_masks(manifest, tmp_path)
+    report, masks = tmp_path / "report.csv", tmp_path / "cluster"
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        address = cluster.scheduler_address
+        out, _ = _run_killing_a_worker(
+            [folder, "-o", masks, "--dask-scheduler", address],
+            report,
+            lambda _: sorted(client.run(os.getpid).values()),
+        )
+        rows = _assert_every_stack_done_as_in_one_process(report, masks, single)
+        assert f"on the Dask cluster at {address}" in out
+
+        stamps = {p: p.stat().st_mtime_ns for p in masks.iterdir()}
+        again = run_cli("segment", folder, "-o", masks, "--dask-scheduler", address, "--report", report)
+        assert again.returncode == 0, again.stderr
+        assert {p: p.stat().st_mtime_ns for p in masks.iterdir()} == stamps
+        rerun = list(csv.DictReader(report.open()))[len(rows) :]
+        assert [r["status"] for r in rerun] == ["skipped"] * len(rows)
+
+    (masks / next(single.iterdir()).name).unlink()  # one stack left to do, and no scheduler there any more
+    gone = run_cli("segment", folder, "-o", masks, "--dask-scheduler", address)
+    assert gone.returncode == 2 and f"error: no Dask scheduler answers at '{address}'" in gone.stderr
+    assert "Traceback" not in gone.stderr
