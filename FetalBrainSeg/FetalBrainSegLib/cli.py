@@ -22,7 +22,9 @@ def _add_train(commands) -> None:
         help="train a model on a manifest's train split",
         description="Train a network on the labelled train stacks of a manifest, on augmented "
         "crops, validating on whole slices of held-out stacks after every epoch. "
-        "Writes OUT/checkpoint.pt (resumable), OUT/train.log and OUT/best.pt.",
+        "Writes OUT/checkpoint.pt (resumable), OUT/train.log and OUT/best.pt. Runs unchanged under "
+        "`torchrun --standalone --nproc_per_node N`: each process trains on its own share of the slices "
+        "(gloo on CPUs, NCCL with one GPU per process) and rank 0 validates, checkpoints and logs.",
     )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt")
@@ -140,6 +142,7 @@ def _parse_options(pairs: list[str]) -> dict:
 
 def _train(args) -> int:
     from .training.config import TrainConfig
+    from .training.ranks import leave_process_group
     from .training.trainer import Trainer
 
     config = TrainConfig(
@@ -171,7 +174,9 @@ def _train(args) -> int:
     if args.resume and trainer.checkpoint_path.is_file():
         trainer.resume()
     result = trainer.run(progress=not args.quiet)
-    print(f"best validation Dice {result['best_score']:.4f}: {result['best_weights']}")
+    leave_process_group()
+    if trainer.ranks.is_main:
+        print(f"best validation Dice {result['best_score']:.4f}: {result['best_weights']}")
     return 0
 
 

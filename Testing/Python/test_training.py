@@ -175,3 +175,105 @@ def test_epochs_of_set_steps_and_a_time_limit_that_stops_at_an_epoch_end(manifes
     resumed.resume()
     resumed.run(progress=False)
     assert resumed.step == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]
+
+
+# Training on several processes (issue 14): a small manifest of the shared data, so that each rank loads little.
+RANK_PROBE = """
+import json, sys
+import torch
+from FetalBrainSegLib.training.config import TrainConfig
+from FetalBrainSegLib.training.trainer import Trainer
+
+trainer = Trainer(TrainConfig(**json.loads(sys.argv[1])), log=lambda line: None)
+images = torch.from_numpy(trainer.train_set.images)[:, None]
+masks = torch.from_numpy(trainer.train_set.masks)[:, None].float()
+seen, weights = [], []
+for index in trainer.epoch_batches(len(images))[:3]:
+    trainer.train_step(*trainer.batch(index, images, masks))
+    seen.append(index.tolist())
+    weights.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()])[::997].tolist())
+json.dump({"seen": seen, "weights": weights}, open(sys.argv[2], "w"))
+"""
+
+
+@pytest.fixture
+def small_manifest(manifest_path, tmp_path):
+    """Three T2W train stacks and one to validate on, with the shared images and masks in place."""
+    import csv
+
+    rows = list(csv.DictReader(manifest_path.open()))
+    names = {"e2mip_training_0003", "e2mip_training_0004", "e2mip_training_0005", VAL[0]}
+    small = tmp_path / "data"
+    small.mkdir()
+    for folder in ("images", "masks"):
+        (small / folder).symlink_to(manifest_path.parent / folder)
+    with (small / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["name"] in names)
+    return small / "manifest.csv"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_ranks_train_on_different_slices_and_keep_identical_weights(small_manifest, tmp_path):
+    """What torchrun sets up, by hand: two gloo processes; each trains three steps on its own share."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = {"manifest": str(small_manifest), "out_dir": str(tmp_path / "run"), "val_stacks": VAL, "device": "cpu"}
+    config |= {"batch_size": 4, "crop_size": 64}
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_PROBE, json.dumps(config), str(tmp_path / f"rank{r}.json")],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+        )
+        for r in range(2)
+    ]
+    assert [rank.wait(timeout=300) for rank in ranks] == [0, 0]
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    for mine, theirs in zip(first["seen"], second["seen"]):
+        assert len(mine) == len(theirs) == 4 and not set(mine) & set(theirs)  # each rank its own slices
+    assert len(set(sum(first["seen"] + second["seen"], []))) == 24  # none seen twice in the epoch
+    assert first["weights"] == second["weights"]  # gradients averaged: the same weights after every step
+    assert first["weights"][0] != first["weights"][-1]  # and they did change
+
+
+def test_train_under_torchrun_and_resume_in_one_process(small_manifest, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    options = ["--manifest", small_manifest, "-o", tmp_path / "run", "--val-stacks", *VAL, "--device", "cpu"]
+    options += ["--batch-size", "4", "--crop-size", "64", "--epoch-steps", "2", "--quiet"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run(
+        [*launcher, "-m", "FetalBrainSegLib", "train", *map(str, options), "--steps", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("best validation Dice") == 1  # rank 0 alone reports
+    log = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [2, 4]  # one log, written by rank 0
+    assert load_weights(tmp_path / "run" / "best.pt")[1]["training"]["processes"] == 2
+
+    one = subprocess.run(
+        [sys.executable, "-m", "FetalBrainSegLib", "train", *map(str, options), "--steps", "6", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr
+    log = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [2, 4, 6]

@@ -11,6 +11,11 @@ the training slices, or `epoch_steps` steps) ends with a validation pass and a c
 which `resume` continues exactly, RNG included; a time limit stops a run at an epoch end.
 On a GPU the training slices live on the device and are augmented there.
 The best epoch by mean validation Dice over the training modalities is saved as a weights file.
+
+Under torchrun (ranks.py) every process trains a DistributedDataParallel copy: one shuffled order
+of the slices, shared by all ranks, is dealt out so that each rank trains on its own share, with
+its own augmentation; gradients are averaged, so the weights stay identical. Rank 0 alone
+validates, checkpoints and logs; a checkpoint resumes with any number of processes, one included.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from ..progress import ProgressBar
 from ..provenance import provenance
 from .augment import AugmentSettings, brain_points, training_batch
 from .config import LOSSES, TrainConfig
+from .ranks import join_process_group, main_rank_says
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -128,10 +134,10 @@ def validate(
 class Trainer:
     def __init__(self, config: TrainConfig, log=print):
         self.config = config
-        self.log = log
+        self.ranks, self.device = join_process_group(resolve_device(config.device))
+        self.log = log if self.ranks.is_main else (lambda line: None)
         self.out = Path(config.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
         records = select(read_manifest(config.manifest), "train", tuple(config.modalities))
         by_modality: dict[str, list[str]] = {}
@@ -144,7 +150,7 @@ class Trainer:
         self.train_names = sorted(r.name for r in records if r.name not in val_names)
         self.val_names = sorted(val_names)
         self.train_set = load_slices([r for r in records if r.name not in val_names], config.pixel_size)
-        self.val_stacks = load_validation([r for r in records if r.name in val_names])
+        self.val_stacks = load_validation([r for r in records if r.name in val_names]) if self.ranks.is_main else []
         self.train_points = brain_points(self.train_set.masks, config.seed)
         self.augmentation = AugmentSettings(
             config.crop_size, config.brain_crop_share, tuple(config.scale_range), config.intensity
@@ -153,6 +159,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = self._initial_model()
         self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self.net = self.model  # what a step runs: under torchrun, the model wrapped for gradient averaging
+        if self.ranks.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.ema = (
             torch.optim.swa_utils.AveragedModel(
                 self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
@@ -162,7 +172,8 @@ class Trainer:
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_decay_steps, config.lr_decay)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.order_generator = torch.Generator().manual_seed(config.seed)  # the same on every rank
+        self.generator = self._augmentation_generator(0)  # each rank its own
         self.step = 0
         self.epoch = 0
         self.best_score = -1.0
@@ -183,6 +194,11 @@ class Trainer:
                 f"{cfg.init} was trained at {meta['preprocessing']['pixel_size_mm']} mm pixels, not {cfg.pixel_size}"
             )
         return model.to(self.device)
+
+    def _augmentation_generator(self, step: int) -> torch.Generator:
+        if self.ranks.rank == 0:
+            return torch.Generator().manual_seed(self.config.seed)
+        return torch.Generator().manual_seed(hash((self.config.seed, self.ranks.rank, step)) % 2**63)
 
     @property
     def validated_model(self) -> torch.nn.Module:
@@ -205,6 +221,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
+            "order_generator": self.order_generator.get_state(),
             "step": self.step,
             "epoch": self.epoch,
             "best_score": self.best_score,
@@ -220,8 +237,13 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
         self.step, self.epoch = state["step"], state["epoch"]
+        if self.ranks.rank == 0:  # one process continues exactly; other ranks draw their own from here
+            self.generator.set_state(state["generator"])
+        else:
+            self.generator = self._augmentation_generator(self.step)
+        if "order_generator" in state:
+            self.order_generator.set_state(state["order_generator"])
         self.best_score, self.history = state["best_score"], state["history"]
         self.log(f"resumed from {self.checkpoint_path} at step {self.step}, epoch {self.epoch}")
 
@@ -233,18 +255,21 @@ class Trainer:
         )
 
     def epoch_batches(self, count: int) -> list[torch.Tensor]:
-        """Slice indices of each step of one epoch: shuffled passes over the `count` training slices."""
-        size, steps = self.config.batch_size, self.config.epoch_steps
-        passes = -(-steps * size // count) if steps else 1
-        order = torch.cat([torch.randperm(count, generator=self.generator) for _ in range(passes)])
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
-        return batches[:steps] if steps else batches
+        """Slice indices of this rank's steps in one epoch: shuffled passes over the `count` training
+        slices, dealt out over the ranks (each rank `batch_size` slices a step)."""
+        size, steps, world = self.config.batch_size, self.config.epoch_steps, self.ranks.world
+        passes = -(-steps * size * world // count) if steps else 1
+        order = torch.cat([torch.randperm(count, generator=self.order_generator) for _ in range(passes)])
+        mine = order[self.ranks.rank :: world]
+        if not steps:  # one pass: every rank takes the same number of steps, so none waits for a missing one
+            steps = -(-(len(order) // world) // size)
+        return [mine[i : i + size] for i in range(0, len(mine), size)][:steps]
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         masks = masks.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(images)
+            logits = self.net(images)
         loss = segmentation_loss(logits, masks, self.config.loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -254,6 +279,52 @@ class Trainer:
             self.ema.update_parameters(self.model)
         self.step += 1
         return float(loss.detach())
+
+    def _finish_epoch(self, loss: float, seconds: float) -> None:
+        """Rank 0's end of an epoch: validate, keep the best weights, checkpoint, log."""
+        cfg = self.config
+        report = validate(self.validated_model, self.val_stacks, self.device, cfg.pixel_size)
+        score = float(np.mean([report[m]["dice_all"] for m in report]))
+        improved = score > self.best_score
+        entry = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": loss,
+            "lr": self.scheduler.get_last_lr()[0],
+            "seconds": seconds,
+            "val": report,
+        }
+        self.history.append(entry)
+        if improved:
+            self.best_score = score
+            save_weights(
+                self.best_weights_path,
+                self.validated_model,
+                cfg.model,
+                cfg.model_options,
+                cfg.pixel_size,
+                {
+                    "epoch": self.epoch,
+                    "step": self.step,
+                    "val": report,
+                    "val_stacks": self.val_names,
+                    "train_stacks": self.train_names,
+                    "config": asdict(cfg),
+                    "processes": self.ranks.world,
+                    **self.provenance,
+                },
+            )
+        self.save_checkpoint()
+        with (self.out / "train.log").open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self.log(
+            f"epoch {self.epoch} step {self.step} loss {loss:.4f} "
+            + " ".join(
+                f"{m}: dice {v['dice_all']:.4f} brain {v['dice_brain']:.4f} empty-ok {v['empty_correct']:.2f}"
+                for m, v in report.items()
+            )
+            + f" ({seconds:.0f} s){' *best*' if improved else ''}"
+        )
 
     def run(self, progress: bool = True) -> dict:
         cfg = self.config
@@ -270,53 +341,15 @@ class Trainer:
         while self.step < cfg.steps:
             start, losses = time.perf_counter(), []
             batches = self.epoch_batches(len(images))[: cfg.steps - self.step]
-            bar = ProgressBar(len(batches), f"epoch {self.epoch + 1}", "step", enabled=progress)
+            bar = ProgressBar(len(batches), f"epoch {self.epoch + 1}", "step", enabled=progress and self.ranks.is_main)
             for index in batches:
                 losses.append(self.train_step(*self.batch(index, images, masks)))
                 bar.update(1, f"loss {losses[-1]:.4f}")
             self.epoch += 1
-            report = validate(self.validated_model, self.val_stacks, self.device, cfg.pixel_size)
-            score = float(np.mean([report[m]["dice_all"] for m in report]))
-            improved = score > self.best_score
-            entry = {
-                "epoch": self.epoch,
-                "step": self.step,
-                "loss": float(np.mean(losses)),
-                "lr": self.scheduler.get_last_lr()[0],
-                "seconds": time.perf_counter() - start,
-                "val": report,
-            }
-            self.history.append(entry)
-            if improved:
-                self.best_score = score
-                save_weights(
-                    self.best_weights_path,
-                    self.validated_model,
-                    cfg.model,
-                    cfg.model_options,
-                    cfg.pixel_size,
-                    {
-                        "epoch": self.epoch,
-                        "step": self.step,
-                        "val": report,
-                        "val_stacks": self.val_names,
-                        "train_stacks": self.train_names,
-                        "config": asdict(cfg),
-                        **self.provenance,
-                    },
-                )
-            self.save_checkpoint()
-            with (self.out / "train.log").open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            self.log(
-                f"epoch {self.epoch} step {self.step} loss {entry['loss']:.4f} "
-                + " ".join(
-                    f"{m}: dice {v['dice_all']:.4f} brain {v['dice_brain']:.4f} empty-ok {v['empty_correct']:.2f}"
-                    for m, v in report.items()
-                )
-                + f" ({entry['seconds']:.0f} s){' *best*' if improved else ''}"
-            )
-            if cfg.time_limit_minutes and time.perf_counter() - run_start > 60 * cfg.time_limit_minutes:
+            if self.ranks.is_main:
+                self._finish_epoch(float(np.mean(losses)), time.perf_counter() - start)
+            out_of_time = cfg.time_limit_minutes and time.perf_counter() - run_start > 60 * cfg.time_limit_minutes
+            if main_rank_says(bool(out_of_time), self.ranks, self.device):  # all ranks stop together
                 self.log(
                     f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}; --resume continues"
                 )
