@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,9 @@ def _absolute_imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("FetalBrainSegLib"):
             yield "package", tuple(node.module.split(".")[1:])
+
+
+def with_ctrl_c() -> None:
+    """preexec_fn of a child that a test interrupts: Ctrl-C's default disposition. A shell starts
+    background jobs with SIGINT ignored, and a child would inherit that from pytest."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dice, load_pair
+from conftest import dice, load_pair, with_ctrl_c
 
 from FetalBrainSegLib.cli import main
+from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
 from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256, sha256
 
@@ -271,6 +272,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing_half_written(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=with_ctrl_c,
     )
     deadline = time.monotonic() + 300
     while not list(out.glob("*_brainmask.nii.gz")) and time.monotonic() < deadline and process.poll() is None:
@@ -374,8 +376,6 @@ def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(man
     others are refused and left alone."""
     import csv
 
-    from FetalBrainSegLib.engine.stack import Stack
-
     records = [r for r in manifest if r.split == "test"][:3]
     folder = tmp_path / "stacks"
     folder.mkdir()
@@ -390,14 +390,7 @@ def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(man
     for row in rows:
         if row["status"] == "failed":
             assert row["input"].endswith("broken.nii.gz") and row["error"] and not Path(row["output"]).exists()
-            continue
-        volume, mask = read_volume(row["input"]), read_volume(row["output"]).data
-        axis = Stack(volume).axis
-        assert int(row["slices"]) == mask.shape[axis]
-        assert int(row["brain_slices"]) == int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum())
-        voxel_ml = abs(np.linalg.det(volume.affine[:3, :3])) / 1000
-        assert float(row["brain_volume_ml"]) == pytest.approx(mask.sum() * voxel_ml, abs=0.01)
-        assert int(row["flagged_slices"]) <= int(row["slices"]) and float(row["seconds"]) > 0 and row["worker"]
+    _assert_rows_match_masks([row for row in rows if row["status"] == "done"])
 
     (folder / "broken.nii.gz").unlink()
     wrong = out / f"{records[0].image.name.split('.')[0]}_brainmask.nii.gz"
@@ -409,6 +402,18 @@ def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(man
     rerun = list(csv.DictReader(report.open()))[len(rows) :]  # appended below the first run's rows
     assert sorted(r["status"] for r in rerun) == ["failed"] + ["skipped"] * (len(records) - 1)
     assert "skipped (complete masks already there)" in again.stdout
+
+
+def _assert_rows_match_masks(rows: list[dict]) -> None:
+    """Each finished stack's report row says what its mask file holds."""
+    for row in rows:
+        volume, mask = read_volume(row["input"]), read_volume(row["output"]).data
+        axis = Stack(volume).axis
+        assert int(row["slices"]) == mask.shape[axis]
+        assert int(row["brain_slices"]) == int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum())
+        voxel_ml = abs(np.linalg.det(volume.affine[:3, :3])) / 1000
+        assert float(row["brain_volume_ml"]) == pytest.approx(mask.sum() * voxel_ml, abs=0.01)
+        assert int(row["flagged_slices"]) <= int(row["slices"]) and float(row["seconds"]) > 0 and row["worker"]
 
 
 def _worker_pids(parent: int) -> list[int]:
@@ -468,6 +473,7 @@ def _assert_every_stack_done_as_in_one_process(report: Path, masks: Path, single
     assert not [p for p in masks.iterdir() if not p.name.endswith("_brainmask.nii.gz")]  # no .part left
     for mask in single.iterdir():
         np.testing.assert_array_equal(read_volume(masks / mask.name).data, read_volume(mask).data)
+    _assert_rows_match_masks(rows)
     return rows
 
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pyigtl
 import pytest
+from conftest import with_ctrl_c
 
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.stack import Stack
@@ -188,6 +189,7 @@ def test_the_command_streams_and_connects_out(tmp_path, stack):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=with_ctrl_c,
     )
     try:
         listener.settimeout(120)

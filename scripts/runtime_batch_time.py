@@ -1,0 +1,92 @@
+"""Fig. 4 for the runtimes the product uses (issue 15): RFBSNet's time per image against batch size
+in PyTorch, ONNX Runtime and OpenVINO (fp32, and INT8 where it ships), network only, beside each
+runtime's end-to-end time per slice at batch 1 (resampling, normalization, network, resampling
+back, threshold: what a user or the scanner waits for). One run, one machine, so the runtimes
+compare as ratios. Writes docs/results/fig4_runtimes.{csv,md,png}.
+
+    python scripts/runtime_batch_time.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+
+import numpy as np  # noqa: E402
+
+from FetalBrainSegLib.engine.backends import installed  # noqa: E402
+from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
+from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
+from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.study.benchmark import _variants, timed  # noqa: E402
+from FetalBrainSegLib.study.comparison import BATCH_SIZES, time_per_image  # noqa: E402
+from FetalBrainSegLib.study.figures import _pyplot, _save  # noqa: E402
+
+STACK = ROOT.parent / "shared" / "data" / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch size (median)")
+    parser.add_argument("-o", "--out-dir", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args()
+    provenance()
+    volume = read_volume(STACK)
+    rows = []
+    for backend, precision in _variants([b for b in ("torch", "onnxruntime", "openvino") if installed(b)]):
+        segmenter = Segmenter(device="cpu", backend=backend, precision=precision)
+        stack = segmenter.stack(volume, STACK.name)
+        images, slices = stack.network_input(), stack.slices()
+        spacing, scale = stack.grid.spacing, stack.normalization_scale
+        for k in range(10):  # warm-up
+            segmenter.segment_slice(slices[k % len(slices)], spacing, scale)
+        end_to_end = [timed(segmenter.segment_slice, slices[k % len(slices)], spacing, scale) for k in range(50)]
+        row = {"runtime": f"{backend} {precision}", "end_to_end_ms_batch_1": round(1e3 * np.median(end_to_end), 2)}
+        for batch in BATCH_SIZES:
+            row[f"ms_per_image_batch_{batch}"] = round(time_per_image(segmenter, images, batch, args.repeats), 2)
+        rows.append(row)
+        print(row, flush=True)
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for row in rows:
+        line = axes.plot(BATCH_SIZES, [row[f"ms_per_image_batch_{b}"] for b in BATCH_SIZES], marker="o")
+        axes.scatter([1], [row["end_to_end_ms_batch_1"]], marker="*", s=90, color=line[0].get_color())
+        line[0].set_label(row["runtime"])
+    axes.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="time per image (ms)",
+        title="RFBSNet per runtime: network only (lines), end to end at batch 1 (stars)",
+    )
+    axes.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
+    axes.legend(fontsize=7)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    _save(figure, args.out_dir / "fig4_runtimes.png")
+    header = " | ".join(f"batch {b}" for b in BATCH_SIZES)
+    lines = [
+        "# Fig. 4 for the product's runtimes: RFBSNet's time per image against batch size",
+        "",
+        f"Stack `{STACK.name}` on the network grid; network only: median of {args.repeats} runs per batch size, "
+        "milliseconds per image. End to end: median of 50 single slices through `segment_slice` (resampling, "
+        "normalization, network, resampling back, threshold). ![Fig. 4 runtimes](fig4_runtimes.png)",
+        "",
+        f"| runtime | end to end, batch 1 | {header} |",
+        "|---|---|" + "---|" * len(BATCH_SIZES),
+        *[
+            f"| {r['runtime']} | {r['end_to_end_ms_batch_1']} | "
+            + " | ".join(str(r[f"ms_per_image_batch_{b}"]) for b in BATCH_SIZES)
+            + " |"
+            for r in rows
+        ],
+    ]
+    print(f"wrote {write_results(args.out_dir, 'fig4_runtimes', rows, lines)}")
+
+
+if __name__ == "__main__":
+    main()
