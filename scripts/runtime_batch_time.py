@@ -62,7 +62,7 @@ def main() -> None:
         yscale="log",
         xlabel="batch size",
         ylabel="time per image (ms)",
-        title="RFBSNet per runtime: network only (lines), end to end at batch 1 (stars)",
+        title="RFBSNet: network only (lines), end to end at batch 1 (stars)",
     )
     axes.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
     axes.legend(fontsize=7)
