@@ -24,7 +24,7 @@ from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.study.benchmark import _variants, timed  # noqa: E402
 from FetalBrainSegLib.study.comparison import BATCH_SIZES, time_per_image  # noqa: E402
-from FetalBrainSegLib.study.figures import _pyplot, _save  # noqa: E402
+from FetalBrainSegLib.study.figures import plot_batch_times  # noqa: E402
 
 STACK = ROOT.parent / "shared" / "data" / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
 
@@ -51,23 +51,12 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
 
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for row in rows:
-        line = axes.plot(BATCH_SIZES, [row[f"ms_per_image_batch_{b}"] for b in BATCH_SIZES], marker="o")
-        axes.scatter([1], [row["end_to_end_ms_batch_1"]], marker="*", s=90, color=line[0].get_color())
-        line[0].set_label(row["runtime"])
-    axes.set(
-        xscale="log",
-        yscale="log",
-        xlabel="batch size",
-        ylabel="time per image (ms)",
-        title="RFBSNet: network only (lines), end to end at batch 1 (stars)",
+    plot_batch_times(
+        {r["runtime"]: {b: r[f"ms_per_image_batch_{b}"] for b in BATCH_SIZES} for r in rows},
+        args.out_dir / "fig4_runtimes.png",
+        "RFBSNet: network only (lines), end to end at batch 1 (stars)",
+        {r["runtime"]: r["end_to_end_ms_batch_1"] for r in rows},
     )
-    axes.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
-    axes.legend(fontsize=7)
-    figure.tight_layout(rect=(0, 0.03, 1, 1))
-    _save(figure, args.out_dir / "fig4_runtimes.png")
     header = " | ".join(f"batch {b}" for b in BATCH_SIZES)
     lines = [
         "# Fig. 4 for the product's runtimes: RFBSNet's time per image against batch size",

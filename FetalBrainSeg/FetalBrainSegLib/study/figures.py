@@ -49,27 +49,33 @@ def _save(figure, path: Path) -> Path:
 
 
 def write_batch_figure(reports: list[ModelReport], out_dir: Path) -> Path:
-    plt = _pyplot()
     batch_sizes = sorted(reports[0].batch_ms)
     with (out_dir / "fig4_batch_time.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["model", *[f"ms_per_image_batch_{b}" for b in batch_sizes]])
         for report in reports:
             writer.writerow([report.name, *[f"{report.batch_ms[b]:.3f}" for b in batch_sizes]])
+    series = {report.name: report.batch_ms for report in reports}
+    return plot_batch_times(series, out_dir / "fig4_batch_time.png", "Time per image against batch size")
+
+
+def plot_batch_times(
+    series: dict[str, dict[int, float]], path: Path, title: str, batch_one: dict[str, float] | None = None
+) -> Path:
+    """Fig. 4's plot: milliseconds per image against batch size, a line per series, on log axes; with
+    `batch_one`, a star per series at batch 1 (such as its end-to-end time)."""
+    plt = _pyplot()
+    batch_sizes = sorted(next(iter(series.values())))
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for report in reports:
-        axes.plot(batch_sizes, [report.batch_ms[b] for b in batch_sizes], marker="o", label=report.name)
-    axes.set(
-        xscale="log",
-        yscale="log",
-        xlabel="batch size",
-        ylabel="time per image (ms)",
-        title="Time per image against batch size",
-    )
+    for name, times in series.items():
+        (line,) = axes.plot(batch_sizes, [times[b] for b in batch_sizes], marker="o", label=name)
+        if batch_one:
+            axes.scatter([1], [batch_one[name]], marker="*", s=90, color=line.get_color())
+    axes.set(xscale="log", yscale="log", xlabel="batch size", ylabel="time per image (ms)", title=title)
     axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
     axes.legend(fontsize=7, ncol=2)
     figure.tight_layout(rect=(0, 0.03, 1, 1))
-    return _save(figure, out_dir / "fig4_batch_time.png")
+    return _save(figure, path)
 
 
 def write_speed_accuracy_figure(rows: list[dict], out_dir: Path) -> Path:
