@@ -166,6 +166,15 @@ def slice_center_ras(volume_node, slice_axis: int, index: int) -> tuple[float, f
     return tuple(float(v) for v in (ijk_to_ras(volume_node) @ np.append(ijk, 1.0))[:3])
 
 
+def poll_until(done: Callable[[], bool], late: str, poll_interval: float, timeout: float | None) -> None:
+    """Call `done` every poll_interval seconds until it returns True; TimeoutError(late) after `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done():
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(late)
+        time.sleep(poll_interval)
+
+
 @dataclass
 class SegmentationJob:
     """One run over a stack; MRML is only touched from `run` or `poll`, on the caller's thread."""
@@ -259,11 +268,7 @@ class SegmentationJob:
 
     def wait(self, poll_interval: float = 0.05, timeout: float | None = None) -> SegmentationJob:
         """Poll until the background job ends (for scripts and tests; the GUI polls from a timer)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.poll():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError("segmentation did not finish in time")
-            time.sleep(poll_interval)
+        poll_until(self.poll, "segmentation did not finish in time", poll_interval, timeout)
         return self
 
     def cancel(self) -> None:
@@ -413,14 +418,12 @@ class LiveSegmentation:
 
     def wait(self, poll_interval: float = 0.02, timeout: float | None = None) -> None:
         """Poll until every queued slice is written (for scripts and tests; the GUI polls from a timer)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+
+        def caught_up() -> bool:
             self.poll()
-            if not self.pending:
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError("live segmentation did not catch up in time")
-            time.sleep(poll_interval)
+            return not self.pending
+
+        poll_until(caught_up, "live segmentation did not catch up in time", poll_interval, timeout)
 
     def stop(self) -> None:
         """Stop observing and drop the slices still queued (never waits for the one in progress)."""
