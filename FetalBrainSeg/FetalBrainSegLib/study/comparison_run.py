@@ -57,13 +57,17 @@ class ComparisonConfig:
 LOSS_NAMES = {"dice": "Dice loss", "dice_ce": "Dice + cross-entropy loss"}
 
 
+def devices_of(reports: list[ModelReport]) -> str:
+    """Where the models were trained and timed, each device named once."""
+    return ", ".join(dict.fromkeys(r.device for r in reports))
+
+
 def recipe(config: ComparisonConfig, reports: list[ModelReport]) -> str:
     defaults = TrainConfig(manifest="", out_dir="")
     crops = f"{defaults.crop_size}x{defaults.crop_size} crops" if defaults.crop_size else "whole slices"
     steps = f"{config.steps} steps" + ("" if all(r.steps == config.steps for r in reports) else " asked for")
-    devices = ", ".join(dict.fromkeys(r.device for r in reports))
     return (
-        f"{steps} of batch {defaults.batch_size} ({crops}) on {devices}, {LOSS_NAMES[defaults.loss]}, "
+        f"{steps} of batch {defaults.batch_size} ({crops}) on {devices_of(reports)}, {LOSS_NAMES[defaults.loss]}, "
         f"Adam lr {defaults.lr:g} x {defaults.lr_decay} every {defaults.lr_decay_steps} steps, augmentation, "
         f"train split ({' + '.join(TRAIN_MODALITIES)}) less seeded validation stacks, best epoch by validation "
         "Dice; no post-processing at test time"
@@ -168,9 +172,8 @@ def run_comparison(config: ComparisonConfig, log=print) -> list[Path]:
         log(f"{name}: scoring on {len(records)} T2W test stacks and timing")
         reports.append(measure_model(name, weights[name], records, montage_keys, config))
     budget = recipe(config, reports)
-    devices = ", ".join(dict.fromkeys(r.device for r in reports))
     timing = (
-        f"the network's forward pass with PyTorch on {devices}, batch 1, mean ± standard deviation over "
+        f"the network's forward pass with PyTorch on {devices_of(reports)}, batch 1, mean ± standard deviation over "
         f"{config.timing_runs} runs after 10 warm-up runs (Fig. 4: median of 3 runs per batch size)"
     )
     rows = table_rows(reports, challenging_keys(records))

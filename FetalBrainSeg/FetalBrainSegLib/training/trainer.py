@@ -348,8 +348,10 @@ class Trainer:
             self.epoch += 1
             if self.ranks.is_main:
                 self._finish_epoch(float(np.mean(losses)), time.perf_counter() - start)
-            out_of_time = cfg.time_limit_minutes and time.perf_counter() - run_start > 60 * cfg.time_limit_minutes
-            if main_rank_says(bool(out_of_time), self.ranks, self.device):  # all ranks stop together
+            if not cfg.time_limit_minutes:
+                continue
+            out_of_time = time.perf_counter() - run_start > 60 * cfg.time_limit_minutes
+            if main_rank_says(out_of_time, self.ranks, self.device):  # all ranks stop together
                 self.log(
                     f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}; --resume continues"
                 )
