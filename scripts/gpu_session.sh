@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # One GPU session, side by side: the paper's comparison (issue 15: nine networks, one recipe,
-# trained in parallel processes, then scored and timed one at a time on an idle GPU), three
-# RFBSNet fine-tune arms (issue 11) stopped by the same wall-time limit, and the end-to-end
+# trained in parallel processes, then scored and timed one at a time on an idle GPU), RFBSNet
+# fine-tune arms (issue 11) stopped by the same wall-time limit, and optionally the end-to-end
 # latency of PyTorch on the GPU. Results: docs/results/gpu_h200/.
 #
-#   bash scripts/gpu_session.sh pack     # here: .gpu/ = the labelled train stacks and the T2W test
-#                                        # stacks (xz), the nibabel wheel, this script, the revision
-#   OUT=... bash .gpu/gpu_session.sh run # on the GPU machine, from the repository root
+#   bash scripts/gpu_session.sh pack [INIT.pt] # here: .gpu/ = the labelled train stacks and the
+#                                        # T2W test stacks (xz), the nibabel wheel, this script, the
+#                                        # revision, and the arms' starting weights in fp16
+#   OUT=... bash .gpu/gpu_session.sh start    # on the GPU machine, from the repository root:
+#                                        # `run` detached (setsid), so it outlives the call
+#   OUT=... WAIT=S bash .gpu/gpu_session.sh collect   # waits up to S s for the run to end, then
+#                                        # leaves in $OUT whatever it has written so far
 #
+# A call may last 10 minutes and the session's device time is 15, so the run is started
+# detached in one call and collected by the next; `collect` always packs what is there, so a
+# run stopped by the time budget still returns its logs and finished reports.
 # The machine has PyTorch but no registry, so nibabel travels as a wheel; the data travel as one
 # xz archive of uncompressed NIfTI (float stacks stored as scaled int16, at most 0.025 off) to fit
-# the 64 MiB the tree may take. Settings come from the environment, so the same script is dry-run
-# on the CPU first (DEVICE=cpu LIMIT=0.01 STEPS=2 ARM_STEPS=3).
+# the 64 MiB the tree may take; the arms' weights travel in fp16 for the same reason (training
+# continues in fp32). Settings come from the environment, so the same script is dry-run on the
+# CPU first (DEVICE=cpu LIMIT=0.01 STEPS=2 ARM_STEPS=3 WORK=/tmp/dry OUT=/tmp/dry_out).
 set -u
 case "${1:-}" in
 pack)
@@ -40,12 +48,22 @@ for row in keep:
         nib.save(image, f"{dst}/{folder}/{row['name']}.nii")
 PY
   tar cf - -C /tmp/gpu_pack fetal-mri | xz -9 -T2 > .gpu/data.tar.xz
+  rm -f .gpu/arm_init.pt
+  if [ -n "${2:-}" ]; then
+    .venv/bin/python - "$2" <<'PY'
+import sys
+import torch
+record = torch.load(sys.argv[1], weights_only=False)
+record["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
+torch.save(record, ".gpu/arm_init.pt")
+PY
+  fi
   cp "$0" .gpu/gpu_session.sh && git rev-parse --short=12 HEAD > .gpu/revision
   du -sh .gpu
   ;;
 run)
   DEVICE=${DEVICE:-cuda}; LIMIT=${LIMIT:-5}; STEPS=${STEPS:-3000}; ARM_STEPS=${ARM_STEPS:-100000}
-  GUARD=${GUARD:-470}; ARMS=${ARMS:-1}; LATENCY=${LATENCY:-1}; WORK=${WORK:-/tmp/work}; SITE=${SITE:-/tmp/site}
+  GUARD=${GUARD:-900}; ARMS=${ARMS:-1}; LATENCY=${LATENCY:-0}; WORK=${WORK:-/tmp/work}; SITE=${SITE:-/tmp/site}
   START=$(date +%s)
   export PYTHONUNBUFFERED=1
   [ "$DEVICE" = cuda ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
@@ -54,20 +72,23 @@ run)
   mkdir -p "$WORK/data" && xz -dc .gpu/data.tar.xz | tar xf - -C "$WORK/data"
   ls "$WORK"/data/fetal-mri/*/*.nii | xargs -P 16 -n 1 gzip -1
   nvidia-smi -L 2>/dev/null
+  echo "data ready at $(( $(date +%s) - START )) s"
   FBS="python3 -m FetalBrainSegLib.cli"
   M=$WORK/data/fetal-mri/manifest.csv
   VAL="e2mip_training_0003 e2mip_training_0004 mial_t30_coronal1 e2mip_sample_dwi_0633s1_B0"
   VAL="$VAL e2mip_train_slice_DWI_vol0003 e2mip_train_slice_DWI_vol0004"  # the shipped weights' validation stacks
-  arm() {
+  INIT=weights/rfbsnet_fetal_brain.pt  # rebuilt from the shipped ONNX model
+  [ -f .gpu/arm_init.pt ] && INIT=.gpu/arm_init.pt
+  arm() {  # niced: the comparison's processes come first on the CPU cores
     local name=$1; shift
-    OMP_NUM_THREADS=1 $FBS train --manifest "$M" -o "$WORK/$name" --device "$DEVICE" --modalities T2W EPI \
-      --steps "$ARM_STEPS" --crop-size 0 --batch-size 32 --epoch-steps 100 --time-limit "$LIMIT" \
-      --model-option norm=batch --init weights/rfbsnet_fetal_brain.pt --loss dice_ce --val-stacks $VAL --quiet \
+    OMP_NUM_THREADS=1 nice -n 10 $FBS train --manifest "$M" -o "$WORK/$name" --device "$DEVICE" \
+      --modalities T2W EPI --steps "$ARM_STEPS" --crop-size 0 --batch-size 32 --epoch-steps 100 \
+      --time-limit "$ARM_LIMIT" --model-option norm=batch --init "$INIT" --loss dice_ce --val-stacks $VAL --quiet \
       "$@" > "$WORK/$name.out" 2>&1
   }
+  ARM_LIMIT=$(python3 -c "print(max(0.01, $LIMIT - 0.5))")  # done before the comparison's timing starts
   if [ "$ARMS" = 1 ]; then
-    arm ft_standard &
-    arm ft_strong --intensity strong &
+    arm ft_strong_lr1 --intensity strong &
     arm ft_strong_lr3 --intensity strong --lr 3e-4 &
   fi
   timeout "$GUARD" $FBS benchmark --comparison --manifest "$M" --runs-dir "$WORK/comparison" --steps "$STEPS" \
@@ -75,21 +96,36 @@ run)
   echo "comparison exit $? at $(( $(date +%s) - START )) s"
   wait
   if [ "$LATENCY" = 1 ]; then
-    timeout $(( GUARD + 80 - ($(date +%s) - START) )) $FBS benchmark --latency --device "$DEVICE" --backends torch \
-      --repeats 50 --stack "$WORK/data/fetal-mri/images/e2mip_testing_0001.nii.gz" --manifest "$M" \
+    $FBS benchmark --latency --device "$DEVICE" --backends torch --repeats 50 \
+      --stack "$WORK/data/fetal-mri/images/e2mip_testing_0001.nii.gz" --manifest "$M" \
       -o "$WORK/latency" > "$WORK/latency.out" 2>&1
     echo "latency exit $? at $(( $(date +%s) - START )) s"
   fi
-  (cd "$WORK" && tar czf "$OUT/results.tar.gz" --ignore-failed-read results latency ./*.out \
-    comparison/*/train.log comparison/*/report.json comparison/*/montage.npz ft_*/train.log)
-  if [ "$ARMS" = 1 ]; then
-    for name in ft_standard ft_strong ft_strong_lr3; do cp "$WORK/$name/best.pt" "$OUT/$name.best.pt"; done
-  fi
-  tail -n 3 "$WORK"/*.out
   echo "done at $(( $(date +%s) - START )) s"
   ;;
+start)
+  WORK=${WORK:-/tmp/work}
+  mkdir -p "$WORK"
+  setsid nohup bash "$0" run > "$WORK/session.log" 2>&1 < /dev/null &
+  echo "started"
+  ;;
+collect)
+  WORK=${WORK:-/tmp/work}; WAIT=${WAIT:-60}
+  END=$(( $(date +%s) + WAIT ))
+  until grep -q "^done at" "$WORK/session.log" 2>/dev/null || [ "$(date +%s)" -ge "$END" ]; do sleep 5; done
+  (cd "$WORK" && tar czf "$OUT/results.tar.gz" --ignore-failed-read session.log results latency ./*.out \
+    comparison/*/train.log comparison/*/report.json comparison/*/montage.npz ft_*/train.log 2>/dev/null)
+  for run in "$WORK"/ft_*/; do
+    [ -f "$run/best.pt" ] && cp "$run/best.pt" "$OUT/$(basename "$run").best.pt"
+  done
+  cat "$WORK/session.log"
+  tail -n 2 "$WORK"/*.out 2>/dev/null
+  for log in "$WORK"/comparison/*/train.log "$WORK"/ft_*/train.log; do
+    [ -f "$log" ] && echo "$(basename "$(dirname "$log")"): $(tail -n 1 "$log" | cut -c 1-60)"
+  done
+  ;;
 *)
-  echo "usage: bash scripts/gpu_session.sh pack | run" >&2
+  echo "usage: bash scripts/gpu_session.sh pack [INIT.pt] | run | start | collect" >&2
   exit 2
   ;;
 esac
