@@ -132,7 +132,9 @@ def test_a_run_checkpoints_and_resumes_where_it_stopped(manifest_path, tmp_path)
     assert (tmp_path / "train.log").read_text().count("\n") == 2
 
 
-def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(manifest_path, tmp_path):
+def test_fine_tuning_starts_from_the_given_weights_records_their_lineage_and_refuses_another_network(
+    manifest_path, tmp_path
+):
     from FetalBrainSegLib.resources import default_weights_path
 
     config = TrainConfig(
@@ -144,10 +146,13 @@ def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_network(m
         val_stacks=VAL,
         device="cpu",
     )
-    shipped, _ = load_weights(default_weights_path())
-    tuned = Trainer(config, log=lambda line: None).model.state_dict()
+    shipped, shipped_meta = load_weights(default_weights_path())
+    trainer = Trainer(config, log=lambda line: None)
     for name, value in shipped.state_dict().items():
-        torch.testing.assert_close(tuned[name], value)
+        torch.testing.assert_close(trainer.model.state_dict()[name], value)
+    trainer.run(progress=False)
+    _, tuned_meta = load_weights(tmp_path / "best.pt")
+    assert tuned_meta["training"]["init_training"] == shipped_meta["training"]
     config.model_options = {}
     with pytest.raises(ValueError, match="holds rfbsnet"):
         Trainer(config, log=lambda line: None)

@@ -182,9 +182,11 @@ class Trainer:
 
     def _initial_model(self) -> torch.nn.Module:
         cfg = self.config
+        self.init_training = None  # the starting weights' own training record, kept as the lineage
         if not cfg.init:
             return build_model(cfg.model, **cfg.model_options).to(self.device)
         model, meta = load_weights(cfg.init)
+        self.init_training = meta.get("training")
         if meta["model"] != cfg.model.lower() or meta["model_options"] != dict(cfg.model_options):
             raise ValueError(
                 f"{cfg.init} holds {meta['model']} {meta['model_options']}, not {cfg.model} {dict(cfg.model_options)}"
@@ -239,11 +241,11 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = state["step"], state["epoch"]
         if self.ranks.rank == 0:  # one process continues exactly; other ranks draw their own from here
-            self.generator.set_state(state["generator"])
+            self.generator.set_state(state["generator"].cpu())  # map_location moved it to the device
         else:
             self.generator = self._augmentation_generator(self.step)
         if "order_generator" in state:
-            self.order_generator.set_state(state["order_generator"])
+            self.order_generator.set_state(state["order_generator"].cpu())
         self.best_score, self.history = state["best_score"], state["history"]
         self.log(f"resumed from {self.checkpoint_path} at step {self.step}, epoch {self.epoch}")
 
@@ -312,6 +314,7 @@ class Trainer:
                     "config": asdict(cfg),
                     "processes": self.ranks.world,
                     **self.provenance,
+                    **({"init_training": self.init_training} if self.init_training else {}),
                 },
             )
         self.save_checkpoint()
