@@ -104,3 +104,34 @@ def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path)
     report = (tmp_path / "runs" / "dfanet" / "report.json").stat().st_mtime
     run_comparison(config, log=lambda line: None)  # done work is reused, not redone
     assert (tmp_path / "runs" / "dfanet" / "report.json").stat().st_mtime == report
+
+
+def test_fig5_places_the_products_end_to_end_time_beside_the_networks(tmp_path):
+    """scripts/fig5_product.py on the committed Table 1, GPU latency and T2W test evaluation."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    results = REPO_ROOT / "docs" / "results"
+    run = subprocess.run(
+        [sys.executable, "scripts/fig5_product.py", "-o", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (tmp_path / "fig5_speed_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    with (results / "gpu_h200" / "latency.csv").open() as handle:
+        p50 = next(float(r["p50_ms"]) for r in csv.DictReader(handle) if r["backend"] == "torch on cuda")
+    with (results / "t2w_test" / "slices.csv").open() as handle:
+        shipped = np.mean([float(r["dice"]) for r in csv.DictReader(handle)])
+    assert f"shipped weights end to end: {p50:.1f} ms per slice, aDice {shipped:.4f}" in run.stdout
+
+    missing = subprocess.run(
+        [sys.executable, "scripts/fig5_product.py", "--backend", "openvino int8", "-o", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0 and "has no row 'openvino int8'" in missing.stderr
