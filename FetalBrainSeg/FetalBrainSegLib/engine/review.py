@@ -35,10 +35,10 @@ MIN_AREA_CHANGE_MM2 = 300.0  # a smaller change is within a neighbour-to-neighbo
 class ReviewThresholds:
     """Chosen on validation stacks (scripts/review_flag.py): recall of bad slices at a bounded share flagged."""
 
-    uncertain: float = 1.0  # with today's weights, hesitant borders alone no longer single out bad slices
-    area_jump: float = 0.2
-    pieces: float = 0.06
-    flip_disagreement: float = 0.10
+    uncertain: float = 0.40
+    area_jump: float = 0.25
+    pieces: float = 0.02
+    flip_disagreement: float = 0.16
 
 
 DEFAULT_THRESHOLDS = ReviewThresholds()
