@@ -25,6 +25,7 @@ from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, sele
 from FetalBrainSegLib.evaluation.metrics import pooled_dice  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.training.quantization import quantize_prepared  # noqa: E402
 
 INPUT_LAYERS = [
     "/network/downsample/conv/conv.0/Conv",
@@ -36,7 +37,7 @@ INPUT_LAYERS = [
 def main() -> None:
     import onnx
     import openvino
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,16 +79,7 @@ def main() -> None:
 
         def agreement(**which) -> float:
             quantized = Path(scratch) / "int8.onnx"
-            quantize_static(
-                str(prepared),
-                str(quantized),
-                Slices(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                **which,
-            )
+            quantize_prepared(prepared, quantized, Slices(), **which)
             return pooled_dice(masks(quantized), reference)
 
         rows = [

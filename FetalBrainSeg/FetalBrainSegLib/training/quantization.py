@@ -65,6 +65,23 @@ def recorded_calibration(int8_file: str | os.PathLike) -> list[tuple[str, int]]:
     return [(str(name), int(index)) for name, index in calibration["slices"]]
 
 
+def quantize_prepared(prepared: Path, output: Path, reader, **options) -> None:
+    """ONNX Runtime's static quantizer with this project's settings (QUANTIZATION_METHOD) on a model
+    already through `quant_pre_process`; `options` go to `quantize_static` (such as nodes_to_exclude)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(prepared),
+        str(output),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        **options,
+    )
+
+
 def quantize_int8(
     onnx_file: str | os.PathLike,
     manifest: str | os.PathLike,
@@ -80,7 +97,7 @@ def quantize_int8(
     rebuild from the record gives the same model however the data set has grown since.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnx_file = Path(onnx_file)
@@ -115,15 +132,7 @@ def quantize_int8(
         prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
         # skip_symbolic_shape: ONNX Runtime's symbolic pass cannot follow the dynamic height and width
         quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            TrainSlices(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        quantize_prepared(prepared, quantized, TrainSlices())
         model = onnx.load(str(quantized))
         next(p for p in model.metadata_props if p.key == ONNX_METADATA_KEY).value = json.dumps(metadata)
         with atomic_path(output) as tmp:
