@@ -96,6 +96,14 @@ def _add_train(commands) -> None:
         default=defaults.intensity,
         help="intensity augmentation; strong adds dark blobs and speckle (default: %(default)s)",
     )
+    p.add_argument(
+        "--fov-cut",
+        type=float,
+        default=defaults.fov_cut,
+        metavar="SHARE",
+        help="share of slices cut to a random smaller field of view, as a tightly cropped stack is "
+        "(default: %(default)s)",
+    )
     p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="training loss (default: %(default)s)")
     p.add_argument("--val-stacks", nargs="*", default=[], help="stack names held out (default: 15%% per modality)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
@@ -165,6 +173,7 @@ def _train(args) -> int:
         brain_crop_share=args.brain_crop_share,
         scale_range=tuple(args.scale_range),
         intensity=args.intensity,
+        fov_cut=args.fov_cut,
         loss=args.loss,
         init=str(args.init or ""),
         epoch_steps=args.epoch_steps,

@@ -77,6 +77,38 @@ def test_intensity_augmentation_strong_darkens_some_of_the_brain():
         AugmentSettings(intensity="extreme")
 
 
+def test_a_field_of_view_cut_zeroes_image_and_mask_outside_a_box_inside_the_signal(trainer):
+    """A chosen slice keeps a box within its signal (each side in by at most 30% of the signal's extent),
+    zero outside in image and mask alike; the others are untouched. Real slices' masks and signal boxes
+    (the images are their signal's bounding box filled with ones, so the kept box shows exactly)."""
+    from FetalBrainSegLib.training.augment import field_of_view_cut
+
+    brainy = np.flatnonzero(trainer.train_set.masks.reshape(len(trainer.train_set.masks), -1).sum(1) > 200)[:32]
+    masks = torch.from_numpy(trainer.train_set.masks[brainy])[:, None].float()
+    images = torch.zeros_like(masks)
+    for image, real in zip(images[:, 0], trainer.train_set.images[brainy]):
+        rows, cols = np.flatnonzero((real != 0).any(1)), np.flatnonzero((real != 0).any(0))
+        image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = 1.0
+    cut_images, cut_masks = field_of_view_cut(
+        images, masks, AugmentSettings(fov_cut=0.5), torch.Generator().manual_seed(0)
+    )
+    changed = (cut_images != images).flatten(1).any(1)
+    assert 0.2 < float(changed.float().mean()) < 0.8  # about half the slices
+    for before, after, mask_after in zip(images[changed, 0], cut_images[changed, 0], cut_masks[changed, 0]):
+        rows, cols = np.flatnonzero((before != 0).any(1)), np.flatnonzero((before != 0).any(0))
+        kept_rows, kept_cols = np.flatnonzero((after != 0).any(1)), np.flatnonzero((after != 0).any(0))
+        for full, kept in ((rows, kept_rows), (cols, kept_cols)):
+            extent = full[-1] - full[0] + 1
+            assert kept[0] >= full[0] and kept[-1] <= full[-1]
+            assert kept[0] - full[0] <= 0.3 * extent + 1 and full[-1] - kept[-1] <= 0.3 * extent + 1
+        box = torch.zeros_like(before, dtype=torch.bool)
+        box[kept_rows[0] : kept_rows[-1] + 1, kept_cols[0] : kept_cols[-1] + 1] = True
+        assert torch.equal(after, torch.where(box, before, 0)) and not bool(mask_after[~box].any())
+    assert torch.equal(cut_images[~changed], images[~changed]) and torch.equal(cut_masks[~changed], masks[~changed])
+    with pytest.raises(ValueError, match="smaller field of view"):
+        AugmentSettings(fov_cut=1.5)
+
+
 @pytest.fixture(scope="module")
 def trainer(manifest_path, tmp_path_factory):
     config = TrainConfig(

@@ -9,6 +9,11 @@ anywhere, so brain-free views keep being taught.
 Random numbers come from one CPU generator (so a resumed run continues exactly); the
 pixel work runs on the images' device, so a GPU run is not held back by the CPU.
 
+Field of view: a stack cropped tightly around the head (an EPI slice of 128 voxels less 30 on
+each side) leaves the network no context beyond the head. With `fov_cut`, that share of the
+slices is cut to a random smaller box of its signal (zero outside, brain outside removed from
+the mask too) before the spatial augmentation.
+
 Intensities: the coil's bias field, contrast (gamma), gain and noise vary between scans
 and sequences. The "strong" setting adds what the shipped model fails on: dark or
 speckled brain signal (local signal dropout in blobs, multiplicative speckle).
@@ -34,6 +39,8 @@ class AugmentSettings:
     brain_share: float = 1 / 3  # share of crops centred near brain
     scale_range: tuple[float, float] = (0.8, 1.25)  # content magnification
     intensity: str = "standard"
+    fov_cut: float = 0.0  # share of slices cut to a smaller field of view
+    fov_cut_most: float = 0.3  # the most cut from each side, as a share of the signal's extent
 
     def __post_init__(self):
         if self.intensity not in INTENSITY_SETTINGS:
@@ -42,6 +49,8 @@ class AugmentSettings:
             raise ValueError(f"scale range must be two positive increasing numbers, not {self.scale_range}")
         if not 0.0 <= self.brain_share <= 1.0:
             raise ValueError("the share of brain-centred crops must lie in [0, 1]")
+        if not 0.0 <= self.fov_cut <= 1.0:
+            raise ValueError("the share of slices cut to a smaller field of view must lie in [0, 1]")
 
 
 def brain_points(masks: np.ndarray, seed: int = 0) -> list[np.ndarray]:
@@ -115,6 +124,30 @@ def spatial(
     return images, masks
 
 
+def field_of_view_cut(
+    images: torch.Tensor, masks: torch.Tensor, settings: AugmentSettings, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero (N, 1, H, W) images and masks outside a random box inside each chosen image's signal:
+    each side moves in by up to `fov_cut_most` of the signal's extent along its axis."""
+    n, _, h, w = images.shape
+    chosen = (torch.rand(n, generator=generator) < settings.fov_cut).to(images.device)
+    cuts = _uniform(4 * n, 0.0, settings.fov_cut_most, generator).view(n, 4).to(images.device)
+    signal = images[:, 0] != 0
+    keep = torch.ones(n, h, w, dtype=torch.bool, device=images.device)
+    for axis, length in ((1, h), (2, w)):  # rows, then columns
+        present = signal.any(dim=3 - axis)  # (n, length): which rows (columns) hold signal
+        index = torch.arange(length, device=images.device).expand(n, length)
+        first = torch.where(present, index, length).amin(dim=1).float()
+        last = torch.where(present, index, -1).amax(dim=1).float()
+        extent = (last - first + 1).clamp_min(0)
+        low = first + cuts[:, 2 * axis - 2] * extent
+        high = last - cuts[:, 2 * axis - 1] * extent
+        inside = (index >= low[:, None]) & (index <= high[:, None])
+        keep &= inside[:, :, None] if axis == 1 else inside[:, None, :]
+    keep = (keep | ~chosen[:, None, None])[:, None].to(images.dtype)
+    return images * keep, masks * keep
+
+
 def _signal_dropout(images: torch.Tensor, generator: torch.Generator, probability: float = 0.5) -> torch.Tensor:
     """Darken 1-3 Gaussian blobs (radius 4-20 px, depth 30-90%) in about half of the images."""
     n, _, h, w = images.shape
@@ -173,5 +206,7 @@ def training_batch(
     augment: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slices (N, 1, S, S) with 0/1 masks and their brain points -> the crops a step trains on."""
+    if augment and settings.fov_cut > 0:
+        images, masks = field_of_view_cut(images, masks, settings, generator)
     images, masks = spatial(images, masks, points, settings, generator, vary=augment)
     return (intensity(images, settings, generator) if augment else images), masks

@@ -32,6 +32,7 @@ class TrainConfig:
     brain_crop_share: float = 1 / 3
     scale_range: tuple[float, float] = (0.8, 1.25)
     intensity: str = "standard"  # or "strong": adds dark blobs and speckle (augment.py)
+    fov_cut: float = 0.0  # share of slices cut to a random smaller field of view (augment.py)
     loss: str = "dice_ce"
     init: str = ""  # a weights file to start from (fine-tuning); empty: random initialization
     ema_decay: float = 0.998  # validated and saved: the exponential moving average of the weights (0: none)

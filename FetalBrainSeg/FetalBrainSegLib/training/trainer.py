@@ -153,7 +153,7 @@ class Trainer:
         self.val_stacks = load_validation([r for r in records if r.name in val_names]) if self.ranks.is_main else []
         self.train_points = brain_points(self.train_set.masks, config.seed)
         self.augmentation = AugmentSettings(
-            config.crop_size, config.brain_crop_share, tuple(config.scale_range), config.intensity
+            config.crop_size, config.brain_crop_share, tuple(config.scale_range), config.intensity, config.fov_cut
         )
         segmentation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, 1), config.loss)  # an unknown name fails now
         torch.manual_seed(config.seed)
