@@ -75,15 +75,13 @@ run)
   echo "data ready at $(( $(date +%s) - START )) s"
   FBS="python3 -m FetalBrainSegLib.cli"
   M=$WORK/data/fetal-mri/manifest.csv
-  VAL="e2mip_training_0003 e2mip_training_0004 mial_t30_coronal1 e2mip_sample_dwi_0633s1_B0"
-  VAL="$VAL e2mip_train_slice_DWI_vol0003 e2mip_train_slice_DWI_vol0004"  # the shipped weights' validation stacks
   INIT=weights/rfbsnet_fetal_brain.pt  # rebuilt from the shipped ONNX model
   [ -f .gpu/arm_init.pt ] && INIT=.gpu/arm_init.pt
   arm() {  # niced: the comparison's processes come first on the CPU cores
     local name=$1; shift
     OMP_NUM_THREADS=1 nice -n 10 $FBS train --manifest "$M" -o "$WORK/$name" --device "$DEVICE" \
       --modalities T2W EPI --steps "$ARM_STEPS" --crop-size 0 --batch-size 32 --epoch-steps 100 \
-      --time-limit "$ARM_LIMIT" --model-option norm=batch --init "$INIT" --loss dice_ce --val-stacks $VAL --quiet \
+      --time-limit "$ARM_LIMIT" --model-option norm=batch --init "$INIT" --loss dice_ce --val-stacks-from "$INIT" --quiet \
       "$@" > "$WORK/$name.out" 2>&1
   }
   ARM_LIMIT=$(python3 -c "print(max(0.01, $LIMIT - 0.5))")  # done before the comparison's timing starts

@@ -27,7 +27,9 @@ from robustness_cases import TARGETS, variants  # noqa: E402
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
+from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
 
 def main() -> int:
@@ -42,7 +44,7 @@ def main() -> int:
     if args.stacks == "test":
         chosen = [r for r in read_manifest(manifest) if r.split == "test"]
     else:
-        names = set(segmenter.metadata["training"]["val_stacks"])
+        names = set(validation_stacks(args.weights or default_weights_path()))
         chosen = [r for r in read_manifest(manifest) if r.name in names]
     rows = []
     for record in chosen:

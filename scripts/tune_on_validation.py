@@ -32,6 +32,7 @@ from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import read_manifest, select  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
+from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     provenance()  # pinned before any results file changes
     records = read_manifest(args.manifest)
-    validation_names = set(Segmenter(args.weights, device="cpu").metadata["training"]["val_stacks"])
+    validation_names = set(validation_stacks(args.weights))
     validation = run_stacks([r for r in records if r.name in validation_names and r.mask], args.weights)
     test = run_stacks(select(records, "test"), args.weights)
 

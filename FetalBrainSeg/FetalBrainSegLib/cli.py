@@ -22,12 +22,13 @@ def _add_train(commands) -> None:
         help="train a model on a manifest's train split",
         description="Train a network on the labelled train stacks of a manifest, on augmented "
         "crops, validating on whole slices of held-out stacks after every epoch. "
-        "Writes OUT/checkpoint.pt (resumable), OUT/train.log and OUT/best.pt. Runs unchanged under "
+        "Writes OUT/checkpoint.pt (resumable), OUT/train.log, OUT/best.pt (the best epoch's weights) and "
+        "OUT/last.pt (the last epoch's). Runs unchanged under "
         "`torchrun --standalone --nproc_per_node N`: each process trains on its own share of the slices "
         "(gloo on CPUs, NCCL with one GPU per process) and rank 0 validates, checkpoints and logs.",
     )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt")
+    p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt, last.pt")
     p.add_argument("--model", default=defaults.model, help="network of the registry (default: %(default)s)")
     p.add_argument(
         "--model-option",
@@ -105,7 +106,17 @@ def _add_train(commands) -> None:
         "(default: %(default)s)",
     )
     p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="training loss (default: %(default)s)")
-    p.add_argument("--val-stacks", nargs="*", default=[], help="stack names held out (default: 15%% per modality)")
+    held_out = p.add_mutually_exclusive_group()
+    held_out.add_argument(
+        "--val-stacks", nargs="*", default=[], help="stack names held out (default: 15%% per modality)"
+    )
+    held_out.add_argument(
+        "--val-stacks-from",
+        type=Path,
+        metavar="WEIGHTS",
+        help="hold out the stacks these weights were validated on, so that fine-tuning them validates on "
+        "stacks they never trained on",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument(
@@ -149,6 +160,7 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _train(args) -> int:
+    from .models.weights import validation_stacks
     from .training.config import TrainConfig
     from .training.ranks import leave_process_group
     from .training.trainer import Trainer
@@ -163,7 +175,7 @@ def _train(args) -> int:
         lr=args.lr,
         lr_decay=args.lr_decay,
         lr_decay_steps=args.lr_decay_steps,
-        val_stacks=tuple(args.val_stacks),
+        val_stacks=validation_stacks(args.val_stacks_from) if args.val_stacks_from else tuple(args.val_stacks),
         seed=args.seed,
         device=args.device,
         precision=args.precision,

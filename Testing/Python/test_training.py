@@ -162,6 +162,11 @@ def test_a_run_checkpoints_and_resumes_where_it_stopped(manifest_path, tmp_path)
     second.run(progress=False)
     assert second.step == 3 and [h["epoch"] for h in second.history] == [1, 2]
     assert (tmp_path / "train.log").read_text().count("\n") == 2
+    last, last_meta = load_weights(tmp_path / "last.pt")  # the last epoch's validated weights, best or not
+    assert last_meta["training"]["step"] == 3
+    for name, value in second.validated_model.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            torch.testing.assert_close(last.state_dict()[name], value)
 
 
 def test_fine_tuning_starts_from_the_given_weights_records_their_lineage_and_refuses_another_network(
@@ -212,6 +217,29 @@ def test_epochs_of_set_steps_and_a_time_limit_that_stops_at_an_epoch_end(manifes
     resumed.resume()
     resumed.run(progress=False)
     assert resumed.step == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]
+
+
+def test_fine_tuning_holds_out_the_stacks_its_starting_weights_were_validated_on(small_manifest, manifest, tmp_path):
+    from FetalBrainSegLib.cli import main
+    from FetalBrainSegLib.models.weights import validation_stacks
+    from FetalBrainSegLib.resources import default_weights_path
+
+    shipped = validation_stacks(default_weights_path())
+    labelled_train = {r.name for r in manifest if r.split == "train" and r.mask}
+    trained_on = load_weights(default_weights_path())[1]["training"]["train_stacks"]
+    assert set(shipped) <= labelled_train and not set(shipped) & set(trained_on)
+
+    common = ["--manifest", str(small_manifest), "--steps", "1", "--batch-size", "4", "--crop-size", "64", "--quiet"]
+    held_out = sorted([VAL[0], "e2mip_training_0005"])  # two of four: never the default 15% split
+    assert main(["train", *common, "-o", str(tmp_path / "first"), "--val-stacks", *held_out]) == 0
+    first = tmp_path / "first" / "best.pt"
+    assert (
+        main(["train", *common, "-o", str(tmp_path / "tuned"), "--init", str(first), "--val-stacks-from", str(first)])
+        == 0
+    )
+    assert load_weights(tmp_path / "tuned" / "best.pt")[1]["training"]["val_stacks"] == held_out
+    with pytest.raises(SystemExit):  # one way to choose them, not two
+        main(["train", *common, "-o", str(tmp_path / "x"), "--val-stacks", *VAL, "--val-stacks-from", str(first)])
 
 
 # Training on several processes (issue 14): a small manifest of the shared data, so that each rank loads little.

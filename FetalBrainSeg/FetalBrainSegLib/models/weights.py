@@ -100,3 +100,12 @@ def _model_from_record(record: dict, path: Path) -> tuple[nn.Module, dict]:
     model.load_state_dict(state)
     model.eval()
     return model, {k: v for k, v in record.items() if k != "state_dict"}
+
+
+def validation_stacks(path: str | os.PathLike) -> tuple[str, ...]:
+    """The stacks these weights were validated on (held out of their training), from their record."""
+    _, meta = load_weights(path)
+    names = meta.get("training", {}).get("val_stacks")
+    if not names:
+        raise ValueError(f"{Path(path).name} records no validation stacks")
+    return tuple(names)

@@ -215,6 +215,12 @@ class Trainer:
     def best_weights_path(self) -> Path:
         return self.out / "best.pt"
 
+    @property
+    def last_weights_path(self) -> Path:
+        """The last epoch's validated weights: what a recipe has taught by the end, where best.pt
+        may come from its first epochs."""
+        return self.out / "last.pt"
+
     def save_checkpoint(self) -> None:
         state = {
             "config": asdict(self.config),
@@ -283,7 +289,7 @@ class Trainer:
         return float(loss.detach())
 
     def _finish_epoch(self, loss: float, seconds: float) -> None:
-        """Rank 0's end of an epoch: validate, keep the best weights, checkpoint, log."""
+        """Rank 0's end of an epoch: validate, keep the best and the last weights, checkpoint, log."""
         cfg = self.config
         report = validate(self.validated_model, self.val_stacks, self.device, cfg.pixel_size)
         score = float(np.mean([report[m]["dice_all"] for m in report]))
@@ -297,26 +303,22 @@ class Trainer:
             "val": report,
         }
         self.history.append(entry)
+        training = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "val": report,
+            "val_stacks": self.val_names,
+            "train_stacks": self.train_names,
+            "config": asdict(cfg),
+            "processes": self.ranks.world,
+            **self.provenance,
+            **({"init_training": self.init_training} if self.init_training else {}),
+        }
+        paths = [self.last_weights_path] + ([self.best_weights_path] if improved else [])
+        for path in paths:
+            save_weights(path, self.validated_model, cfg.model, cfg.model_options, cfg.pixel_size, training)
         if improved:
             self.best_score = score
-            save_weights(
-                self.best_weights_path,
-                self.validated_model,
-                cfg.model,
-                cfg.model_options,
-                cfg.pixel_size,
-                {
-                    "epoch": self.epoch,
-                    "step": self.step,
-                    "val": report,
-                    "val_stacks": self.val_names,
-                    "train_stacks": self.train_names,
-                    "config": asdict(cfg),
-                    "processes": self.ranks.world,
-                    **self.provenance,
-                    **({"init_training": self.init_training} if self.init_training else {}),
-                },
-            )
         self.save_checkpoint()
         with (self.out / "train.log").open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
