@@ -62,11 +62,16 @@ def record_from_onnx(onnx_file: Path) -> dict:
     if "quantization" in record:
         raise ValueError(f"{onnx_file.name} is an INT8 model; PyTorch weights come from the fp32 ONNX model")
     tensors = {
-        t.name[len(ONNX_PREFIX) :]: torch.from_numpy(numpy_helper.to_array(t).copy())
+        t.name[len(ONNX_PREFIX) :]: _full_precision(torch.from_numpy(numpy_helper.to_array(t).copy()))
         for t in model.graph.initializer
         if t.name.startswith(ONNX_PREFIX)
     }
     return {**record, "format": FORMAT, "state_dict": tensors}
+
+
+def _full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """fp32 for a weight stored in half precision (training/onnx_export.py); other tensors as they are."""
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, dict]:
