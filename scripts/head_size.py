@@ -17,10 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+sys.path.insert(0, str(ROOT / "Testing" / "Python"))
+
+from robustness_cases import head_scaled  # noqa: E402
 
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.stack import Stack  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import Volume, read_volume  # noqa: E402
+from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
@@ -30,20 +32,11 @@ from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 SCALES = (0.6, 0.8, 1.0, 1.25, 1.5)
 
 
-def declared_larger(volume: Volume, scale: float) -> Volume:
-    """The same voxels with in-plane voxel size times `scale`: the anatomy appears `scale` times as large."""
-    axis = Stack(volume).axis
-    affine = volume.affine.copy()
-    for k in range(3):
-        if k != axis:
-            affine[:3, k] *= scale
-    return Volume(volume.data, affine)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, nargs="+", default=[default_weights_path()])
     parser.add_argument("--stacks", choices=("test", "validation"), default="validation")
+    parser.add_argument("--zoom", default="1", help="the segmenter's zoom: 1, the network alone (default), or auto")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     provenance()
@@ -55,7 +48,7 @@ def main() -> int:
         records = [r for r in records if r.name in names]
     rows = []
     for weights in args.weights:
-        segmenter = Segmenter(weights, device="cpu", backend="torch")
+        segmenter = Segmenter(weights, device="cpu", backend="torch", zoom=args.zoom)
         for modality in ("T2W", "EPI"):
             chosen = [r for r in records if r.modality == modality]
             pairs = [(read_volume(r.image), read_volume(r.mask).data, r) for r in chosen]
@@ -63,7 +56,7 @@ def main() -> int:
             for scale in SCALES:
                 scores = []
                 for volume, truth, record in pairs:
-                    result = segmenter.segment(declared_larger(volume, scale))
+                    result = segmenter.segment(head_scaled(volume, scale))
                     scores += score_stack(
                         result.mask, truth.reshape(volume.data.shape), result.slice_axis, record.name, modality
                     )

@@ -250,6 +250,13 @@ def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) ->
         action="store_true",
         help="flip averaging: the slice and its two flips, 3x the time; adds flip disagreement to the review flag",
     )
+    p.add_argument(
+        "--zoom",
+        default="auto" if whole_stacks else "1",
+        metavar="auto|FACTOR",
+        help="magnification of the head on the network grid; auto (whole stacks): a second pass magnifies "
+        "a head the first finds small, or shrinks a large one; 1: none (default: %(default)s)",
+    )
 
 
 def _segmenter_recipe(args):
@@ -283,6 +290,7 @@ def _segmenter_recipe(args):
         precision=args.precision,
         postprocess=getattr(args, "postprocess", "none"),
         tta=args.tta,
+        zoom=args.zoom,
     )
 
 

@@ -105,8 +105,9 @@ def test_the_model_finds_the_brain_on_cropped_and_coarse_real_stacks(segmenter, 
     assert dice(coarse, truth.reshape(128, 2, 128, 2, -1).mean(axis=(1, 3)) >= 0.5) > 0.5
 
 
-def test_single_slices_match_the_stack_result_with_the_stacks_scale(segmenter, reference):
+def test_single_slices_match_the_stack_result_with_the_stacks_scale(reference):
     volume, _, _ = reference
+    segmenter = Segmenter(device="cpu", zoom=1.5)  # slices arrive one by one at a fixed zoom: the stack's, here
     stack = segmenter.stack(volume)
     full = segmenter.segment(volume).probabilities
     for k in (3, 7):
@@ -117,7 +118,7 @@ def test_single_slices_match_the_stack_result_with_the_stacks_scale(segmenter, r
 
 def test_chunks_arrive_in_order_and_cancel_stops_the_work(reference):
     volume, _, _ = reference
-    segmenter = Segmenter(device="cpu", batch_size=5)
+    segmenter = Segmenter(device="cpu", batch_size=5, zoom=1.0)  # one pass (a second one: test_zoom.py)
     seen = []
     segmenter.segment(volume, on_chunk=lambda chunk: seen.append((chunk.start, chunk.stop, chunk.total)))
     assert seen == [(0, 5, 12), (5, 10, 12), (10, 12, 12)]

@@ -165,8 +165,9 @@ def test_background_runs_show_masks_chunk_by_chunk(headless, logic, engine_mask,
     finally:
         segmenter.batch_size = 8
     assert job.state == "done"
-    assert [done for done, _ in seen] == [5, 10, 12, 12]  # three chunks, then the end
-    assert all(beyond == 0 for _, beyond in seen)  # nothing drawn past the slices computed so far
+    passes = 1 if job.zoom == 1.0 else 2  # a second pass at another zoom redraws every slice (engine/zoom.py)
+    assert [done for done, _ in seen] == [5, 10, 12] * passes + [12]  # three chunks a pass, then the end
+    assert all(beyond == 0 for _, beyond in seen[:3])  # the first pass draws nothing past the slices it has
     np.testing.assert_array_equal(
         on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image),
         engine_mask,

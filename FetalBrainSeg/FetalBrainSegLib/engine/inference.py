@@ -2,8 +2,11 @@
 
 `iter_chunks` is the one code path: it yields each chunk of slices' probabilities on the
 stack's own voxel grid as soon as it is computed, so a caller can show progress, draw
-masks live or stop early (cancel) by simply not asking for the next chunk. `segment`
-drives it for whole stacks; `segment_slice` serves slices arriving one at a time.
+masks live or stop early (cancel) by simply not asking for the next chunk. With head-size
+adaptation (zoom.py, the default) a stack whose head the first pass finds small or large is
+segmented a second time at a better magnification: its chunks follow, and replace the first
+pass's slices. `segment` drives it for whole stacks; `segment_slice` serves slices arriving one
+at a time (at a fixed zoom: adapting needs the whole stack).
 
 The network runs on a backend (PyTorch, or ONNX Runtime without PyTorch; see backends.py),
 imported when a Segmenter is made, so the Slicer module loads on a Slicer without either.
@@ -25,14 +28,29 @@ from .review import SliceReview, flip_disagreement, review_slices
 from .stack import SliceGrid, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
+from .zoom import head_zoom
 
 DEFAULT_THRESHOLD = 0.5  # brain probability; chosen on validation stacks (docs/results/validation_choices.md)
+ZOOM_LIMITS = (0.25, 4.0)  # a fixed magnification beyond these is a mistake, not a head size
 
 
 def check_threshold(threshold: float) -> float:
     if not 0.0 < threshold < 1.0:
         raise ValueError("threshold must lie strictly between 0 and 1")
     return float(threshold)
+
+
+def check_zoom(zoom: str | float) -> str | float:
+    """ "auto" (head-size adaptation), or a fixed magnification between ZOOM_LIMITS."""
+    if zoom == "auto":
+        return zoom
+    try:
+        value = float(zoom)
+    except (TypeError, ValueError):
+        raise ValueError(f'zoom must be "auto" or a number, not {zoom!r}') from None
+    if not ZOOM_LIMITS[0] <= value <= ZOOM_LIMITS[1]:
+        raise ValueError(f"zoom must lie between {ZOOM_LIMITS[0]:g} and {ZOOM_LIMITS[1]:g}, not {value:g}")
+    return value
 
 
 class SegmentationCancelled(Exception):
@@ -46,6 +64,7 @@ class Chunk:
     total: int  # slices in the stack
     probabilities: np.ndarray  # (stop - start, A, B) float32 on the slice grid
     disagreement: np.ndarray | None = None  # per slice, with flip averaging: 1 - Dice of the flipped masks
+    zoom: float = 1.0  # the magnification this chunk was computed at; a second pass's chunks replace the first's
 
 
 @dataclass
@@ -56,6 +75,7 @@ class SegmentationResult:
     seconds: float
     review: list[SliceReview]  # one per slice: area, confidence, review flag and its reasons
     disagreement: np.ndarray | None = None  # per slice, with flip averaging (see Chunk)
+    zoom: float = 1.0  # the magnification of the pass that made the mask
 
     @property
     def num_slices(self) -> int:
@@ -73,6 +93,7 @@ class Segmenter:
         precision: str = "fp32",
         postprocess: str = "largest3d",
         tta: bool = False,
+        zoom: str | float = "auto",
     ):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
@@ -90,6 +111,7 @@ class Segmenter:
         self.threshold = threshold
         self.postprocess = postprocess
         self.tta = tta
+        self.zoom = check_zoom(zoom)
 
     def stack(self, volume: Volume, name: str = "input") -> Stack:
         """The checked stack for this volume (raises VolumeError with a one-line reason)."""
@@ -105,12 +127,32 @@ class Segmenter:
         disagreement = flip_disagreement(probs >= self.threshold, [v >= self.threshold for v in variants])
         return (probs + variants[0] + variants[1]) / 3, disagreement
 
-    def iter_chunks(self, stack: Stack) -> Iterator[Chunk]:
+    def iter_chunks(self, stack: Stack, threshold: float | None = None) -> Iterator[Chunk]:
+        """Each chunk's probabilities as computed; with zoom "auto", then the second pass's, if any (decided
+        on the first pass's mask at `threshold`, by default the segmenter's)."""
+        first_zoom = 1.0 if self.zoom == "auto" else self.zoom
+        probs = np.zeros(stack.slices().shape, dtype=np.float32)
+        for chunk in self._pass(stack, first_zoom):
+            probs[chunk.start : chunk.stop] = chunk.probabilities
+            yield chunk
+        if self.zoom == "auto":
+            spacing = stack.grid.spacing
+            mask = self.final_mask(stack, probs, threshold)
+            zoom = head_zoom(np.moveaxis(mask, stack.axis, 0), spacing[0] * spacing[1])
+            if zoom != 1.0:
+                yield from self._pass(stack, zoom)
+
+    def _pass(self, stack: Stack, zoom: float) -> Iterator[Chunk]:
+        seen = stack if zoom == 1.0 else Stack(stack.volume, stack.name, self.pixel_size / zoom)
         total = stack.num_slices
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
-            probs, disagreement = self.predict(stack.network_input(slice(start, stop)))
-            yield Chunk(start, stop, total, stack.from_network(probs, slice(start, stop)), disagreement)
+            probs, disagreement = self.predict(seen.network_input(slice(start, stop)))
+            yield Chunk(start, stop, total, seen.from_network(probs, slice(start, stop)), disagreement, zoom)
+
+    def final_mask(self, stack: Stack, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """The binarized, post-processed mask on the volume grid, from (n, A, B) slice-first probabilities."""
+        return postprocess(self.binarize(stack.assemble(probabilities), threshold), stack.axis, self.postprocess)
 
     def finish(
         self,
@@ -121,7 +163,7 @@ class Segmenter:
     ) -> tuple[np.ndarray, list[SliceReview]]:
         """A whole stack's mask (binarized, post-processed, on the volume grid) and its slice reviews,
         from (n, A, B) slice-first probabilities; `threshold` overrides the segmenter's for this call."""
-        mask = postprocess(self.binarize(stack.assemble(probabilities), threshold), stack.axis, self.postprocess)
+        mask = self.final_mask(stack, probabilities, threshold)
         spacing = stack.grid.spacing
         review = review_slices(probabilities, np.moveaxis(mask, stack.axis, 0), spacing[0] * spacing[1], disagreement)
         return mask, review
@@ -138,17 +180,19 @@ class Segmenter:
         stack = self.stack(volume, name)
         probs = np.zeros(stack.slices().shape, dtype=np.float32)
         disagreement = np.zeros(stack.num_slices) if self.tta else None
+        zoom = 1.0
         for chunk in self.iter_chunks(stack):
             if cancel is not None and cancel.is_set():
                 raise SegmentationCancelled(f"{name}: cancelled after {chunk.start} of {chunk.total} slices")
             probs[chunk.start : chunk.stop] = chunk.probabilities
+            zoom = chunk.zoom
             if chunk.disagreement is not None:
                 disagreement[chunk.start : chunk.stop] = chunk.disagreement
             if on_chunk is not None:
                 on_chunk(chunk)
         mask, review = self.finish(stack, probs, disagreement)
         return SegmentationResult(
-            stack.assemble(probs), mask, stack.axis, time.perf_counter() - begin, review, disagreement
+            stack.assemble(probs), mask, stack.axis, time.perf_counter() - begin, review, disagreement, zoom
         )
 
     def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:
@@ -173,7 +217,8 @@ class Segmenter:
         if not np.isfinite(image).all():
             raise ValueError("the slice contains NaN or infinite intensities")
         scale = float(intensity_scale) if intensity_scale else acquired_std(image)
-        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size)
+        zoom = 1.0 if self.zoom == "auto" else self.zoom
+        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size / zoom)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
         centre = acquired_centres(image[None])

@@ -200,6 +200,7 @@ class SegmentationJob:
         self.slice_axis = self.stack.axis
         self.total = self.stack.num_slices
         self.done_slices = 0
+        self.zoom = 1.0  # the pass under way: a second one, at another zoom, redoes every slice
         spacing = self.stack.grid.spacing
         self._pixel_area = spacing[0] * spacing[1]
         self._matrix = ijk_to_ras(self.volume_node)
@@ -223,7 +224,7 @@ class SegmentationJob:
     def run(self) -> SegmentationJob:
         """Compute and write every chunk on this thread (waitForCompletion)."""
         try:
-            for chunk in self.segmenter.iter_chunks(self.stack):
+            for chunk in self.segmenter.iter_chunks(self.stack, self.threshold):
                 if self._cancel.is_set():
                     break
                 self._apply(chunk)
@@ -238,7 +239,7 @@ class SegmentationJob:
 
         def work():
             try:
-                for chunk in self.segmenter.iter_chunks(self.stack):
+                for chunk in self.segmenter.iter_chunks(self.stack, self.threshold):
                     if self._cancel.is_set():
                         break
                     self._queue.put(chunk)
@@ -289,7 +290,11 @@ class SegmentationJob:
         self._probabilities[chunk.start : chunk.stop] = chunk.probabilities
         if chunk.disagreement is not None:
             self._disagreement[chunk.start : chunk.stop] = chunk.disagreement
-        self.statistics += provisional_reviews(chunk.probabilities, self.threshold, self._pixel_area, chunk.start)
+        fresh = provisional_reviews(chunk.probabilities, self.threshold, self._pixel_area, chunk.start)
+        # a second pass at another zoom (engine/zoom.py) replaces the first pass's rows of these slices
+        self.statistics = [s for s in self.statistics if not chunk.start <= s.index < chunk.stop] + fresh
+        self.statistics.sort(key=lambda review: review.index)
+        self.zoom = chunk.zoom
         self.done_slices = chunk.stop
         if self.on_progress is not None:
             self.on_progress(self)

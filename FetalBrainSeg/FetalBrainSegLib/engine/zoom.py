@@ -1,0 +1,33 @@
+"""Head-size adaptation: segment again with the head magnified when the first pass finds it small.
+
+The network learned fetal heads of the sizes in its training data, and misses much of a head
+presented at 0.6 times that size (scripts/head_size.py). Fetal heads span 20 to 40 weeks, so
+a stack whose first-pass mask is small is segmented a second time on a finer network grid
+(pixel size divided by the zoom), which shows the head larger; a very large one, on a coarser
+grid. The zoom aims the brain's largest section at TARGET_DIAMETER_MM as the network sees it,
+within ZOOM_RANGE; both were chosen on the validation stacks presented at head sizes 0.6-1.5
+(scripts/tune_zoom.py, docs/results/zoom.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TARGET_DIAMETER_MM = 115.0  # equivalent diameter of the largest brain section, as the network should see it
+ZOOM_RANGE = (0.8, 1.4)
+MIN_CHANGE = 0.02  # a zoom closer to 1 than this is not worth a second pass
+
+
+def brain_diameter(mask: np.ndarray, pixel_area_mm2: float) -> float:
+    """Equivalent diameter (mm) of the largest brain section of an (n, A, B) slice-first mask; 0 for none."""
+    largest = float(np.asarray(mask).reshape(len(mask), -1).sum(axis=1).max(initial=0)) * pixel_area_mm2
+    return 2 * np.sqrt(largest / np.pi)
+
+
+def head_zoom(mask: np.ndarray, pixel_area_mm2: float, target: float = TARGET_DIAMETER_MM, limits=ZOOM_RANGE) -> float:
+    """The magnification for a second pass, from the first pass's (n, A, B) mask; 1.0: no second pass."""
+    diameter = brain_diameter(mask, pixel_area_mm2)
+    if diameter <= 0:
+        return 1.0  # nothing found: no size to adapt to
+    zoom = float(np.clip(target / diameter, *limits))
+    return 1.0 if abs(zoom - 1) < MIN_CHANGE else zoom

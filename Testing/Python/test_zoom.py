@@ -1,0 +1,57 @@
+"""Head-size adaptation (engine/zoom.py): a head the first pass finds small is segmented again, magnified."""
+
+import numpy as np
+import pytest
+from conftest import load_pair
+from robustness_cases import head_scaled
+
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.zoom import TARGET_DIAMETER_MM, ZOOM_RANGE, brain_diameter, head_zoom
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
+
+
+def disk(diameter_px: float, size: int = 200) -> np.ndarray:
+    y, x = np.mgrid[:size, :size] - size / 2
+    return (np.hypot(x, y) <= diameter_px / 2)[None].astype(np.uint8)
+
+
+def test_the_zoom_aims_the_largest_brain_section_at_the_target_within_limits():
+    assert brain_diameter(disk(100), 1.0) == pytest.approx(100, rel=0.02)
+    assert brain_diameter(np.concatenate([disk(40), disk(100)]), 0.25) == pytest.approx(50, rel=0.02)  # mm
+    assert head_zoom(disk(100), 1.0) == pytest.approx(TARGET_DIAMETER_MM / 100, rel=0.02)
+    assert head_zoom(disk(40), 1.0) == ZOOM_RANGE[1]  # a tiny head: magnified as far as allowed
+    assert head_zoom(disk(190), 1.0) == ZOOM_RANGE[0]
+    assert head_zoom(disk(TARGET_DIAMETER_MM), 1.0) == 1.0  # already right: no second pass
+    assert head_zoom(np.zeros((3, 20, 20), np.uint8), 1.0) == 1.0  # nothing found: nothing to adapt to
+
+
+def brain_dice(result, truth, name):
+    return summarize(score_stack(result.mask, truth, result.slice_axis, name, "EPI"))["aDice_brain"]
+
+
+def test_a_small_head_is_found_again_magnified_in_a_second_pass_of_chunks(manifest):
+    """An EPI stack whose head is presented at 0.6 of its size (a younger fetus): one pass at zoom 1
+    loses half the brain; the second pass, magnified, finds it (scripts/tune_zoom.py)."""
+    record = next(r for r in manifest if r.name == "e2mip_sample_dwi_0633s1_B0")
+    volume, truth = load_pair(record)
+    small = head_scaled(volume, 0.6)
+    truth = truth.reshape(volume.data.shape)
+    one_pass = Segmenter(device="cpu", backend="torch", zoom=1.0).segment(small)
+    chunks = []
+    adapted = Segmenter(device="cpu", backend="torch").segment(small, on_chunk=chunks.append)
+    assert one_pass.zoom == 1.0 and adapted.zoom > 1.2
+    assert brain_dice(adapted, truth, record.name) > brain_dice(one_pass, truth, record.name) + 0.3
+    passes = [c.zoom for c in chunks]
+    n = -(-one_pass.num_slices // 8)
+    assert passes == [1.0] * n + [adapted.zoom] * n  # every slice twice: the second pass replaces the first
+
+
+def test_a_fixed_zoom_is_checked_and_used_as_given(t2w_test_record):
+    volume, _ = load_pair(t2w_test_record)
+    with pytest.raises(ValueError, match="zoom must"):
+        Segmenter(device="cpu", zoom="large")
+    with pytest.raises(ValueError, match="zoom must lie between"):
+        Segmenter(device="cpu", zoom=0)
+    chunks = []
+    result = Segmenter(device="cpu", zoom=1.5).segment(volume, on_chunk=chunks.append)
+    assert result.zoom == 1.5 and {c.zoom for c in chunks} == {1.5} and len(chunks) == -(-result.num_slices // 8)
