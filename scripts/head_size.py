@@ -23,13 +23,26 @@ from robustness_cases import head_scaled  # noqa: E402
 
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
 SCALES = (0.6, 0.8, 1.0, 1.25, 1.5)
+MODALITIES = ("T2W", "EPI")
+
+
+def presentations(records, scales):
+    """Each labelled stack with its head presented at each scale: (record, scale, volume, manual mask)."""
+    for record in records:
+        volume = read_volume(record.image)
+        truth = read_volume(record.mask).data.reshape(volume.data.shape)
+        for scale in scales:
+            yield record, scale, head_scaled(volume, scale), truth
+
+
+def brain_dice(result, truth, record) -> list:
+    return score_stack(result.mask, truth, result.slice_axis, record.name, record.modality)
 
 
 def main() -> int:
@@ -40,27 +53,18 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     provenance()
-    records = [r for r in read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv") if r.mask]
-    if args.stacks == "test":
-        records = [r for r in records if r.split == "test"]
-    else:
-        names = set(validation_stacks(args.weights[0]))
-        records = [r for r in records if r.name in names]
+    manifest = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    records = held_out(manifest, args.stacks, args.weights[0])
     rows = []
     for weights in args.weights:
         segmenter = Segmenter(weights, device="cpu", backend="torch", zoom=args.zoom)
-        for modality in ("T2W", "EPI"):
-            chosen = [r for r in records if r.modality == modality]
-            pairs = [(read_volume(r.image), read_volume(r.mask).data, r) for r in chosen]
-            row = {"weights": str(weights), "modality": modality, "stacks": len(chosen)}
-            for scale in SCALES:
-                scores = []
-                for volume, truth, record in pairs:
-                    result = segmenter.segment(head_scaled(volume, scale))
-                    scores += score_stack(
-                        result.mask, truth.reshape(volume.data.shape), result.slice_axis, record.name, modality
-                    )
-                row[f"x{scale:g}"] = round(summarize(scores)["aDice_brain"], 4)
+        scores = {(m, s): [] for m in MODALITIES for s in SCALES}
+        for record, scale, volume, truth in presentations(records, SCALES):
+            scores[(record.modality, scale)] += brain_dice(segmenter.segment(volume), truth, record)
+        for modality in MODALITIES:
+            stacks = sum(r.modality == modality for r in records)
+            row = {"weights": str(weights), "modality": modality, "stacks": stacks}
+            row.update({f"x{s:g}": round(summarize(scores[(modality, s)])["aDice_brain"], 4) for s in SCALES})
             rows.append(row)
             print(row, flush=True)
     lines = [

@@ -26,8 +26,7 @@ from robustness_cases import TARGETS, variants  # noqa: E402
 
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
-from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
@@ -40,12 +39,8 @@ def main() -> int:
     args = parser.parse_args()
     provenance()
     segmenter = Segmenter(args.weights, device="cpu", backend="torch")
-    manifest = ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv"
-    if args.stacks == "test":
-        chosen = [r for r in read_manifest(manifest) if r.split == "test"]
-    else:
-        names = set(validation_stacks(args.weights or default_weights_path()))
-        chosen = [r for r in read_manifest(manifest) if r.name in names]
+    manifest = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    chosen = held_out(manifest, args.stacks, args.weights or default_weights_path())
     rows = []
     for record in chosen:
         volume = read_volume(record.image)

@@ -30,9 +30,8 @@ from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess  # noqa: E402
 from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest, select  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -146,9 +145,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     provenance()  # pinned before any results file changes
     records = read_manifest(args.manifest)
-    validation_names = set(validation_stacks(args.weights))
-    validation = run_stacks([r for r in records if r.name in validation_names and r.mask], args.weights)
-    test = run_stacks(select(records, "test"), args.weights)
+    validation_records = held_out(records, "validation", args.weights)
+    validation_names = {r.name for r in validation_records}
+    validation = run_stacks(validation_records, args.weights)
+    test = run_stacks(held_out(records, "test", args.weights), args.weights)
 
     lines = [
         "# After the network: choices on the validation stacks",

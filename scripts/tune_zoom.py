@@ -25,15 +25,12 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "Testing" / "Python"))
 
-from head_size import SCALES  # noqa: E402
-from robustness_cases import head_scaled  # noqa: E402
+from head_size import SCALES, brain_dice, presentations  # noqa: E402
 
 from FetalBrainSegLib.engine import zoom as zoom_rule  # noqa: E402
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
+from FetalBrainSegLib.evaluation.scores import summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
@@ -42,18 +39,6 @@ ZOOMS = (0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6)
 TARGETS = tuple(range(50, 125, 5))  # mm
 LOWS = (0.8, 0.9, 1.0)
 HIGHS = (1.0, 1.25, 1.4, 1.6)
-
-
-def presentations(records, scales):
-    for record in records:
-        volume = read_volume(record.image)
-        truth = read_volume(record.mask).data.reshape(volume.data.shape)
-        for scale in scales:
-            yield record, scale, head_scaled(volume, scale), truth
-
-
-def brain_dice(result, truth, record) -> list:
-    return score_stack(result.mask, truth, result.slice_axis, record.name, record.modality)
 
 
 def zoom_table(segmenter: Segmenter, records) -> list[dict]:
@@ -110,10 +95,9 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     provenance()
-    records = [r for r in read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv") if r.mask]
-    names = set(validation_stacks(args.weights))
-    validation = [r for r in records if r.name in names]
-    test = [r for r in records if r.split == "test"]
+    records = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    validation, test = (held_out(records, stacks, args.weights) for stacks in ("validation", "test"))
+    names = {r.name for r in validation}
 
     table = zoom_table(Segmenter(args.weights, device="cpu", backend="torch"), validation)
     (target, low, high), mean_all, mean_native = choose_rule(table)

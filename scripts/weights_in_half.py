@@ -23,8 +23,7 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 from FetalBrainSegLib.engine.backends import OnnxRuntimeBackend, TorchBackend  # noqa: E402
 from FetalBrainSegLib.engine.stack import Stack  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
-from FetalBrainSegLib.models.weights import validation_stacks  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 from FetalBrainSegLib.training.onnx_export import export_onnx  # noqa: E402
@@ -40,8 +39,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp())
     half_file = export_onnx(args.weights, scratch / "half.onnx")
     half = OnnxRuntimeBackend(half_file)
-    validation = set(validation_stacks(args.weights))
-    records = [r for r in read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv") if r.mask]
+    manifest = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
     lines = [
         "# Weights stored in half precision (fp16 weights, fp32 compute)",
         "",
@@ -54,9 +52,7 @@ def main() -> int:
     ]
     rows = []
     for split in ("validation", "test"):
-        for record in records:
-            if (record.name in validation) != (split == "validation") or (split == "test" and record.split != "test"):
-                continue
+        for record in held_out(manifest, split, args.weights):
             images = Stack(read_volume(record.image)).network_input()
             a, b = full.predict(images), half.predict(images)
             mask_a, mask_b = a >= 0.5, b >= 0.5

@@ -121,6 +121,21 @@ def test_export_writes_the_weights_metadata_into_the_onnx_file(tmp_path):
     assert (REPO_ROOT / "weights" / onnx_path_for(default_weights_path()).name).is_file()
 
 
+def test_weights_load_from_the_onnx_file_named_directly_as_from_the_missing_pt_beside_it():
+    """`train --init weights/rfbsnet_fetal_brain.onnx` and the API take the shipped file by its own name."""
+    import torch
+
+    from FetalBrainSegLib.models.weights import load_weights
+
+    by_pt, meta_pt = load_weights(default_weights_path())
+    by_onnx, meta_onnx = load_weights(onnx_path_for(default_weights_path()))
+    assert meta_onnx["training"] == meta_pt["training"]
+    for (name, a), b in zip(by_pt.state_dict().items(), by_onnx.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="INT8"):
+        load_weights(default_weights_path().with_suffix(".int8.onnx"))
+
+
 def test_the_shipped_onnx_model_is_the_one_copy_of_the_weights(tmp_path):
     """No .pt ships: PyTorch rebuilds the model from the ONNX file, and that model exports to the same
     initializers, bit for bit, so nothing is lost between the two."""

@@ -242,6 +242,23 @@ def test_fine_tuning_holds_out_the_stacks_its_starting_weights_were_validated_on
         main(["train", *common, "-o", str(tmp_path / "x"), "--val-stacks", *VAL, "--val-stacks-from", str(first)])
 
 
+def test_measurements_score_the_test_split_or_the_validation_stacks_recorded_in_the_weights(manifest):
+    from FetalBrainSegLib.evaluation.dataset import held_out
+    from FetalBrainSegLib.models.weights import validation_stacks
+    from FetalBrainSegLib.resources import default_weights_path
+
+    weights = default_weights_path()
+    test = held_out(manifest, "test", weights)
+    validation = held_out(manifest, "validation", weights)
+    assert test and all(r.split == "test" and r.mask for r in test)
+    assert sorted(r.name for r in validation) == sorted(validation_stacks(weights))
+    assert all(r.split == "train" and r.mask for r in validation)
+    with pytest.raises(ValueError, match="test.*validation"):
+        held_out(manifest, "train", weights)
+    with pytest.raises(ValueError, match="none of the validation stacks"):
+        held_out([r for r in manifest if r.split == "test"], "validation", weights)
+
+
 # Training on several processes (issue 14): a small manifest of the shared data, so that each rank loads little.
 RANK_PROBE = """
 import json, sys

@@ -113,6 +113,11 @@ class Segmenter:
         self.tta = tta
         self.zoom = check_zoom(zoom)
 
+    @property
+    def first_zoom(self) -> float:
+        """The zoom of the first pass, and of single slices: 1 under "auto", which adapts from there."""
+        return 1.0 if self.zoom == "auto" else self.zoom
+
     def stack(self, volume: Volume, name: str = "input") -> Stack:
         """The checked stack for this volume (raises VolumeError with a one-line reason)."""
         return Stack(volume, name, self.pixel_size)
@@ -130,9 +135,8 @@ class Segmenter:
     def iter_chunks(self, stack: Stack, threshold: float | None = None) -> Iterator[Chunk]:
         """Each chunk's probabilities as computed; with zoom "auto", then the second pass's, if any (decided
         on the first pass's mask at `threshold`, by default the segmenter's)."""
-        first_zoom = 1.0 if self.zoom == "auto" else self.zoom
         probs = np.zeros(stack.slices().shape, dtype=np.float32)
-        for chunk in self._pass(stack, first_zoom):
+        for chunk in self._pass(stack, self.first_zoom):
             probs[chunk.start : chunk.stop] = chunk.probabilities
             yield chunk
         if self.zoom == "auto":
@@ -217,8 +221,7 @@ class Segmenter:
         if not np.isfinite(image).all():
             raise ValueError("the slice contains NaN or infinite intensities")
         scale = float(intensity_scale) if intensity_scale else acquired_std(image)
-        zoom = 1.0 if self.zoom == "auto" else self.zoom
-        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size / zoom)
+        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size / self.first_zoom)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
         centre = acquired_centres(image[None])

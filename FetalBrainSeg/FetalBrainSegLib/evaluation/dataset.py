@@ -55,6 +55,22 @@ def select(records: list[StackRecord], split: str, modalities: tuple[str, ...] |
     return chosen
 
 
+def held_out(records: list[StackRecord], stacks: str, weights: str | Path) -> list[StackRecord]:
+    """The labelled stacks a measurement scores: the "test" split, or the "validation" stacks recorded
+    in `weights` (held out of their training; a choice is made on these before the test split is seen)."""
+    if stacks == "test":
+        return select(records, "test")
+    if stacks != "validation":
+        raise ValueError(f'stacks must be "test" or "validation", not {stacks!r}')
+    from ..models.weights import validation_stacks  # needs PyTorch, which evaluating an ONNX model does not
+
+    names = set(validation_stacks(weights))
+    chosen = [r for r in records if r.name in names and r.mask is not None]
+    if not chosen:
+        raise ValueError(f"none of the validation stacks of {Path(weights).name} is in the manifest")
+    return chosen
+
+
 def pad_centred(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(n, A, B) -> (n, *shape), zero-padded evenly around (network grids share their centre with the slice)."""
     (a, b), (ta, tb) = images.shape[1:], shape

@@ -77,10 +77,13 @@ def _full_precision(tensor: torch.Tensor) -> torch.Tensor:
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """The model in eval mode on the CPU, and the record's metadata (without the state dict).
 
-    A missing .pt is rebuilt from the .onnx beside it (the shipped model comes as ONNX only)."""
+    An exported .onnx file, or a missing .pt with one beside it, is rebuilt from the ONNX weights
+    (the shipped model comes as ONNX only)."""
     path = Path(path)
     if not path.is_file() and path.suffix == ".pt" and path.with_suffix(".onnx").is_file():
-        return _model_from_record(record_from_onnx(path.with_suffix(".onnx")), path.with_suffix(".onnx"))
+        path = path.with_suffix(".onnx")
+    if path.suffix == ".onnx" and path.is_file():
+        return _model_from_record(record_from_onnx(path), path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:

@@ -291,9 +291,9 @@ class SegmentationJob:
         if chunk.disagreement is not None:
             self._disagreement[chunk.start : chunk.stop] = chunk.disagreement
         fresh = provisional_reviews(chunk.probabilities, self.threshold, self._pixel_area, chunk.start)
-        # a second pass at another zoom (engine/zoom.py) replaces the first pass's rows of these slices
-        self.statistics = [s for s in self.statistics if not chunk.start <= s.index < chunk.stop] + fresh
-        self.statistics.sort(key=lambda review: review.index)
+        # chunks come in slice order, so this appends; a second pass at another zoom (engine/zoom.py)
+        # replaces the first pass's rows of these slices
+        self.statistics[chunk.start : chunk.stop] = fresh
         self.zoom = chunk.zoom
         self.done_slices = chunk.stop
         if self.on_progress is not None:
