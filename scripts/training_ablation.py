@@ -1,13 +1,16 @@
 """Training-recipe ablation on held-out train stacks (issue 11): which loss, crop size, scaling and
 intensity augmentation to train the shipped model with. The test split is never read.
 
-Every arm fine-tunes the shipped weights for the same CPU time (steps scaled by the measured cost
-of a step at its crop size), one thread each, two arms at a time, and is scored as users get masks
-(whole stacks, original voxel grid, default post-processing; the moving average of the weights) on
-the same validation stacks from both hospitals. Runs are resumable: rerunning continues each arm
-from its checkpoint. Writes docs/results/training_ablation.{csv,md} and training_curves.png.
+Every arm fine-tunes the same base weights (--base-weights, default the shipped ones; the table in
+docs/results started from those shipped at git revision eb365c6:
+`git show eb365c6:weights/rfbsnet_fetal_brain.onnx > base_eb365c6.onnx`) for the same CPU time
+(steps scaled by the measured cost of a step at its crop size), one thread each, two arms at a
+time, and is scored as users get masks (whole stacks, original voxel grid, default post-processing;
+the moving average of the weights) on the same validation stacks from both hospitals. Runs are
+resumable: rerunning continues each arm from its checkpoint. Writes
+docs/results/training_ablation.{csv,md} and training_curves.png.
 
-    python scripts/training_ablation.py [--runs runs/ablation] [--parallel 2]
+    python scripts/training_ablation.py [--base-weights base.onnx] [--runs runs/ablation] [--parallel 2]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
 
 # Boston T2W (as held out for the shipped weights, so fine-tuning does not leak), one CHUV
 # orientation (its fetus's other two orientations are trained on), and three EPI stacks.
@@ -65,9 +69,9 @@ def arm_steps(settings: dict) -> int:
     return round(BASE_STEPS * settings["budget"] / STEP_COST[settings["crop_size"]])
 
 
-def train_command(run_dir: Path, settings: dict, steps: int, manifest: Path) -> list[str]:
+def train_command(run_dir: Path, settings: dict, steps: int, manifest: Path, base: Path) -> list[str]:
     low, high = settings["scale_range"]
-    init = run_dir.parent / settings["init_arm"] / "best.pt" if settings["init_arm"] else None
+    init = run_dir.parent / settings["init_arm"] / "best.pt" if settings["init_arm"] else base
     return [
         sys.executable,
         "-m",
@@ -80,7 +84,7 @@ def train_command(run_dir: Path, settings: dict, steps: int, manifest: Path) -> 
         "--model-option",
         "norm=batch",
         "--init",
-        str(init or ROOT / "weights" / "rfbsnet_fetal_brain.pt"),
+        str(init),
         "--modalities",
         "T2W",
         "EPI",
@@ -102,14 +106,14 @@ def train_command(run_dir: Path, settings: dict, steps: int, manifest: Path) -> 
     ]
 
 
-def run_arm(name: str, runs: Path, manifest: Path) -> list[dict]:
+def run_arm(name: str, runs: Path, manifest: Path, base: Path) -> list[dict]:
     settings = arm_settings(name)
     run_dir = runs / name
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "FetalBrainSeg")}
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "stdout.log").open("a") as log:
         subprocess.run(
-            ["nice", "-n", "10", *train_command(run_dir, settings, arm_steps(settings), manifest)],
+            ["nice", "-n", "10", *train_command(run_dir, settings, arm_steps(settings), manifest, base)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -125,20 +129,19 @@ def finished_history(name: str, runs: Path) -> list[dict]:
     return history if history and history[-1]["step"] >= arm_steps(arm_settings(name)) else []
 
 
-def baseline_row(manifest: Path) -> dict:
-    """The shipped weights, untouched, scored the same way."""
+def baseline_row(manifest: Path, base: Path) -> dict:
+    """The base weights, untouched, scored the same way."""
     import torch
 
     from FetalBrainSegLib.evaluation.dataset import read_manifest
     from FetalBrainSegLib.models.weights import load_weights
-    from FetalBrainSegLib.resources import default_weights_path
     from FetalBrainSegLib.training.trainer import load_validation, validate
 
-    model, _ = load_weights(default_weights_path())
+    model, _ = load_weights(base)
     stacks = load_validation([r for r in read_manifest(manifest) if r.name in VAL_STACKS])
     entry = {"epoch": 0, "val": validate(model, stacks, torch.device("cpu"), 1.2)}
     return {
-        "arm": "shipped weights (no fine-tune)",
+        "arm": "base weights (no fine-tune)",
         "loss": "dice",
         "crop": 256,
         "scaling": "0.8-1.25",
@@ -166,6 +169,9 @@ def score(entry: dict) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    parser.add_argument(
+        "--base-weights", type=Path, default=default_weights_path(), help="the weights every arm starts from"
+    )
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
@@ -179,10 +185,11 @@ def main() -> int:
         histories = {a: h for a in args.arms if (h := finished_history(a, args.runs))}
     else:
         with ThreadPoolExecutor(args.parallel) as pool:
-            histories = dict(zip(args.arms, pool.map(lambda a: run_arm(a, args.runs, args.manifest), args.arms)))
+            runs = pool.map(lambda a: run_arm(a, args.runs, args.manifest, args.base_weights), args.arms)
+            histories = dict(zip(args.arms, runs))
     missing = [a for a in ARMS if a not in histories]
 
-    rows = [baseline_row(args.manifest)]
+    rows = [baseline_row(args.manifest, args.base_weights)]
     for name, history in histories.items():
         settings, best = arm_settings(name), max(history, key=score)
         low, high = settings["scale_range"]
@@ -202,7 +209,8 @@ def main() -> int:
     lines = [
         "# Training-recipe ablation (validation stacks, never the test split)",
         "",
-        f"Each arm fine-tunes the shipped weights for the same CPU time ({BASE_STEPS} steps of batch 8 at 160², "
+        f"Each arm fine-tunes the base weights {args.base_weights.name} for the same CPU time "
+        f"({BASE_STEPS} steps of batch 8 at 160², "
         "other crop sizes scaled by their step cost), one thread each, two arms at a time; reference_then_whole "
         "continues the reference arm's best weights on whole slices for a fifth of that. Scores are the best "
         "epoch's per-slice Dice (moving average of the weights; whole stacks, original voxel grid, default "
