@@ -4,6 +4,7 @@ import csv
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def test_segment_writes_masks_on_the_input_grid_and_never_overwrites(tmp_path, t
     assert done.returncode == 0, done.stderr
     mask_path = tmp_path / "out" / "stack_brainmask.nii.gz"
     assert "12 slices" in done.stdout and "slices/s" in done.stdout
+    # progress per pass: the head-size adaptation's second pass starts the slices over under its own label
+    labels = [line.split(" [")[0] for line in done.stderr.splitlines() if " [" in line]
+    assert labels[0] == "stack.nii.gz" and re.fullmatch(r"stack\.nii\.gz \(second pass, zoom 1\.\d\d\)", labels[-1])
     mask, source = read_volume(mask_path), read_volume(image)
     np.testing.assert_array_equal(mask.affine, source.affine)
     assert mask.data.shape == source.data.shape and set(np.unique(mask.data)) <= {0, 1}

@@ -11,6 +11,7 @@ from conftest import dice, load_pair
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.stack import Stack, reorder_to_grid
 from FetalBrainSegLib.engine.volume_io import Volume, read_volume
+from FetalBrainSegLib.slicer.job_messages import progress_text
 from FetalBrainSegLib.slicer.logic import (
     DIGEST_TAG,
     BrainSegmentationLogic,
@@ -155,9 +156,12 @@ def test_background_runs_show_masks_chunk_by_chunk(headless, logic, engine_mask,
     volume = headless.load(t2w_test_record.image)
     seen = []
 
+    texts = []
+
     def progress(job):
         brain = segment_mask(job.segmentation_node, job.segment_id, volume)
         seen.append((job.done_slices, int(brain[..., job.done_slices :].sum())))
+        texts.append(progress_text(job))
 
     segmenter.batch_size = 5
     try:
@@ -165,9 +169,10 @@ def test_background_runs_show_masks_chunk_by_chunk(headless, logic, engine_mask,
     finally:
         segmenter.batch_size = 8
     assert job.state == "done"
-    passes = 1 if job.zoom == 1.0 else 2  # a second pass at another zoom redraws every slice (engine/zoom.py)
-    assert [done for done, _ in seen] == [5, 10, 12] * passes + [12]  # three chunks a pass, then the end
+    assert job.zoom > 1  # a small head for the network: a second pass, magnified, redraws every slice (zoom.py)
+    assert [done for done, _ in seen] == [5, 10, 12] * 2 + [12]  # three chunks a pass, then the end
     assert all(beyond == 0 for _, beyond in seen[:3])  # the first pass draws nothing past the slices it has
+    assert texts[0].startswith("5 / 12 slices") and texts[3].startswith(f"Second pass, zoom {job.zoom:.2f}: 5 / 12")
     np.testing.assert_array_equal(
         on_file_grid(segment_mask(job.segmentation_node, job.segment_id, volume), volume, t2w_test_record.image),
         engine_mask,

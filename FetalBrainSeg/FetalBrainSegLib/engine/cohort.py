@@ -24,6 +24,7 @@ from ..progress import ProgressBar
 from .outputs import mask_path_for, output_folder_problem, output_problem
 from .stack import slice_axis
 from .volume_io import Volume, VolumeError, read_volume, write_mask
+from .zoom import pass_label
 
 MAX_TRIES = 2  # a stack whose worker died this often is reported failed
 
@@ -145,10 +146,15 @@ class CohortReport:
 def segment_to_file(segmenter, image: Path, output: Path, progress: bool = False):
     """Segment one stack and write its mask atomically; returns (volume, result)."""
     volume = read_volume(image)
-    bar = ProgressBar(
-        volume.data.shape[segmenter.stack(volume, image.name).axis], image.name, "slices", enabled=progress
-    )
-    result = segmenter.segment(volume, image.name, on_chunk=lambda chunk: bar.update(chunk.stop - chunk.start))
+    bars: dict[float, ProgressBar] = {}  # one per pass: a second pass redoes every slice at another zoom
+
+    def show(chunk) -> None:
+        if chunk.zoom not in bars:
+            label = f"{image.name} ({pass_label(chunk.zoom)})" if bars else image.name
+            bars[chunk.zoom] = ProgressBar(chunk.total, label, "slices", enabled=progress)
+        bars[chunk.zoom].update(chunk.stop - chunk.start)
+
+    result = segmenter.segment(volume, image.name, on_chunk=show)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_mask(volume, result.mask, output)
     return volume, result

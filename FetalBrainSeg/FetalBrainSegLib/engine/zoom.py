@@ -31,3 +31,8 @@ def head_zoom(mask: np.ndarray, pixel_area_mm2: float, target: float = TARGET_DI
         return 1.0  # nothing found: no size to adapt to
     zoom = float(np.clip(target / diameter, *limits))
     return 1.0 if abs(zoom - 1) < MIN_CHANGE else zoom
+
+
+def pass_label(zoom: float) -> str:
+    """How a progress display names the second pass, which starts the slices over."""
+    return f"second pass, zoom {zoom:.2f}"

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from ..engine.review import SliceReview
+from ..engine.zoom import pass_label
 
 
 def progress_text(job) -> str:
-    return f"{job.done_slices} / {job.total} slices, {job.slices_per_second:.1f} slices/s"
+    counted = f"{job.done_slices} / {job.total} slices, {job.slices_per_second:.1f} slices/s"
+    return f"{pass_label(job.zoom).capitalize()}: {counted}" if job.second_pass else counted
 
 
 def finished_text(job) -> str:
     if job.state == "done":
         flagged = sum(s.flagged for s in job.statistics)
         return (
-            f"Done: {job.total} slices in {job.seconds:.1f} s ({job.slices_per_second:.1f} slices/s); "
+            f"Done: {job.total} slices in {job.seconds:.1f} s ({job.total / max(job.seconds, 1e-9):.1f} slices/s); "
             f"{flagged} flagged for review."
         )
     if job.state == "cancelled":

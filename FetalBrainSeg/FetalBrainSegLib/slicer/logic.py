@@ -199,8 +199,9 @@ class SegmentationJob:
         self._disagreement = np.zeros(self.stack.num_slices) if self.segmenter.tta else None
         self.slice_axis = self.stack.axis
         self.total = self.stack.num_slices
-        self.done_slices = 0
-        self.zoom = 1.0  # the pass under way: a second one, at another zoom, redoes every slice
+        self.done_slices = 0  # of the pass under way: a second one, at another zoom, redoes every slice
+        self.zoom = self.segmenter.first_zoom  # that pass's
+        self._computed_slices = 0  # over all passes, for the rate
         spacing = self.stack.grid.spacing
         self._pixel_area = spacing[0] * spacing[1]
         self._matrix = ijk_to_ras(self.volume_node)
@@ -218,8 +219,14 @@ class SegmentationJob:
 
     @property
     def slices_per_second(self) -> float:
+        """Slices the network has computed per second (a second pass counts its slices again)."""
         elapsed = self.seconds if self.finished else time.perf_counter() - self._start
-        return self.done_slices / elapsed if elapsed > 0 else 0.0
+        return self._computed_slices / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def second_pass(self) -> bool:
+        """Whether the pass under way is the head-size adaptation's second one (engine/zoom.py)."""
+        return self.zoom != self.segmenter.first_zoom
 
     def run(self) -> SegmentationJob:
         """Compute and write every chunk on this thread (waitForCompletion)."""
@@ -296,6 +303,7 @@ class SegmentationJob:
         self.statistics[chunk.start : chunk.stop] = fresh
         self.zoom = chunk.zoom
         self.done_slices = chunk.stop
+        self._computed_slices += chunk.stop - chunk.start
         if self.on_progress is not None:
             self.on_progress(self)
 
