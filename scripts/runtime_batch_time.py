@@ -41,7 +41,7 @@ def main() -> None:
         segmenter = Segmenter(device="cpu", backend=backend, precision=precision)
         stack = segmenter.stack(volume, STACK.name)
         images, slices = stack.network_input(), stack.slices()
-        spacing, scale = stack.grid.spacing, stack.normalization_scale
+        spacing, scale = stack.spacing, stack.normalization_scale
         for k in range(10):  # warm-up
             segmenter.segment_slice(slices[k % len(slices)], spacing, scale)
         end_to_end = [timed(segmenter.segment_slice, slices[k % len(slices)], spacing, scale) for k in range(50)]

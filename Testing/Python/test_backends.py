@@ -264,13 +264,19 @@ def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command
     assert calibration["split"] == "train" and len(calibration["slices"]) >= 64
     assert {name for name, _ in calibration["slices"]} <= train_stacks  # recorded by name: the data set may grow
 
-    rebuilt = tmp_path / "rebuilt.int8.onnx"
-    assert (
-        main(["quantize", "--manifest", str(manifest_path), "--calibration-from", str(shipped), "-o", str(rebuilt)])
-        == 0
-    )
+    rebuilt, again = tmp_path / "rebuilt.int8.onnx", tmp_path / "again.int8.onnx"
+    for source, target in ((shipped, rebuilt), (rebuilt, again)):
+        assert (
+            main(["quantize", "--manifest", str(manifest_path), "--calibration-from", str(source), "-o", str(target)])
+            == 0
+        )
     images = Stack(read_volume(next(r for r in manifest if r.name == "e2mip_testing_0001").image)).network_input()
-    np.testing.assert_allclose(OnnxRuntimeBackend(rebuilt).predict(images), backend.predict(images), atol=1e-4)
+    rebuilt_probabilities = OnnxRuntimeBackend(rebuilt).predict(images)
+    # the same named slices give the same model, bit for bit
+    np.testing.assert_array_equal(OnnxRuntimeBackend(again).predict(images), rebuilt_probabilities)
+    # the shipped model saw those slices as stored, before the network was shown them in one in-plane order
+    # (stack.InPlaneOrder); its rebuild differs from it by quantization noise until the next weights update
+    assert dice(rebuilt_probabilities >= 0.5, backend.predict(images) >= 0.5) > 0.99
     assert (
         main(
             [

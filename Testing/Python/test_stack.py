@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from conftest import rotation
 
-from FetalBrainSegLib.engine.stack import SliceGrid, Stack, _resampling_matrix, acquired_centres, slice_axis
+from FetalBrainSegLib.engine.stack import (
+    InPlaneOrder,
+    SliceGrid,
+    Stack,
+    _resampling_matrix,
+    acquired_centres,
+    slice_axis,
+)
 from FetalBrainSegLib.engine.volume_io import Volume, VolumeError
 
 
@@ -74,7 +81,7 @@ def test_network_input_is_divided_by_the_standard_deviation_of_the_acquired_voxe
     v = volume(shape=(256, 256, 4), spacing=(1.2, 1.2, 3))
     v.data[:20] = v.data[-20:] = 0  # zero filling outside the acquired field of view does not count
     stack = Stack(v)
-    expected = np.moveaxis(v.data, 2, 0) / v.data[20:-20].std()
+    expected = stack.order.shown(np.moveaxis(v.data, 2, 0)) / v.data[20:-20].std()
     np.testing.assert_allclose(stack.network_input(), expected, rtol=1e-5)
 
 
@@ -122,3 +129,35 @@ def test_a_stack_embedded_in_zeros_gets_the_same_network_input_and_back():
     np.testing.assert_allclose(padded.network_input(), stack.network_input(), atol=1e-5)
     maps = np.random.default_rng(5).random((3, *stack.grid.network_shape)).astype(np.float32)
     np.testing.assert_allclose(padded.from_network(maps)[:, 37:137, 5:95], stack.from_network(maps), atol=1e-5)
+
+
+def test_slices_are_shown_in_the_order_of_dicoms_patient_axes():
+    lps_axial = InPlaneOrder.from_directions(np.array([[-1.0, 0], [0, -1], [0, 0]]))  # as most scanners store
+    assert lps_axial == InPlaneOrder()
+    ras = InPlaneOrder.from_directions(np.array([[0, 2.0], [0.9, 0], [0.1, 0]]))  # A mostly +y, B +x, 2 mm
+    assert ras == InPlaneOrder(swap=True, flip=(True, True))
+    maps = np.arange(24).reshape(2, 3, 4)
+    np.testing.assert_array_equal(ras.stored(ras.shown(maps)), maps)
+    np.testing.assert_array_equal(ras.shown(maps), maps.transpose(0, 2, 1)[:, ::-1, ::-1])
+    assert ras.pair((0.8, 2.0)) == (2.0, 0.8)
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (20, -35, 50)])
+def test_the_network_sees_the_same_slices_whatever_the_voxel_order(angles):
+    """The same anatomy stored with its voxel order flipped or its in-plane axes swapped: the same network
+    input, and network maps go back onto each one's own voxels."""
+    original = volume(shape=(70, 50, 6), spacing=(1.1, 0.9, 3), angles=angles)
+    a, shape, affine = 0, original.data.shape, original.affine
+    flipped_affine = affine.copy()
+    flipped_affine[:3, a] = -affine[:3, a]
+    flipped_affine[:3, 3] = affine[:3, 3] + affine[:3, a] * (shape[a] - 1)
+    swapped_affine = affine.copy()
+    swapped_affine[:3, :3] = affine[:3, [1, 0, 2]]
+    flipped = Stack(Volume(np.ascontiguousarray(np.flip(original.data, a)), flipped_affine))
+    swapped = Stack(Volume(np.ascontiguousarray(original.data.transpose(1, 0, 2)), swapped_affine))
+    stack = Stack(original)
+    maps = np.random.default_rng(6).random((6, *stack.grid.network_shape)).astype(np.float32)
+    for other, back in ((flipped, lambda m: np.flip(m, 1)), (swapped, lambda m: m.transpose(0, 2, 1))):
+        assert other.grid.network_shape == stack.grid.network_shape
+        np.testing.assert_allclose(other.network_input(), stack.network_input(), rtol=1e-6)
+        np.testing.assert_allclose(back(other.from_network(maps)), stack.from_network(maps), atol=1e-6)

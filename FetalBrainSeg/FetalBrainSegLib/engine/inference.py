@@ -25,7 +25,7 @@ import numpy as np
 
 from .postprocess import POSTPROCESSING, postprocess
 from .review import SliceReview, flip_disagreement, review_slices
-from .stack import SliceGrid, Stack, acquired_centres
+from .stack import InPlaneOrder, SliceGrid, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
 from .zoom import head_zoom
@@ -209,11 +209,14 @@ class Segmenter:
         spacing: tuple[float, float],
         intensity_scale: float | None = None,
         threshold: float | None = None,
+        directions: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One 2D slice as it arrives: (probabilities, mask) on the slice's own grid.
 
         `intensity_scale` is the stack's intensity standard deviation when known (pass
         the same value for every slice of a series); by default, the slice's own.
+        `directions`, the (3, 2) world directions of the slice's two axes, show it to the network
+        as a whole stack's slice is (stack.InPlaneOrder); without them, as stored.
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
@@ -221,12 +224,16 @@ class Segmenter:
         if not np.isfinite(image).all():
             raise ValueError("the slice contains NaN or infinite intensities")
         scale = float(intensity_scale) if intensity_scale else acquired_std(image)
-        grid = SliceGrid(image.shape, (float(spacing[0]), float(spacing[1])), self.pixel_size / self.first_zoom)
         if scale <= 0:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
-        centre = acquired_centres(image[None])
-        probs, _ = self.predict(grid.to_network(image[None], centre) / np.float32(scale))
-        probabilities = grid.from_network(probs, centre)[0]
+        order = InPlaneOrder() if directions is None else InPlaneOrder.from_directions(directions)
+        shown = order.shown(image[None])
+        grid = SliceGrid(
+            shown.shape[1:], order.pair((float(spacing[0]), float(spacing[1]))), self.pixel_size / self.first_zoom
+        )
+        centre = acquired_centres(shown)
+        probs, _ = self.predict(grid.to_network(shown, centre) / np.float32(scale))
+        probabilities = np.ascontiguousarray(order.stored(grid.from_network(probs, centre))[0])
         return probabilities, self.binarize(probabilities, threshold)
 
     def binarize(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:

@@ -15,6 +15,11 @@ voxels), not on its voxel array: the network is not shift-invariant (it halves t
 times, so only shifts by multiples of 16 pixels leave its output unchanged), and centring on
 the signal makes a stack zero-padded, zero-filled by the scanner or embedded in a wider grid
 give the same network input, hence the same mask.
+
+The network sees each slice's two in-plane axes in an order and direction fixed by where they
+point in the world (`InPlaneOrder`), not as the file stores them: the same anatomy stored with
+its voxel order flipped or its in-plane axes swapped (as scanners, converters and Slicer do)
+gives the same network input, hence the same mask.
 """
 
 from __future__ import annotations
@@ -98,6 +103,48 @@ def acquired_centres(slices: np.ndarray) -> np.ndarray:
         has_signal = present.any(axis=1)
         centres[has_signal, axis - 1] = (first[has_signal] + last[has_signal]) / 2
     return centres
+
+
+@dataclass(frozen=True)
+class InPlaneOrder:
+    """How a slice's stored (A, B) voxel axes are shown to the network: swapped or not, then each
+    flipped or not, so that the first shown axis is the one pointing more along the world's x (then
+    y, then z), and each points along its main world direction as DICOM's patient coordinates
+    (LPS) count it, the order most scanners store (directions are given in RAS, as nibabel's)."""
+
+    swap: bool = False
+    flip: tuple[bool, bool] = (False, False)
+
+    @classmethod
+    def from_directions(cls, directions: np.ndarray) -> InPlaneOrder:
+        """From the (3, 2) world directions of the stored A and B axes (any lengths)."""
+        directions = np.asarray(directions, dtype=np.float64)[:3, :2]
+        unit = directions / np.linalg.norm(directions, axis=0)
+        a, b = (tuple(np.round(np.abs(unit[:, k]), 6)) for k in (0, 1))
+        swap = b > a
+        shown = unit[:, ::-1] if swap else unit
+        flip = tuple(bool(u[np.argmax(np.round(np.abs(u), 6))] > 0) for u in shown.T)  # RAS + is LPS -
+        return cls(bool(swap), flip)
+
+    def shown(self, maps: np.ndarray) -> np.ndarray:
+        """(n, A, B) stored per-slice maps -> as the network is shown them (a view)."""
+        if self.swap:
+            maps = maps.transpose(0, 2, 1)
+        for axis, flipped in zip((1, 2), self.flip):
+            if flipped:
+                maps = np.flip(maps, axis)
+        return maps
+
+    def stored(self, maps: np.ndarray) -> np.ndarray:
+        """Inverse of `shown`."""
+        for axis, flipped in zip((1, 2), self.flip):
+            if flipped:
+                maps = np.flip(maps, axis)
+        return maps.transpose(0, 2, 1) if self.swap else maps
+
+    def pair(self, values: tuple) -> tuple:
+        """A per-axis pair (spacing, shape) in the order shown."""
+        return tuple(values[::-1]) if self.swap else tuple(values)
 
 
 def slice_to_world(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -227,11 +274,11 @@ class Stack:
         self.name = name
         self.axis = slice_axis(volume.affine)
         in_plane = [a for a in range(3) if a != self.axis]
-        spacing = volume.spacing
-        self.grid = SliceGrid(
-            tuple(volume.data.shape[a] for a in in_plane),
-            (float(spacing[in_plane[0]]), float(spacing[in_plane[1]])),
-            pixel_size,
+        self.spacing = tuple(float(volume.spacing[a]) for a in in_plane)  # of the stored (A, B) axes
+        self.directions = np.asarray(volume.affine, dtype=np.float64)[:3, in_plane]  # (3, 2), as stored
+        self.order = InPlaneOrder.from_directions(self.directions)
+        self.grid = SliceGrid(  # on the axes as shown to the network
+            self.order.pair(tuple(volume.data.shape[a] for a in in_plane)), self.order.pair(self.spacing), pixel_size
         )
 
     @property
@@ -260,8 +307,8 @@ class Stack:
 
     @cached_property
     def centres(self) -> np.ndarray:
-        """(n, 2) each slice's acquired centre, to which its network grid is tied."""
-        return acquired_centres(self.slices())
+        """(n, 2) each slice's acquired centre (on the axes as shown), to which its network grid is tied."""
+        return acquired_centres(self.order.shown(self.slices()))
 
     def network_input(self, index: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Normalized slices on the network grid, (n, *grid.network_shape) float32."""
@@ -269,11 +316,11 @@ class Stack:
 
     def to_network(self, maps: np.ndarray, index: slice | np.ndarray = slice(None)) -> np.ndarray:
         """(n, A, B) per-slice maps of slices `index` (e.g. a manual mask) onto their network grids."""
-        return self.grid.to_network(maps, self.centres[index])
+        return self.grid.to_network(self.order.shown(maps), self.centres[index])
 
     def from_network(self, images: np.ndarray, index: slice | np.ndarray = slice(None)) -> np.ndarray:
         """(n, *grid.network_shape) network maps of slices `index` (e.g. probabilities) back onto their voxels."""
-        return self.grid.from_network(images, self.centres[index])
+        return np.ascontiguousarray(self.order.stored(self.grid.from_network(images, self.centres[index])))
 
 
 def reorder_to_grid(

@@ -66,7 +66,11 @@ class StreamingSegmenter:
         slice_to_ras = np.asarray(slice_to_ras, dtype=float)
         spacing = np.linalg.norm(slice_to_ras[:3, :2], axis=0)
         probabilities, mask = self.segmenter.segment_slice(
-            image, (float(spacing[0]), float(spacing[1])), self._series_scale(np.asarray(image)), self.threshold
+            image,
+            (float(spacing[0]), float(spacing[1])),
+            self._series_scale(np.asarray(image)),
+            self.threshold,
+            directions=slice_to_ras[:3, :2],
         )
         centroid = bbox = None
         pixels = np.argwhere(mask > 0)

@@ -151,7 +151,7 @@ def latency_benchmark(
     for name, precision, on in variants:
         segmenter = Segmenter(device=on, backend=name, precision=precision)
         stack = Stack(volume, stack_path.name, segmenter.pixel_size)
-        slices, scale, spacing = stack.slices(), stack.normalization_scale, stack.grid.spacing
+        slices, scale, spacing = stack.slices(), stack.normalization_scale, stack.spacing
         for k in range(warmup):
             segmenter.segment_slice(slices[k % len(slices)], spacing, scale)
         latencies = np.array(
