@@ -217,7 +217,8 @@ def main() -> int:
         "post-processing) on the validation stacks " + ", ".join(VAL_STACKS) + ". "
         "score = mean of the T2W and EPI Dice over all slices (an empty prediction on a brain-free slice scores "
         "1). One seed per arm: differences under about 0.01 are within run-to-run noise. Minutes are wall "
-        "time; the first two arms shared the CPU with a test run. Curves: training_curves.png.",
+        "time; the first two arms shared the CPU with a test run, crop128 (resumed in a later sitting) with other "
+        "measurements. Curves: training_curves.png.",
         "",
         "| arm | loss | crop | scaling | intensity | steps | minutes | best epoch | T2W Dice (all / brain) "
         "| T2W brain-free empty | EPI Dice (all / brain) | EPI brain-free empty | score |",
