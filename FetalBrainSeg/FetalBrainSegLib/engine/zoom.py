@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TARGET_DIAMETER_MM = 115.0  # equivalent diameter of the largest brain section, as the network should see it
+TARGET_DIAMETER_MM = 105.0  # equivalent diameter of the largest brain section, as the network should see it
 ZOOM_RANGE = (0.8, 1.4)
 MIN_CHANGE = 0.02  # a zoom closer to 1 than this is not worth a second pass
 
