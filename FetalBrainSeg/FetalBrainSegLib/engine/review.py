@@ -3,7 +3,7 @@
 Mean confidence alone misses confident mistakes (a false positive below the head at
 p = 0.9, a brain section missing on an end slice). The flag therefore combines signals
 that catch errors, each with a threshold chosen on validation stacks
-(scripts/review_flag.py, docs/results/review_flag.md):
+(scripts/tune_on_validation.py, docs/results/review_flag.md):
 - **uncertain**: the share of the slice's predicted brain that lies in the uncertain band
   (0.2 <= p < 0.8): a mask with ragged, hesitant borders or holes;
 - **area jump**: the brain area departs from what its two neighbours suggest (their mean),
@@ -33,12 +33,13 @@ MIN_AREA_CHANGE_MM2 = 300.0  # a smaller change is within a neighbour-to-neighbo
 
 @dataclass(frozen=True)
 class ReviewThresholds:
-    """Chosen on validation stacks (scripts/review_flag.py): recall of bad slices at a bounded share flagged."""
+    """Chosen on validation stacks (scripts/tune_on_validation.py): recall of bad slices at a bounded share
+    flagged."""
 
-    uncertain: float = 0.40
-    area_jump: float = 0.25
-    pieces: float = 0.02
-    flip_disagreement: float = 0.16
+    uncertain: float = 0.35
+    area_jump: float = 0.30
+    pieces: float = 0.10
+    flip_disagreement: float = 0.48
 
 
 DEFAULT_THRESHOLDS = ReviewThresholds()
