@@ -187,7 +187,7 @@ def main() -> int:
         with ThreadPoolExecutor(args.parallel) as pool:
             runs = pool.map(lambda a: run_arm(a, args.runs, args.manifest, args.base_weights), args.arms)
             histories = dict(zip(args.arms, runs))
-    missing = [a for a in ARMS if a not in histories]
+    missing = [a for a in args.arms if a not in histories]
 
     rows = [baseline_row(args.manifest, args.base_weights)]
     for name, history in histories.items():
@@ -211,14 +211,18 @@ def main() -> int:
         "",
         f"Each arm fine-tunes the base weights {args.base_weights.name} for the same CPU time "
         f"({BASE_STEPS} steps of batch 8 at 160², "
-        "other crop sizes scaled by their step cost), one thread each, two arms at a time; reference_then_whole "
-        "continues the reference arm's best weights on whole slices for a fifth of that. Scores are the best "
+        "other crop sizes scaled by their step cost), one thread each, two arms at a time"
+        + (
+            "; reference_then_whole continues the reference arm's best weights on whole slices for a fifth of that"
+            if "reference_then_whole" in histories
+            else ""
+        )
+        + ". Scores are the best "
         "epoch's per-slice Dice (moving average of the weights; whole stacks, original voxel grid, default "
         "post-processing) on the validation stacks " + ", ".join(VAL_STACKS) + ". "
         "score = mean of the T2W and EPI Dice over all slices (an empty prediction on a brain-free slice scores "
         "1). One seed per arm: differences under about 0.01 are within run-to-run noise. Minutes are wall "
-        "time; the first two arms shared the CPU with a test run, crop128 (resumed in a later sitting) with other "
-        "measurements. Curves: training_curves.png.",
+        "time, longer where arms shared the CPU with other work. Curves: training_curves.png.",
         "",
         "| arm | loss | crop | scaling | intensity | steps | minutes | best epoch | T2W Dice (all / brain) "
         "| T2W brain-free empty | EPI Dice (all / brain) | EPI brain-free empty | score |",
