@@ -27,7 +27,7 @@ def slice_geometry(record) -> tuple[np.ndarray, np.ndarray]:
     brain slices (below 0 or above 1 outside it)."""
     stack = Stack(read_volume(record.image), record.name)
     mask = np.moveaxis(read_volume(record.mask).data.reshape(stack.volume.data.shape) > 0, stack.axis, 0)
-    area = mask.reshape(len(mask), -1).sum(axis=1) * stack.grid.spacing[0] * stack.grid.spacing[1]
+    area = mask.reshape(len(mask), -1).sum(axis=1) * stack.pixel_area
     brain = np.flatnonzero(area > 0)
     position = (np.arange(len(area)) - brain[0]) / max(brain[-1] - brain[0], 1)
     return area, position

@@ -69,7 +69,6 @@ def run_stacks(records, weights) -> list[StackRun]:
         a = plain.segment(volume, record.name)
         middle = time.perf_counter()
         b = averaged.segment(volume, record.name)
-        spacing = plain.stack(volume).grid.spacing
         runs.append(
             StackRun(
                 record.name,
@@ -79,7 +78,7 @@ def run_stacks(records, weights) -> list[StackRun]:
                 b,
                 middle - start,
                 time.perf_counter() - middle,
-                spacing[0] * spacing[1],
+                plain.stack(volume).pixel_area,
             )
         )
     return runs

@@ -51,9 +51,8 @@ def zoom_table(segmenter: Segmenter, records) -> list[dict]:
             result = segmenter.segment(volume)
             row[zoom] = summarize(brain_dice(result, truth, record))["aDice_brain"]
             if zoom == 1.0:
-                spacing = segmenter.stack(volume).grid.spacing
                 mask = np.moveaxis(result.mask, result.slice_axis, 0)
-                row["diameter"] = zoom_rule.brain_diameter(mask, spacing[0] * spacing[1])
+                row["diameter"] = zoom_rule.brain_diameter(mask, segmenter.stack(volume).pixel_area)
         rows.append(row)
         print(record.name, scale, {z: round(row[z], 3) for z in ZOOMS}, flush=True)
     return rows

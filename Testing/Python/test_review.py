@@ -21,7 +21,7 @@ def manual(manifest):
     volume, truth = load_pair(next(r for r in manifest if r.name == "e2mip_testing_0001"))
     stack = Stack(volume)
     mask = np.ascontiguousarray(np.moveaxis(truth > 0, stack.axis, 0)).astype(np.uint8)
-    return mask, stack.grid.spacing[0] * stack.grid.spacing[1]
+    return mask, stack.pixel_area
 
 
 def test_a_perfect_confident_mask_is_flagged_nowhere_in_the_middle_of_the_brain(manual):

@@ -139,7 +139,8 @@ def test_slices_are_shown_in_the_order_of_dicoms_patient_axes():
     maps = np.arange(24).reshape(2, 3, 4)
     np.testing.assert_array_equal(ras.stored(ras.shown(maps)), maps)
     np.testing.assert_array_equal(ras.shown(maps), maps.transpose(0, 2, 1)[:, ::-1, ::-1])
-    assert ras.pair((0.8, 2.0)) == (2.0, 0.8)
+    grid = ras.grid((30, 40), (0.8, 2.0), 1.2)
+    assert grid.shape == (40, 30) and grid.spacing == (2.0, 0.8)
 
 
 @pytest.mark.parametrize("angles", [(0, 0, 0), (20, -35, 50)])

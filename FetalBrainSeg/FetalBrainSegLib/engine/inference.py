@@ -25,7 +25,7 @@ import numpy as np
 
 from .postprocess import POSTPROCESSING, postprocess
 from .review import SliceReview, flip_disagreement, review_slices
-from .stack import InPlaneOrder, SliceGrid, Stack, acquired_centres
+from .stack import InPlaneOrder, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
 from .zoom import head_zoom
@@ -140,9 +140,8 @@ class Segmenter:
             probs[chunk.start : chunk.stop] = chunk.probabilities
             yield chunk
         if self.zoom == "auto":
-            spacing = stack.grid.spacing
             mask = self.final_mask(stack, probs, threshold)
-            zoom = head_zoom(np.moveaxis(mask, stack.axis, 0), spacing[0] * spacing[1])
+            zoom = head_zoom(np.moveaxis(mask, stack.axis, 0), stack.pixel_area)
             if zoom != 1.0:
                 yield from self._pass(stack, zoom)
 
@@ -168,8 +167,7 @@ class Segmenter:
         """A whole stack's mask (binarized, post-processed, on the volume grid) and its slice reviews,
         from (n, A, B) slice-first probabilities; `threshold` overrides the segmenter's for this call."""
         mask = self.final_mask(stack, probabilities, threshold)
-        spacing = stack.grid.spacing
-        review = review_slices(probabilities, np.moveaxis(mask, stack.axis, 0), spacing[0] * spacing[1], disagreement)
+        review = review_slices(probabilities, np.moveaxis(mask, stack.axis, 0), stack.pixel_area, disagreement)
         return mask, review
 
     def segment(
@@ -228,9 +226,7 @@ class Segmenter:
             return np.zeros_like(image), np.zeros(image.shape, np.uint8)
         order = InPlaneOrder() if directions is None else InPlaneOrder.from_directions(directions)
         shown = order.shown(image[None])
-        grid = SliceGrid(
-            shown.shape[1:], order.pair((float(spacing[0]), float(spacing[1]))), self.pixel_size / self.first_zoom
-        )
+        grid = order.grid(image.shape, spacing, self.pixel_size / self.first_zoom)
         centre = acquired_centres(shown)
         probs, _ = self.predict(grid.to_network(shown, centre) / np.float32(scale))
         probabilities = np.ascontiguousarray(order.stored(grid.from_network(probs, centre))[0])

@@ -142,9 +142,10 @@ class InPlaneOrder:
                 maps = np.flip(maps, axis)
         return maps.transpose(0, 2, 1) if self.swap else maps
 
-    def pair(self, values: tuple) -> tuple:
-        """A per-axis pair (spacing, shape) in the order shown."""
-        return tuple(values[::-1]) if self.swap else tuple(values)
+    def grid(self, shape: tuple[int, int], spacing: tuple[float, float], pixel_size: float) -> SliceGrid:
+        """The network grid of slices of stored `shape` and `spacing`, on the axes as shown."""
+        pair = (lambda values: tuple(values)[::-1]) if self.swap else tuple
+        return SliceGrid(pair(shape), pair(float(s) for s in spacing), pixel_size)
 
 
 def slice_to_world(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -277,9 +278,12 @@ class Stack:
         self.spacing = tuple(float(volume.spacing[a]) for a in in_plane)  # of the stored (A, B) axes
         self.directions = np.asarray(volume.affine, dtype=np.float64)[:3, in_plane]  # (3, 2), as stored
         self.order = InPlaneOrder.from_directions(self.directions)
-        self.grid = SliceGrid(  # on the axes as shown to the network
-            self.order.pair(tuple(volume.data.shape[a] for a in in_plane)), self.order.pair(self.spacing), pixel_size
-        )
+        self.grid = self.order.grid(tuple(volume.data.shape[a] for a in in_plane), self.spacing, pixel_size)
+
+    @property
+    def pixel_area(self) -> float:
+        """mm² of one in-plane voxel."""
+        return self.spacing[0] * self.spacing[1]
 
     @property
     def num_slices(self) -> int:

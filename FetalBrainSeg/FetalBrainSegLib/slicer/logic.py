@@ -202,8 +202,6 @@ class SegmentationJob:
         self.done_slices = 0  # of the pass under way: a second one, at another zoom, redoes every slice
         self.zoom = self.segmenter.first_zoom  # that pass's
         self._computed_slices = 0  # over all passes, for the rate
-        spacing = self.stack.grid.spacing
-        self._pixel_area = spacing[0] * spacing[1]
         self._matrix = ijk_to_ras(self.volume_node)
         self._cancel = threading.Event()
         self._queue: queue.Queue = queue.Queue()
@@ -297,7 +295,7 @@ class SegmentationJob:
         self._probabilities[chunk.start : chunk.stop] = chunk.probabilities
         if chunk.disagreement is not None:
             self._disagreement[chunk.start : chunk.stop] = chunk.disagreement
-        fresh = provisional_reviews(chunk.probabilities, self.threshold, self._pixel_area, chunk.start)
+        fresh = provisional_reviews(chunk.probabilities, self.threshold, self.stack.pixel_area, chunk.start)
         # chunks come in slice order, so this appends; a second pass at another zoom (engine/zoom.py)
         # replaces the first pass's rows of these slices
         self.statistics[chunk.start : chunk.stop] = fresh
