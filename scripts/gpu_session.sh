@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One GPU session, side by side: the paper's comparison (issue 15: nine networks, one recipe,
-# trained in parallel processes, then scored and timed one at a time on an idle GPU), RFBSNet
-# fine-tune arms (issue 11) stopped by the same wall-time limit, and optionally the end-to-end
-# latency of PyTorch on the GPU. Results: docs/results/gpu_h200/.
+# trained in parallel processes, then scored and timed one at a time on an idle GPU; COMPARISON=0
+# leaves it out), RFBSNet fine-tune arms (issue 11) stopped by the same wall-time limit, and
+# optionally the end-to-end latency of PyTorch on the GPU. Results: docs/results/gpu_h200/.
+# ARMS lists the arms as "ft_NAME=train options" separated by ';' (names start with ft_, which
+# `collect` looks for); ARM_THREADS is each arm's share of the CPU cores.
 #
 #   bash scripts/gpu_session.sh pack [INIT.pt] # here: .gpu/ = the labelled train stacks and the
 #                                        # T2W test stacks (xz), the nibabel wheel, this script, the
@@ -63,7 +65,9 @@ PY
   ;;
 run)
   DEVICE=${DEVICE:-cuda}; LIMIT=${LIMIT:-5}; STEPS=${STEPS:-3000}; ARM_STEPS=${ARM_STEPS:-100000}
-  GUARD=${GUARD:-900}; ARMS=${ARMS:-1}; LATENCY=${LATENCY:-0}; WORK=${WORK:-/tmp/work}; SITE=${SITE:-/tmp/site}
+  GUARD=${GUARD:-900}; LATENCY=${LATENCY:-0}; WORK=${WORK:-/tmp/work}; SITE=${SITE:-/tmp/site}
+  COMPARISON=${COMPARISON:-1}; ARM_THREADS=${ARM_THREADS:-1}
+  ARMS=${ARMS-"ft_strong_lr1=--intensity strong;ft_strong_lr3=--intensity strong --lr 3e-4"}
   START=$(date +%s)
   export PYTHONUNBUFFERED=1
   [ "$DEVICE" = cuda ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
@@ -79,20 +83,25 @@ run)
   [ -f .gpu/arm_init.pt ] && INIT=.gpu/arm_init.pt
   arm() {  # niced: the comparison's processes come first on the CPU cores
     local name=$1; shift
-    OMP_NUM_THREADS=1 nice -n 10 $FBS train --manifest "$M" -o "$WORK/$name" --device "$DEVICE" \
+    OMP_NUM_THREADS=$ARM_THREADS nice -n 10 $FBS train --manifest "$M" -o "$WORK/$name" --device "$DEVICE" \
       --modalities T2W EPI --steps "$ARM_STEPS" --crop-size 0 --batch-size 32 --epoch-steps 100 \
       --time-limit "$ARM_LIMIT" --model-option norm=batch --init "$INIT" --loss dice_ce --val-stacks-from "$INIT" --quiet \
       "$@" > "$WORK/$name.out" 2>&1
   }
-  ARM_LIMIT=$(python3 -c "print(max(0.01, $LIMIT - 0.5))")  # done before the comparison's timing starts
-  if [ "$ARMS" = 1 ]; then
-    arm ft_strong_lr1 --intensity strong &
-    arm ft_strong_lr3 --intensity strong --lr 3e-4 &
+  ARM_LIMIT=$LIMIT
+  [ "$COMPARISON" = 1 ] && ARM_LIMIT=$(python3 -c "print(max(0.01, $LIMIT - 0.5))")  # done before its timing starts
+  IFS=';' read -ra specs <<< "$ARMS"
+  for spec in "${specs[@]}"; do
+    # shellcheck disable=SC2086  # the options split into words on purpose
+    arm "${spec%%=*}" ${spec#*=} &
+  done
+  if [ "$COMPARISON" = 1 ]; then
+    timeout "$GUARD" $FBS benchmark --comparison --manifest "$M" --runs-dir "$WORK/comparison" --steps "$STEPS" \
+      --parallel 9 --time-limit "$LIMIT" --device "$DEVICE" --repeats 100 -o "$WORK/results" > "$WORK/comparison.out" 2>&1
+    echo "comparison exit $? at $(( $(date +%s) - START )) s"
   fi
-  timeout "$GUARD" $FBS benchmark --comparison --manifest "$M" --runs-dir "$WORK/comparison" --steps "$STEPS" \
-    --parallel 9 --time-limit "$LIMIT" --device "$DEVICE" --repeats 100 -o "$WORK/results" > "$WORK/comparison.out" 2>&1
-  echo "comparison exit $? at $(( $(date +%s) - START )) s"
   wait
+  echo "arms done at $(( $(date +%s) - START )) s"
   if [ "$LATENCY" = 1 ]; then
     $FBS benchmark --latency --device "$DEVICE" --backends torch --repeats 50 \
       --stack "$WORK/data/fetal-mri/images/e2mip_testing_0001.nii.gz" --manifest "$M" \
