@@ -424,7 +424,10 @@ def _add_evaluate(commands) -> None:
     )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument(
-        "--split", default="test", help="train, test or unlabelled rows of the manifest (default: %(default)s)"
+        "--split",
+        default="test",
+        help="train, test or unlabelled rows of the manifest, or validation: the stacks held out of the "
+        "weights' training, as their record lists them (default: %(default)s)",
     )
     p.add_argument("--modalities", nargs="+", default=["T2W"], help="modalities scored (default: %(default)s)")
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for slices.csv and summary.md")
@@ -434,11 +437,19 @@ def _add_evaluate(commands) -> None:
 
 
 def _evaluate(args) -> int:
-    from .evaluation.dataset import read_manifest, select
+    from .evaluation.dataset import named_stacks, read_manifest, select
     from .evaluation.scores import evaluate_records, markdown_summary, write_csv
 
-    records = select(read_manifest(args.manifest), args.split, tuple(args.modalities))
-    scores = evaluate_records(_make_segmenter(args), records, log=(lambda line: None) if args.quiet else print)
+    segmenter = _make_segmenter(args)
+    records = read_manifest(args.manifest)
+    if args.split == "validation":
+        recorded = segmenter.metadata.get("training", {}).get("val_stacks")
+        if not recorded:
+            raise SystemExit(f"error: {args.weights or 'the shipped weights'} record no validation stacks")
+        records = named_stacks(records, recorded, str(args.weights or "the shipped weights"), tuple(args.modalities))
+    else:
+        records = select(records, args.split, tuple(args.modalities))
+    scores = evaluate_records(segmenter, records, log=(lambda line: None) if args.quiet else print)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(scores, args.out_dir / "slices.csv")
     from .provenance import provenance_markdown

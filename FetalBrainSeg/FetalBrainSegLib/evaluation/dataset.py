@@ -64,10 +64,22 @@ def held_out(records: list[StackRecord], stacks: str, weights: str | Path) -> li
         raise ValueError(f'stacks must be "test" or "validation", not {stacks!r}')
     from ..models.weights import validation_stacks  # needs PyTorch, which evaluating an ONNX model does not
 
-    names = set(validation_stacks(weights))
-    chosen = [r for r in records if r.name in names and r.mask is not None]
+    return named_stacks(records, validation_stacks(weights), Path(weights).name)
+
+
+def named_stacks(
+    records: list[StackRecord], names, weights_name: str, modalities: tuple[str, ...] | None = None
+) -> list[StackRecord]:
+    """The labelled stacks among `names`, the validation stacks a weights file's training record lists."""
+    chosen = [
+        r
+        for r in records
+        if r.name in set(names) and r.mask is not None and (modalities is None or r.modality in modalities)
+    ]
     if not chosen:
-        raise ValueError(f"none of the validation stacks of {Path(weights).name} is in the manifest")
+        raise ValueError(
+            f"none of the {'/'.join(modalities or ())} validation stacks of {weights_name} is in the manifest"
+        )
     return chosen
 
 
