@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 from FetalBrainSegLib.engine.stack import Stack  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
+from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
 
 
 def slice_geometry(record) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +42,7 @@ def main() -> int:
         type=Path,
         default=[ROOT / "docs/results/t2w_test/slices.csv", ROOT / "docs/results/epi_test/slices.csv"],
     )
-    parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared/data/fetal-mri/manifest.csv")
+    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs/results/dice_by_area_and_position.png")
     args = parser.parse_args()
     records = {r.name: r for r in read_manifest(args.manifest)}

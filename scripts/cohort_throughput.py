@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
 
-MANIFEST = ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv"
+MANIFEST = shared_manifest_path()
 
 
 def segment(folder: Path, out: Path, *options: str) -> float:

@@ -26,7 +26,7 @@ from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 SCALES = (0.6, 0.8, 1.0, 1.25, 1.5)
 MODALITIES = ("T2W", "EPI")
@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     provenance()
-    manifest = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    manifest = read_manifest(shared_manifest_path())
     records = held_out(manifest, args.stacks, args.weights[0])
     rows = []
     for weights in args.weights:

@@ -24,7 +24,7 @@ from FetalBrainSegLib.engine.backends import onnx_path_for  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, select  # noqa: E402
 from FetalBrainSegLib.evaluation.metrics import pooled_dice  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 from FetalBrainSegLib.training.quantization import quantize_prepared  # noqa: E402
 
 INPUT_LAYERS = [
@@ -41,7 +41,7 @@ def main() -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=Path("../shared/data/fetal-mri/manifest.csv"))
+    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
     parser.add_argument("--calibration-slices", type=int, default=64)
     parser.add_argument("-o", "--out-dir", type=Path, default=Path("docs/results"))
     args = parser.parse_args()

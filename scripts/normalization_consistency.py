@@ -20,6 +20,7 @@ import numpy as np
 
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.dataset import read_manifest, select
+from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
 
 
 def scale_std(data):  # the authors' choice, and ours: divide by the stack's standard deviation
@@ -54,7 +55,7 @@ def centre_crop(data, keep=0.6):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, default=Path("../shared/data/fetal-mri/manifest.csv"))
+    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
     args = parser.parse_args(argv)
     records = select(read_manifest(args.manifest), "train")
     rows = []

@@ -28,7 +28,7 @@ from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     provenance()
     segmenter = Segmenter(args.weights, device="cpu", backend="torch")
-    manifest = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    manifest = read_manifest(shared_manifest_path())
     chosen = held_out(manifest, args.stacks, args.weights or default_weights_path())
     rows = []
     for record in chosen:

@@ -26,10 +26,11 @@ from FetalBrainSegLib.engine.streaming import StreamingSegmenter  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
 from FetalBrainSegLib.scanner.link import ScannerLink  # noqa: E402
 from FetalBrainSegLib.scanner.replay import Replay, slice_messages  # noqa: E402
 
-MANIFEST = ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv"
+MANIFEST = shared_manifest_path()
 
 
 def run(backend: str, rate: float, records) -> dict:

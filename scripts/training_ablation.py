@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 # Boston T2W (as held out for the shipped weights, so fine-tuning does not leak), one CHUV
 # orientation (its fetus's other two orientations are trained on), and three EPI stacks.
@@ -168,7 +168,7 @@ def score(entry: dict) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
     parser.add_argument(
         "--base-weights", type=Path, default=default_weights_path(), help="the weights every arm starts from"
     )

@@ -34,6 +34,7 @@ from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 BAD_DICE = 0.8
@@ -143,7 +144,7 @@ def apply_flags(table: dict[str, np.ndarray], limits: dict) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
     parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "rfbsnet_fetal_brain.pt")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)

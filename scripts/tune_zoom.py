@@ -32,7 +32,7 @@ from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 # a pass costs zoom² the pixels; a first run over 0.6-2.0 (limits 0.6-1.0 and 1.0-2.0) chose the same rule
 ZOOMS = (0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6)
@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     provenance()
-    records = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    records = read_manifest(shared_manifest_path())
     validation, test = (held_out(records, stacks, args.weights) for stacks in ("validation", "test"))
     names = {r.name for r in validation}
 

@@ -25,7 +25,7 @@ from FetalBrainSegLib.engine.stack import Stack  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 from FetalBrainSegLib.training.onnx_export import export_onnx  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp())
     half_file = export_onnx(args.weights, scratch / "half.onnx")
     half = OnnxRuntimeBackend(half_file)
-    manifest = read_manifest(ROOT.parent / "shared" / "data" / "fetal-mri" / "manifest.csv")
+    manifest = read_manifest(shared_manifest_path())
     lines = [
         "# Weights stored in half precision (fp16 weights, fp32 compute)",
         "",

@@ -33,3 +33,9 @@ def default_weights_path(model: str = "rfbsnet") -> Path:
         if (folder / name).is_file() or (folder / name).with_suffix(".onnx").is_file():
             return folder / name
     return folders[-1] / name
+
+
+def shared_manifest_path() -> Path:
+    """The project's shared data set beside a source checkout (../shared/data/fetal-mri/manifest.csv), which
+    the measurement scripts read wherever they are run from."""
+    return MODULE_DIR.parent.parent / "shared" / "data" / "fetal-mri" / "manifest.csv"
