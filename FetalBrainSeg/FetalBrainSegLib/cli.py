@@ -117,6 +117,15 @@ def _add_train(commands) -> None:
         help="hold out the stacks these weights were validated on, so that fine-tuning them validates on "
         "stacks they never trained on",
     )
+    p.add_argument(
+        "--val-head-sizes",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="SCALE",
+        help="also validate each stack with its head presented SCALE times as large (e.g. 0.6 0.8 1.25 1.5); "
+        "the best epoch then weighs them equally with the stacks as they are (default: none)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument(
@@ -176,6 +185,7 @@ def _train(args) -> int:
         lr_decay=args.lr_decay,
         lr_decay_steps=args.lr_decay_steps,
         val_stacks=validation_stacks(args.val_stacks_from) if args.val_stacks_from else tuple(args.val_stacks),
+        val_head_sizes=tuple(args.val_head_sizes),
         seed=args.seed,
         device=args.device,
         precision=args.precision,

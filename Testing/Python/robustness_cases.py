@@ -27,17 +27,6 @@ def shifted_affine(affine: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
     return moved
 
 
-def head_scaled(volume: Volume, scale: float) -> Volume:
-    """The same voxels with in-plane voxel size times `scale`: the head appears `scale` times as large, and
-    a mask of it lies on the same voxels (scripts/head_size.py, scripts/tune_zoom.py)."""
-    axis = Stack(volume).axis
-    affine = volume.affine.copy()
-    for k in range(3):
-        if k != axis:
-            affine[:3, k] *= scale
-    return Volume(volume.data, affine)
-
-
 def variants(volume: Volume) -> dict:
     axis = Stack(volume).axis
     a, b = [k for k in range(3) if k != axis]

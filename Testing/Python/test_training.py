@@ -7,7 +7,14 @@ import torch
 from FetalBrainSegLib.models.weights import load_weights
 from FetalBrainSegLib.training.augment import AugmentSettings, brain_points, training_batch
 from FetalBrainSegLib.training.config import TrainConfig
-from FetalBrainSegLib.training.trainer import Trainer, dice_loss, segmentation_loss
+from FetalBrainSegLib.training.trainer import (
+    Trainer,
+    dice_loss,
+    load_validation,
+    segmentation_loss,
+    validate,
+    validation_score,
+)
 
 VAL = ("e2mip_validation_slice_T2W_vol0005",)
 
@@ -217,6 +224,31 @@ def test_epochs_of_set_steps_and_a_time_limit_that_stops_at_an_epoch_end(manifes
     resumed.resume()
     resumed.run(progress=False)
     assert resumed.step == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]
+
+
+def test_validation_can_weigh_heads_presented_smaller_or_larger(manifest, manifest_path, tmp_path, capsys):
+    """--val-head-sizes: an epoch that gains on the stacks as they are by losing small heads is not kept
+    (a GPU fine-tune of 2026-11-26 did that: docs/results/gpu_h200/README.md)."""
+    from FetalBrainSegLib.resources import default_weights_path
+
+    model, meta = load_weights(default_weights_path())
+    stacks, pixel = load_validation([r for r in manifest if r.name == VAL[0]]), meta["preprocessing"]["pixel_size_mm"]
+    as_is = validate(model, stacks, torch.device("cpu"), pixel)["T2W"]
+    same = validate(model, stacks, torch.device("cpu"), pixel, head_sizes=(1.0,))["T2W"]
+    tiny = validate(model, stacks, torch.device("cpu"), pixel, head_sizes=(0.3,))["T2W"]
+    assert "dice_brain_sizes" not in as_is and same["dice_brain_sizes"] == pytest.approx(as_is["dice_brain"])
+    assert as_is["dice_brain"] > 0.5 and tiny["dice_brain_sizes"] < as_is["dice_brain"] - 0.3  # no brain this small
+    assert validation_score({"T2W": as_is}) == as_is["dice_all"]
+    assert validation_score({"T2W": tiny}) == pytest.approx((tiny["dice_all"] + tiny["dice_brain_sizes"]) / 2)
+
+    from FetalBrainSegLib.cli import main
+
+    common = ["train", "--manifest", str(manifest_path), "--steps", "1", "--crop-size", "64", "--val-stacks", VAL[0]]
+    assert main([*common, "--quiet", "--val-head-sizes", "0.8", "-o", str(tmp_path)]) == 0
+    assert "other head sizes" in capsys.readouterr().out
+    assert "dice_brain_sizes" in load_weights(tmp_path / "best.pt")[1]["training"]["val"]["T2W"]
+    assert main([*common, "--val-head-sizes", "0", "-o", str(tmp_path / "never")]) != 0
+    assert "validation head sizes must be positive" in capsys.readouterr().err
 
 
 def test_fine_tuning_holds_out_the_stacks_its_starting_weights_were_validated_on(small_manifest, manifest, tmp_path):

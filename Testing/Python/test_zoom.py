@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from conftest import load_pair
-from robustness_cases import head_scaled
 
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.zoom import TARGET_DIAMETER_MM, ZOOM_RANGE, brain_diameter, head_zoom
+from FetalBrainSegLib.evaluation.head_size import head_scaled
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
 
 

@@ -77,9 +77,8 @@ def named_stacks(
         if r.name in set(names) and r.mask is not None and (modalities is None or r.modality in modalities)
     ]
     if not chosen:
-        raise ValueError(
-            f"none of the {'/'.join(modalities or ())} validation stacks of {weights_name} is in the manifest"
-        )
+        kind = " ".join([*(modalities or ()), "validation"])
+        raise ValueError(f"none of the {kind} stacks of {weights_name} is in the manifest")
     return chosen
 
 

@@ -22,6 +22,7 @@ class TrainConfig:
     lr_decay: float = 0.9
     lr_decay_steps: int = 2000
     val_stacks: tuple[str, ...] = ()  # empty: ~15% of each modality's train stacks, seeded
+    val_head_sizes: tuple[float, ...] = ()  # validation heads also presented these times as large (trainer.py)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast where the hardware has native bf16, else fp32

@@ -10,7 +10,8 @@ Stacks are split by name (never slices of one stack on both sides). Every epoch 
 the training slices, or `epoch_steps` steps) ends with a validation pass and a checkpoint from
 which `resume` continues exactly, RNG included; a time limit stops a run at an epoch end.
 On a GPU the training slices live on the device and are augmented there.
-The best epoch by mean validation Dice over the training modalities is saved as a weights file.
+The best epoch by mean validation Dice over the training modalities is saved as a weights file
+(with `val_head_sizes`, heads presented larger and smaller count too: `validation_score`).
 
 Under torchrun (ranks.py) every process trains a DistributedDataParallel copy: one shuffled order
 of the slices, shared by all ranks, is dealt out so that each rank trains on its own share, with
@@ -105,20 +106,32 @@ def load_validation(records: list[StackRecord]) -> list[ValidationStack]:
 
 
 def validate(
-    model: torch.nn.Module, stacks: list[ValidationStack], device: torch.device, pixel_size: float, batch_size: int = 16
+    model: torch.nn.Module,
+    stacks: list[ValidationStack],
+    device: torch.device,
+    pixel_size: float,
+    head_sizes: tuple[float, ...] = (),
+    batch_size: int = 16,
 ) -> dict:
     """Per-slice Dice as users get the masks: whole stacks through the Segmenter (original voxel grid,
-    default post-processing): mean over all slices, over brain slices, and brain-free slices left empty."""
+    default post-processing): mean over all slices, over brain slices, and brain-free slices left empty.
+    With `head_sizes`, each stack is also presented with its head that many times as large
+    (evaluation/head_size.py): "dice_brain_sizes" is the mean Dice over their brain slices."""
     from ..engine.backends import TorchBackend
     from ..engine.inference import Segmenter
+    from ..evaluation.head_size import head_scaled
 
     model.eval()
     backend = TorchBackend(None, str(device), model, {"preprocessing": {"pixel_size_mm": pixel_size}})
     segmenter = Segmenter(backend=backend, batch_size=batch_size)
-    scores = []
+    scores, sized = [], []
     for stack in stacks:
-        result = segmenter.segment(stack.volume, stack.record.name)
-        scores += score_stack(result.mask, stack.truth, result.slice_axis, stack.record.name, stack.record.modality)
+        name, modality = stack.record.name, stack.record.modality
+        result = segmenter.segment(stack.volume, name)
+        scores += score_stack(result.mask, stack.truth, result.slice_axis, name, modality)
+        for scale in head_sizes:
+            result = segmenter.segment(head_scaled(stack.volume, scale), name)
+            sized += score_stack(result.mask, stack.truth, result.slice_axis, name, modality)
     model.train()
     report = {}
     for modality in dict.fromkeys(s.modality for s in scores):
@@ -128,7 +141,18 @@ def validate(
             "dice_brain": summary["aDice_brain"],
             "empty_correct": summary["empty_predicted_empty"],
         }
+        if head_sizes:
+            report[modality]["dice_brain_sizes"] = summarize([s for s in sized if s.modality == modality])[
+                "aDice_brain"
+            ]
     return report
+
+
+def validation_score(report: dict) -> float:
+    """What the best epoch maximizes: mean Dice over all slices, averaged over the modalities; where heads of
+    other sizes were validated, each modality's score is the mean of that and their brain-slice Dice, so
+    an epoch that gains on the stacks as they are by losing small or large heads is not kept."""
+    return float(np.mean([np.mean([v["dice_all"], v.get("dice_brain_sizes", v["dice_all"])]) for v in report.values()]))
 
 
 class Trainer:
@@ -156,6 +180,8 @@ class Trainer:
             config.crop_size, config.brain_crop_share, tuple(config.scale_range), config.intensity, config.fov_cut
         )
         segmentation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, 1), config.loss)  # an unknown name fails now
+        if any(scale <= 0 for scale in config.val_head_sizes):
+            raise ValueError(f"validation head sizes must be positive, not {list(config.val_head_sizes)}")
         torch.manual_seed(config.seed)
         self.model = self._initial_model()
         self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
@@ -291,8 +317,8 @@ class Trainer:
     def _finish_epoch(self, loss: float, seconds: float) -> None:
         """Rank 0's end of an epoch: validate, keep the best and the last weights, checkpoint, log."""
         cfg = self.config
-        report = validate(self.validated_model, self.val_stacks, self.device, cfg.pixel_size)
-        score = float(np.mean([report[m]["dice_all"] for m in report]))
+        report = validate(self.validated_model, self.val_stacks, self.device, cfg.pixel_size, tuple(cfg.val_head_sizes))
+        score = validation_score(report)
         improved = score > self.best_score
         entry = {
             "epoch": self.epoch,
@@ -326,6 +352,7 @@ class Trainer:
             f"epoch {self.epoch} step {self.step} loss {loss:.4f} "
             + " ".join(
                 f"{m}: dice {v['dice_all']:.4f} brain {v['dice_brain']:.4f} empty-ok {v['empty_correct']:.2f}"
+                + (f" other head sizes {v['dice_brain_sizes']:.4f}" if "dice_brain_sizes" in v else "")
                 for m, v in report.items()
             )
             + f" ({seconds:.0f} s){' *best*' if improved else ''}"
