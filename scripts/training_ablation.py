@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+from FetalBrainSegLib.training.trainer import validation_score  # noqa: E402
 
 # Boston T2W (as held out for the shipped weights, so fine-tuning does not leak), one CHUV
 # orientation (its fetus's other two orientations are trained on), and three EPI stacks.
@@ -163,7 +164,7 @@ def _scores(best: dict) -> dict:
 
 
 def score(entry: dict) -> float:
-    return sum(v["dice_all"] for v in entry["val"].values()) / len(entry["val"])
+    return validation_score(entry["val"])  # what the trainer kept its best epoch by
 
 
 def main() -> int:

@@ -142,9 +142,8 @@ def validate(
             "empty_correct": summary["empty_predicted_empty"],
         }
         if head_sizes:
-            report[modality]["dice_brain_sizes"] = summarize([s for s in sized if s.modality == modality])[
-                "aDice_brain"
-            ]
+            other_sizes = summarize([s for s in sized if s.modality == modality])
+            report[modality]["dice_brain_sizes"] = other_sizes["aDice_brain"]
     return report
 
 
