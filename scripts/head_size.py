@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
@@ -57,19 +59,30 @@ def main() -> int:
     for weights in args.weights:
         segmenter = Segmenter(weights, device="cpu", backend="torch", zoom=args.zoom)
         scores = {(m, s): [] for m in MODALITIES for s in SCALES}
+        volumes = {(m, s): np.zeros(2) for m in MODALITIES for s in SCALES}  # predicted, manual brain voxels
         for record, scale, volume, truth in presentations(records, SCALES):
-            scores[(record.modality, scale)] += brain_dice(segmenter.segment(volume), truth, record)
+            result = segmenter.segment(volume)
+            scores[(record.modality, scale)] += brain_dice(result, truth, record)
+            volumes[(record.modality, scale)] += [np.count_nonzero(result.mask), np.count_nonzero(truth)]
         for modality in MODALITIES:
             stacks = sum(r.modality == modality for r in records)
             row = {"weights": str(weights), "modality": modality, "stacks": stacks}
             row.update({f"x{s:g}": round(summarize(scores[(modality, s)])["aDice_brain"], 4) for s in SCALES})
+            row.update(
+                {
+                    f"volume x{s:g}": round(float(volumes[(modality, s)][0] / volumes[(modality, s)][1]), 2)
+                    for s in SCALES
+                }
+            )
             rows.append(row)
             print(row, flush=True)
     lines = [
         f"# Head size: Dice over brain slices with the head presented SCALE times as large ({args.stacks} stacks)",
         "",
-        "| weights | modality | stacks | " + " | ".join(f"x{s:g}" for s in SCALES) + " |",
-        "|---|---|---|" + "---|" * len(SCALES),
+        "volume xSCALE: predicted brain voxels over manual ones (above 1: brain marked where there is none).",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|---" * len(rows[0]) + "|",
     ]
     lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
     write_results(args.out, "head_size", rows, lines + [""])
