@@ -71,10 +71,11 @@ def named_stacks(
     records: list[StackRecord], names, weights_name: str, modalities: tuple[str, ...] | None = None
 ) -> list[StackRecord]:
     """The labelled stacks among `names`, the validation stacks a weights file's training record lists."""
+    names = set(names)
     chosen = [
         r
         for r in records
-        if r.name in set(names) and r.mask is not None and (modalities is None or r.modality in modalities)
+        if r.name in names and r.mask is not None and (modalities is None or r.modality in modalities)
     ]
     if not chosen:
         kind = " ".join([*(modalities or ()), "validation"])
