@@ -274,9 +274,8 @@ def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command
     rebuilt_probabilities = OnnxRuntimeBackend(rebuilt).predict(images)
     # the same named slices give the same model, bit for bit
     np.testing.assert_array_equal(OnnxRuntimeBackend(again).predict(images), rebuilt_probabilities)
-    # the shipped model saw those slices as stored, before the network was shown them in one in-plane order
-    # (stack.InPlaneOrder); its rebuild differs from it by quantization noise until the next weights update
-    assert dice(rebuilt_probabilities >= 0.5, backend.predict(images) >= 0.5) > 0.99
+    # and the shipped model is that rebuild (calibrated on the slices in the network's in-plane order)
+    np.testing.assert_array_equal(backend.predict(images), rebuilt_probabilities)
     assert (
         main(
             [
