@@ -219,6 +219,7 @@ def _add_weights_and_device(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> None:
     """The segmenter's options; `whole_stacks` adds those that only a whole stack uses (batch, 3D clean-up)."""
     from .engine.inference import DEFAULT_THRESHOLD
+    from .engine.postprocess import POSTPROCESSING
 
     p.add_argument(
         "--model",
@@ -242,10 +243,11 @@ def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) ->
     if whole_stacks:
         p.add_argument(
             "--postprocess",
-            choices=["none", "largest3d", "largest2d"],
-            default="largest3d",
-            help="keep the largest connected brain component in 3D (default; chosen on validation stacks), "
-            "per slice, or none",
+            choices=POSTPROCESSING,
+            default=POSTPROCESSING[0],
+            help="blocks3d (default): the largest connected brain component in 3D, and blocks of other slices "
+            "that motion split off it (chosen on validation stacks); largest3d: that component alone; "
+            "largest2d: the largest on each slice; none",
         )
     p.add_argument(
         "--precision",

@@ -91,7 +91,7 @@ class Segmenter:
         threshold: float = DEFAULT_THRESHOLD,
         backend: str = "auto",
         precision: str = "fp32",
-        postprocess: str = "largest3d",
+        postprocess: str = POSTPROCESSING[0],
         tta: bool = False,
         zoom: str | float = "auto",
     ):

@@ -1,16 +1,22 @@
-"""Optional mask clean-up: keep the largest connected component, in 3D or on each slice.
+"""Mask clean-up: keep the brain's connected component(s), in 3D or on each slice.
 
 numpy only (no scipy in Slicer's minimal installs): components are found by spreading
 labels along pairs of adjacent foreground voxels with pointer jumping. Measured on the
 validation stacks (scripts/tune_on_validation.py), keeping the largest 3D component
-removes false positives on brain-free slices, so it is the default.
+removes false positives on brain-free slices. But a fetus that moves between slices splits
+its brain into blocks of slices that do not touch, and keeping only the largest then drops
+whole slices of brain; the default, "blocks3d", keeps such blocks too
+(scripts/brain_blocks.py, docs/results/brain_blocks.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-POSTPROCESSING = ("none", "largest3d", "largest2d")
+POSTPROCESSING = ("blocks3d", "largest3d", "largest2d", "none")
+# a block of other slices is kept when it holds at least this share of the largest component's
+# voxels: on the validation stacks the largest false piece held 0.2 (docs/results/brain_blocks.md)
+BLOCK_FRACTION = 0.3
 
 
 def _component_roots(mask: np.ndarray) -> np.ndarray:
@@ -46,21 +52,51 @@ def _component_roots(mask: np.ndarray) -> np.ndarray:
         roots = updated
 
 
+def _components(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each foreground voxel's component (in np.flatnonzero order) and each component's voxel count."""
+    roots = _component_roots(foreground)
+    return roots, np.bincount(roots)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest face-connected component of a 2D or 3D mask, as uint8."""
     foreground = np.asarray(mask) > 0
     out = np.zeros(foreground.shape, np.uint8)
     if not foreground.any():
         return out
-    roots = _component_roots(foreground)
-    largest = np.argmax(np.bincount(roots))
-    out.ravel()[np.flatnonzero(foreground)[roots == largest]] = 1
+    roots, sizes = _components(foreground)
+    out.ravel()[np.flatnonzero(foreground)[roots == np.argmax(sizes)]] = 1
+    return out
+
+
+def brain_blocks(mask: np.ndarray, slice_axis: int, fraction: float = BLOCK_FRACTION) -> np.ndarray:
+    """The largest 3D component, and, largest first, every other holding at least `fraction` of its voxels
+    that lies on slices no kept component touches: one brain on each slice, in blocks of slices split
+    apart by motion. Smaller pieces, and pieces beside kept brain on its slices, are false positives."""
+    foreground = np.asarray(mask) > 0
+    out = np.zeros(foreground.shape, np.uint8)
+    if not foreground.any():
+        return out
+    roots, sizes = _components(foreground)
+    slice_of_voxel = np.unravel_index(np.flatnonzero(foreground), foreground.shape)[slice_axis]
+    covered = np.zeros(foreground.shape[slice_axis], bool)
+    kept = []
+    for component in np.argsort(sizes)[::-1]:
+        if sizes[component] < fraction * sizes.max():
+            break
+        slices = np.unique(slice_of_voxel[roots == component])
+        if not covered[slices].any():
+            kept.append(component)
+            covered[slices] = True
+    out.ravel()[np.flatnonzero(foreground)[np.isin(roots, kept)]] = 1
     return out
 
 
 def postprocess(mask: np.ndarray, slice_axis: int, method: str) -> np.ndarray:
     if method == "none":
         return mask
+    if method == "blocks3d":
+        return brain_blocks(mask, slice_axis)
     if method == "largest3d":
         return largest_component(mask)
     if method == "largest2d":

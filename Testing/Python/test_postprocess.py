@@ -1,0 +1,56 @@
+"""Mask clean-up: the brain's components are kept, including blocks of slices that motion split apart."""
+
+import numpy as np
+from conftest import dice, load_pair
+
+from FetalBrainSegLib.engine.postprocess import brain_blocks, postprocess
+from FetalBrainSegLib.engine.volume_io import Volume
+
+
+def test_blocks_of_other_slices_are_kept_and_pieces_beside_the_brain_or_too_small_are_not():
+    mask = np.zeros((40, 40, 12), np.uint8)
+    mask[5:15, 5:15, 1:6] = 1  # 500 voxels: the brain's first block of slices
+    mask[25:35, 25:35, 6:10] = 1  # 400 voxels, moved in-plane from slice 6 on: no face touches the first
+    mask[30:38, 2:10, 2:5] = 1  # 192 voxels beside the brain on its own slices: a false positive
+    mask[0:3, 30:33, 11] = 1  # 9 voxels on a slice of their own, far under BLOCK_FRACTION of the brain
+    kept = brain_blocks(mask, 2)
+    assert kept.sum() == 900 and kept[5:15, 5:15, 1:6].all() and kept[25:35, 25:35, 6:10].all()
+    assert postprocess(mask, 2, "largest3d").sum() == 500  # the largest alone drops four slices of brain
+    assert postprocess(mask, 2, "blocks3d").sum() == 900
+    assert brain_blocks(mask, 2, fraction=0.9).sum() == 500  # a block must hold enough of the brain
+    assert brain_blocks(np.zeros_like(mask), 2).sum() == 0
+
+
+def test_a_fetus_that_moved_between_slices_keeps_every_slice_of_its_brain(manifest):
+    """A real T2W stack whose last third of brain slices is moved in-plane past the brain's width, as
+    when the fetus moves mid-stack: the default clean-up keeps both blocks, the largest component alone
+    loses the moved one."""
+    from FetalBrainSegLib.engine.inference import Segmenter
+
+    record = next(r for r in manifest if r.name == "e2mip_testing_0003")
+    volume, truth = load_pair(record)
+    truth = truth.reshape(volume.data.shape)
+    axis = int(np.argmax(volume.spacing))
+    brain_slices = np.flatnonzero(np.moveaxis(truth, axis, 0).reshape(truth.shape[axis], -1).any(axis=1))
+    moved = np.zeros(truth.shape[axis], bool)
+    moved[brain_slices[2 * len(brain_slices) // 3] :] = True
+    in_plane = next(k for k in range(3) if k != axis)
+    brain_along = np.flatnonzero(truth.any(axis=tuple(k for k in range(3) if k != in_plane)))
+    width = brain_along[-1] - brain_along[0] + 5
+    # move toward the side with room, so the moved head stays inside the field of view
+    shift = width if truth.shape[in_plane] - brain_along[-1] > brain_along[0] else -width
+
+    def move(data):
+        data = np.moveaxis(data.copy(), axis, 0)
+        data[moved] = np.roll(data[moved], shift, axis=in_plane - (in_plane > axis) + 1)
+        return np.moveaxis(data, 0, axis)
+
+    image, truth = Volume(move(volume.data), volume.affine), move(truth)
+    blocks = Segmenter(device="cpu").segment(image)
+    largest = Segmenter(device="cpu", postprocess="largest3d").segment(image)
+
+    def dice_of_moved(mask):
+        return dice(np.moveaxis(mask, axis, 0)[moved], np.moveaxis(truth, axis, 0)[moved])
+
+    assert dice_of_moved(largest.mask) < 0.1 and dice_of_moved(blocks.mask) > 0.8
+    assert dice(blocks.mask, truth) > dice(largest.mask, truth) + 0.1

@@ -1,0 +1,142 @@
+"""Which 3D components of a predicted mask to keep: the largest alone ("largest3d"), or with the blocks of
+other slices that a fetus's motion split off it ("blocks3d", at several BLOCK_FRACTION values).
+
+Chosen on the shipped weights' validation stacks; the train stacks (seen in training, so their
+predictions are cleaner than new stacks') show how often motion splits a brain; the test split is
+reported after the choice. Also lists every second component of at least 2% of the largest:
+its share of the largest, how much of it is manual brain, and its slices.
+
+    python scripts/brain_blocks.py [--weights weights/rfbsnet_fetal_brain.pt]
+
+Writes docs/results/brain_blocks.{md,csv}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+
+from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
+from FetalBrainSegLib.engine.postprocess import BLOCK_FRACTION, _component_roots, brain_blocks, postprocess  # noqa: E402
+from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
+from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+SMALLEST_PIECE_LISTED = 0.02
+
+
+def methods():
+    yield "none", lambda mask, axis: mask
+    yield "largest3d", lambda mask, axis: postprocess(mask, axis, "largest3d")
+    for fraction in FRACTIONS:
+        yield f"blocks3d {fraction}", lambda mask, axis, f=fraction: brain_blocks(mask, axis, f)
+
+
+def second_pieces(mask: np.ndarray, truth: np.ndarray, axis: int) -> list[str]:
+    foreground = mask > 0
+    if not foreground.any():
+        return []
+    roots = _component_roots(foreground)
+    sizes = np.bincount(roots)
+    positions = np.flatnonzero(foreground)
+    slices = np.unravel_index(positions, mask.shape)[axis]
+    brain = truth.ravel()[positions] > 0
+    pieces = []
+    for component in np.argsort(sizes)[::-1][1:]:
+        if sizes[component] < SMALLEST_PIECE_LISTED * sizes.max():
+            break
+        on = roots == component
+        pieces.append(
+            f"{sizes[component] / sizes.max():.2f} (brain {brain[on].mean():.0%}, "
+            f"slices {slices[on].min()}-{slices[on].max()})"
+        )
+    return pieces
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
+    parser.add_argument("--weights", type=Path, default=default_weights_path())
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args(argv)
+    provenance()  # pinned before any results file changes
+    records = read_manifest(args.manifest)
+    validation = held_out(records, "validation", args.weights)
+    splits = {
+        "validation": validation,
+        "train (seen in training)": [
+            r for r in records if r.split == "train" and r.mask and r.name not in {v.name for v in validation}
+        ],
+        "test (after the choice)": held_out(records, "test", args.weights),
+    }
+    segmenter = Segmenter(args.weights, device="cpu", postprocess="none")
+    rows, piece_lines = [], []
+    for split, chosen in splits.items():
+        runs = []
+        for record in chosen:
+            volume = read_volume(record.image)
+            truth = read_volume(record.mask).data.reshape(volume.data.shape)
+            result = segmenter.segment(volume, record.name)
+            runs.append((record, truth, result))
+            pieces = second_pieces(result.mask, truth, result.slice_axis)
+            if pieces and not split.startswith("test"):
+                piece_lines.append(f"| {split} | {record.name} | {record.modality} | {'; '.join(pieces)} |")
+        for modality in ("T2W", "EPI"):
+            for name, method in methods():
+                scores = []
+                for record, truth, result in (run for run in runs if run[0].modality == modality):
+                    mask = method(result.mask, result.slice_axis)
+                    scores += score_stack(mask, truth, result.slice_axis, record.name, modality)
+                if scores:
+                    m = summarize(scores)
+                    rows.append(
+                        {
+                            "split": split,
+                            "modality": modality,
+                            "method": name,
+                            "slices": m["slices"],
+                            "aDice": m["aDice"],
+                            "aDice_brain": m["aDice_brain"],
+                            "empty_predicted_empty": m["empty_predicted_empty"],
+                            "empty_slices": m["empty_slices"],
+                        }
+                    )
+    lines = [
+        "# Keeping the brain's blocks of slices: which 3D components survive the clean-up",
+        "",
+        f"Default: blocks3d at BLOCK_FRACTION = {BLOCK_FRACTION} (FetalBrainSegLib engine/postprocess.py). "
+        "blocks3d f keeps the largest component and every other holding at least f of its voxels on "
+        "slices no kept component touches.",
+        "",
+        "| split | modality | clean-up | slices | aDice | aDice (brain slices) | brain-free slices predicted empty |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['split']} | {r['modality']} | {r['method']} | {r['slices']} | {r['aDice']:.4f} "
+            f"| {r['aDice_brain']:.4f} | {r['empty_predicted_empty']:.0%} of {r['empty_slices']} |"
+            for r in rows
+        ),
+        "",
+        "## Second components before clean-up (validation and train stacks)",
+        "",
+        "Share of the largest component's voxels, how much of the piece is manual brain, its slices.",
+        "",
+        "| split | stack | modality | pieces |",
+        "|---|---|---|---|",
+        *piece_lines,
+    ]
+    write_results(args.out, "brain_blocks", rows, lines)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
