@@ -25,7 +25,7 @@ from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, sele
 from FetalBrainSegLib.evaluation.metrics import pooled_dice  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
-from FetalBrainSegLib.training.quantization import quantize_prepared  # noqa: E402
+from FetalBrainSegLib.training.quantization import prepare_for_quantization, quantize_prepared  # noqa: E402
 
 INPUT_LAYERS = [
     "/network/downsample/conv/conv.0/Conv",
@@ -38,7 +38,6 @@ def main() -> None:
     import onnx
     import openvino
     from onnxruntime.quantization import CalibrationDataReader
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
@@ -73,7 +72,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(onnx_path_for(default_weights_path())), str(prepared))
+        prepare_for_quantization(onnx_path_for(default_weights_path()), prepared)
         reference = masks(prepared)
         layers = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "ConvTranspose")]
 

@@ -65,6 +65,14 @@ def recorded_calibration(int8_file: str | os.PathLike) -> list[tuple[str, int]]:
     return [(str(name), int(index)) for name, index in calibration["slices"]]
 
 
+def prepare_for_quantization(onnx_file: Path, prepared: Path) -> None:
+    """ONNX Runtime's pre-processing (shape inference, graph clean-up) of `onnx_file` into `prepared`."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # skip_symbolic_shape: ONNX Runtime's symbolic pass cannot follow the dynamic height and width
+    quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
+
+
 def quantize_prepared(prepared: Path, output: Path, reader, **options) -> None:
     """ONNX Runtime's static quantizer with this project's settings (QUANTIZATION_METHOD) on a model
     already through `quant_pre_process`; `options` go to `quantize_static` (such as nodes_to_exclude)."""
@@ -98,7 +106,6 @@ def quantize_int8(
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnx_file = Path(onnx_file)
     onnx_file = onnx_file if onnx_file.suffix == ".onnx" else onnx_path_for(onnx_file)
@@ -130,8 +137,7 @@ def quantize_int8(
     }
     with tempfile.TemporaryDirectory() as scratch:
         prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
-        # skip_symbolic_shape: ONNX Runtime's symbolic pass cannot follow the dynamic height and width
-        quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
+        prepare_for_quantization(onnx_file, prepared)
         quantize_prepared(prepared, quantized, TrainSlices())
         model = onnx.load(str(quantized))
         next(p for p in model.metadata_props if p.key == ONNX_METADATA_KEY).value = json.dumps(metadata)
