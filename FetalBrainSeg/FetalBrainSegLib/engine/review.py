@@ -38,7 +38,9 @@ class ReviewThresholds:
 
     uncertain: float = 0.35
     area_jump: float = 0.30
-    pieces: float = 0.10
+    pieces: float = 0.02
+    # kept from stage 4: with the stage-5 weights the other signals alone flag more than the share allowed
+    # on flip-averaged validation masks, so the search could add no flips threshold (docs/results/review_flag.md)
     flip_disagreement: float = 0.48
 
 
