@@ -451,14 +451,14 @@ def _add_evaluate(commands) -> None:
 def _evaluate(args) -> int:
     from .evaluation.dataset import named_stacks, read_manifest, select
     from .evaluation.scores import evaluate_records, markdown_summary, write_csv
+    from .models.file_format import recorded_validation_stacks
 
     segmenter = _make_segmenter(args)
     records = read_manifest(args.manifest)
     if args.split == "validation":
-        recorded = segmenter.metadata.get("training", {}).get("val_stacks")
-        if not recorded:
-            raise SystemExit(f"error: {args.weights or 'the shipped weights'} record no validation stacks")
-        records = named_stacks(records, recorded, str(args.weights or "the shipped weights"), tuple(args.modalities))
+        name = str(args.weights or "the shipped weights")
+        recorded = recorded_validation_stacks(segmenter.metadata, name)
+        records = named_stacks(records, recorded, name, tuple(args.modalities))
     else:
         records = select(records, args.split, tuple(args.modalities))
     scores = evaluate_records(segmenter, records, log=(lambda line: None) if args.quiet else print)

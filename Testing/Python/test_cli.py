@@ -136,6 +136,17 @@ def test_evaluate_scores_the_validation_stacks_recorded_in_the_weights(tmp_path,
     assert not {r.name for r in manifest if r.split == "test"} & expected
 
 
+def test_a_record_without_validation_stacks_is_refused_by_name():
+    """The one reading of a weights record's validation stacks, for the CLI (from an ONNX model's metadata)
+    and for the scripts (models.weights.validation_stacks)."""
+    from FetalBrainSegLib.models.file_format import recorded_validation_stacks
+
+    assert recorded_validation_stacks({"training": {"val_stacks": ["a", "b"]}}, "w.onnx") == ("a", "b")
+    for record in ({}, {"training": {}}, {"training": {"val_stacks": []}}):
+        with pytest.raises(ValueError, match="mine.onnx records no validation stacks"):
+            recorded_validation_stacks(record, "mine.onnx")
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -13,3 +13,12 @@ def onnx_record(model, name: str) -> dict:
     if ONNX_METADATA_KEY not in props:
         raise ValueError(f"{name}: not a FetalBrainSeg ONNX model (no metadata)")
     return json.loads(props[ONNX_METADATA_KEY])
+
+
+def recorded_validation_stacks(record: dict, name: str) -> tuple[str, ...]:
+    """The stacks a weights record (of a .pt or an ONNX model, named `name`) was validated on, held out of
+    its training."""
+    names = record.get("training", {}).get("val_stacks")
+    if not names:
+        raise ValueError(f"{name} records no validation stacks")
+    return tuple(names)

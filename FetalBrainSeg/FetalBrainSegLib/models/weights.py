@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from .file_format import FORMAT, ONNX_PREFIX, onnx_record
+from .file_format import FORMAT, ONNX_PREFIX, onnx_record, recorded_validation_stacks
 from .input_grid import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 from .registry import build_model
 
@@ -112,8 +112,4 @@ def _model_from_record(record: dict, path: Path) -> tuple[nn.Module, dict]:
 
 def validation_stacks(path: str | os.PathLike) -> tuple[str, ...]:
     """The stacks these weights were validated on (held out of their training), from their record."""
-    _, meta = load_weights(path)
-    names = meta.get("training", {}).get("val_stacks")
-    if not names:
-        raise ValueError(f"{Path(path).name} records no validation stacks")
-    return tuple(names)
+    return recorded_validation_stacks(load_weights(path)[1], Path(path).name)
