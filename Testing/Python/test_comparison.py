@@ -90,10 +90,11 @@ def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path)
         "table1.md",
         "fig4_batch_time.png",
         "fig5_speed_accuracy.png",
-        "fig3_montage.png",
+        "fig3_montage.jpg",
         "comparison_validation.png",
     }
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written if p.suffix == ".png")
+    assert (tmp_path / "results" / "fig3_montage.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
     table = (tmp_path / "results" / "table1.md").read_text()
     assert "| rfbsnet |" in table and "| dfanet |" in table and "2 steps of batch 8 (160x160 crops) on cpu (" in table
     assert "| dfanet | 2 | " in table
