@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.postprocess import BLOCK_FRACTION, _component_roots, brain_blocks, postprocess  # noqa: E402
+from FetalBrainSegLib.engine.postprocess import BLOCK_FRACTION, brain_blocks, components, postprocess  # noqa: E402
 from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
@@ -45,8 +45,7 @@ def second_pieces(mask: np.ndarray, truth: np.ndarray, axis: int) -> list[str]:
     foreground = mask > 0
     if not foreground.any():
         return []
-    roots = _component_roots(foreground)
-    sizes = np.bincount(roots)
+    roots, sizes = components(foreground)
     positions = np.flatnonzero(foreground)
     slices = np.unravel_index(positions, mask.shape)[axis]
     brain = truth.ravel()[positions] > 0
@@ -71,10 +70,11 @@ def main(argv=None) -> int:
     provenance()  # pinned before any results file changes
     records = read_manifest(args.manifest)
     validation = held_out(records, "validation", args.weights)
+    validation_names = {r.name for r in validation}
     splits = {
         "validation": validation,
         "train (seen in training)": [
-            r for r in records if r.split == "train" and r.mask and r.name not in {v.name for v in validation}
+            r for r in records if r.split == "train" and r.mask and r.name not in validation_names
         ],
         "test (after the choice)": held_out(records, "test", args.weights),
     }

@@ -52,7 +52,7 @@ def _component_roots(mask: np.ndarray) -> np.ndarray:
         roots = updated
 
 
-def _components(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def components(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each foreground voxel's component (in np.flatnonzero order) and each component's voxel count."""
     roots = _component_roots(foreground)
     return roots, np.bincount(roots)
@@ -64,7 +64,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     out = np.zeros(foreground.shape, np.uint8)
     if not foreground.any():
         return out
-    roots, sizes = _components(foreground)
+    roots, sizes = components(foreground)
     out.ravel()[np.flatnonzero(foreground)[roots == np.argmax(sizes)]] = 1
     return out
 
@@ -77,7 +77,7 @@ def brain_blocks(mask: np.ndarray, slice_axis: int, fraction: float = BLOCK_FRAC
     out = np.zeros(foreground.shape, np.uint8)
     if not foreground.any():
         return out
-    roots, sizes = _components(foreground)
+    roots, sizes = components(foreground)
     slice_of_voxel = np.unravel_index(np.flatnonzero(foreground), foreground.shape)[slice_axis]
     covered = np.zeros(foreground.shape[slice_axis], bool)
     kept = []
