@@ -169,7 +169,7 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _train(args) -> int:
-    from .models.weights import validation_stacks
+    from .engine.weights_record import validation_stacks
     from .training.config import TrainConfig
     from .training.ranks import leave_process_group
     from .training.trainer import Trainer

@@ -75,6 +75,28 @@ sys.exit(main(["evaluate", "--manifest", {str(manifest_path)!r}, "--split", "tes
     assert (tmp_path / "slices.csv").is_file() and "EPI test split" in summary and "no torch" in summary
 
 
+def test_the_validation_stacks_of_the_shipped_weights_are_read_without_pytorch(manifest_path):
+    """The measurement scripts choose on the validation stacks recorded in the weights; the ONNX model's
+    metadata names the same stacks as the record PyTorch rebuilds from it."""
+    from FetalBrainSegLib.models.weights import load_weights
+
+    probe = (
+        WITHOUT_TORCH
+        + f"""
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
+from FetalBrainSegLib.resources import default_weights_path
+names = sorted(r.name for r in held_out(read_manifest({str(manifest_path)!r}), "validation", default_weights_path()))
+print(",".join(names))
+print("torch imported:", sys.modules.get("torch") is not None)
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names, imported = done.stdout.splitlines()
+    assert names.split(",") == sorted(load_weights(default_weights_path())[1]["training"]["val_stacks"])
+    assert imported == "torch imported: False"
+
+
 def test_auto_picks_the_fastest_installed_cpu_runtime_and_torch_when_asked():
     assert create_backend("auto", device="cpu").name == "openvino"  # installed with the test extras
     assert create_backend("torch", device="cpu").name == "torch"

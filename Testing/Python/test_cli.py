@@ -124,7 +124,7 @@ def test_evaluate_writes_per_slice_scores_and_a_summary(tmp_path, manifest_path,
 def test_evaluate_scores_the_validation_stacks_recorded_in_the_weights(tmp_path, manifest_path, manifest):
     """--split validation: the stacks held out of the weights' training, read from the ONNX model's own
     record (no PyTorch needed), so a user scores their weights before they look at the test split."""
-    from FetalBrainSegLib.models.weights import validation_stacks
+    from FetalBrainSegLib.engine.weights_record import validation_stacks
     from FetalBrainSegLib.resources import default_weights_path
 
     args = ["evaluate", "--manifest", str(manifest_path), "--split", "validation", "--modalities", "EPI"]
@@ -138,7 +138,7 @@ def test_evaluate_scores_the_validation_stacks_recorded_in_the_weights(tmp_path,
 
 def test_a_record_without_validation_stacks_is_refused_by_name():
     """The one reading of a weights record's validation stacks, for the CLI (from an ONNX model's metadata)
-    and for the scripts (models.weights.validation_stacks)."""
+    and for the scripts (engine.weights_record.validation_stacks)."""
     from FetalBrainSegLib.models.file_format import recorded_validation_stacks
 
     assert recorded_validation_stacks({"training": {"val_stacks": ["a", "b"]}}, "w.onnx") == ("a", "b")

@@ -257,7 +257,7 @@ def test_validation_can_weigh_heads_presented_smaller_or_larger(manifest, manife
 
 def test_fine_tuning_holds_out_the_stacks_its_starting_weights_were_validated_on(small_manifest, manifest, tmp_path):
     from FetalBrainSegLib.cli import main
-    from FetalBrainSegLib.models.weights import validation_stacks
+    from FetalBrainSegLib.engine.weights_record import validation_stacks
     from FetalBrainSegLib.resources import default_weights_path
 
     shipped = validation_stacks(default_weights_path())
@@ -279,8 +279,8 @@ def test_fine_tuning_holds_out_the_stacks_its_starting_weights_were_validated_on
 
 
 def test_measurements_score_the_test_split_or_the_validation_stacks_recorded_in_the_weights(manifest):
+    from FetalBrainSegLib.engine.weights_record import validation_stacks
     from FetalBrainSegLib.evaluation.dataset import held_out
-    from FetalBrainSegLib.models.weights import validation_stacks
     from FetalBrainSegLib.resources import default_weights_path
 
     weights = default_weights_path()

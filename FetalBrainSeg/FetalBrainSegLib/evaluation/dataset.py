@@ -10,6 +10,7 @@ import numpy as np
 
 from ..engine.stack import Stack
 from ..engine.volume_io import read_volume
+from ..engine.weights_record import validation_stacks
 from ..models.input_grid import DEFAULT_PIXEL_SIZE_MM
 
 
@@ -62,8 +63,6 @@ def held_out(records: list[StackRecord], stacks: str, weights: str | Path) -> li
         return select(records, "test")
     if stacks != "validation":
         raise ValueError(f'stacks must be "test" or "validation", not {stacks!r}')
-    from ..models.weights import validation_stacks  # needs PyTorch, which evaluating an ONNX model does not
-
     return named_stacks(records, validation_stacks(weights), Path(weights).name)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from .file_format import FORMAT, ONNX_PREFIX, onnx_record, recorded_validation_stacks
+from .file_format import FORMAT, ONNX_PREFIX, onnx_record
 from .input_grid import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 from .registry import build_model
 
@@ -108,8 +108,3 @@ def _model_from_record(record: dict, path: Path) -> tuple[nn.Module, dict]:
     model.load_state_dict(state)
     model.eval()
     return model, {k: v for k, v in record.items() if k != "state_dict"}
-
-
-def validation_stacks(path: str | os.PathLike) -> tuple[str, ...]:
-    """The stacks these weights were validated on (held out of their training), from their record."""
-    return recorded_validation_stacks(load_weights(path)[1], Path(path).name)
