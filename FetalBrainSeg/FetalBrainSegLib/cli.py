@@ -126,6 +126,14 @@ def _add_train(commands) -> None:
         help="also validate each stack with its head presented SCALE times as large (e.g. 0.6 0.8 1.25 1.5); "
         "the best epoch then weighs them equally with the stacks as they are (default: none)",
     )
+    p.add_argument(
+        "--freeze",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="sub-modules of the network left as they are, e.g. bottleneck decoders.0: a fine-tune of the "
+        "rest, whose change to the committed weights files stays small (weights/README.md)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument(
@@ -198,6 +206,7 @@ def _train(args) -> int:
         fov_cut=args.fov_cut,
         loss=args.loss,
         init=str(args.init or ""),
+        frozen=tuple(args.freeze),
         epoch_steps=args.epoch_steps,
         time_limit_minutes=args.time_limit,
     )

@@ -202,6 +202,37 @@ def test_fine_tuning_starts_from_the_given_weights_records_their_lineage_and_ref
         Trainer(config, log=lambda line: None)
 
 
+def test_a_fine_tune_with_frozen_modules_leaves_their_weights_and_statistics_bit_for_bit(manifest_path, tmp_path):
+    """--freeze: the frozen parts of the shipped weights come out unchanged (so the committed weights files
+    change little), while the rest learns."""
+    from FetalBrainSegLib.resources import default_weights_path
+
+    frozen = ("bottleneck", "decoders.0", "encoders.2")
+    config = TrainConfig(
+        manifest=str(manifest_path),
+        out_dir=str(tmp_path),
+        model_options={"norm": "batch"},
+        init=str(default_weights_path()),
+        frozen=frozen,
+        steps=2,
+        crop_size=64,
+        val_stacks=VAL,
+        device="cpu",
+    )
+    shipped = load_weights(default_weights_path())[0].state_dict()
+    Trainer(config, log=lambda line: None).run(progress=False)
+    tuned = load_weights(tmp_path / "last.pt")[0].state_dict()
+    unchanged = {name for name in shipped if torch.equal(shipped[name], tuned[name])}
+    in_frozen = {name for name in shipped if name.startswith(tuple(f"{m}." for m in frozen))}
+    assert in_frozen and in_frozen <= unchanged
+    assert any(name.endswith("running_mean") for name in in_frozen)
+    assert not any(
+        torch.equal(shipped[n], tuned[n]) for n in shipped if n.endswith("running_mean") and n not in in_frozen
+    )
+    with pytest.raises(ValueError, match="no sub-module 'decoder' to freeze .*decoders"):
+        Trainer(TrainConfig(**{**config.__dict__, "frozen": ("decoder",)}), log=lambda line: None)
+
+
 def test_epochs_of_set_steps_and_a_time_limit_that_stops_at_an_epoch_end(manifest_path, tmp_path):
     config = TrainConfig(
         manifest=str(manifest_path),

@@ -147,6 +147,23 @@ def validate(
     return report
 
 
+def freeze(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
+    """The named sub-modules (e.g. "bottleneck", "decoders.0"), left as they are by training: their weights
+    take no gradient and their batch-norm statistics stay fixed (eval mode), so their tensors, and those of
+    the ONNX and INT8 models exported from them, come out bit for bit the same. A fine-tune that trains the
+    small layers only is then a small change to the committed weights files (weights/README.md)."""
+    modules = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            children = ", ".join(n for n, _ in model.named_children())
+            raise ValueError(f"the network has no sub-module {name!r} to freeze (its parts: {children})") from None
+        module.requires_grad_(False)
+        modules.append(module)
+    return modules
+
+
 def validation_score(report: dict) -> float:
     """What the best epoch maximizes: mean Dice over all slices, averaged over the modalities; where heads of
     other sizes were validated, each modality's score is the mean of that and their brain-slice Dice, so
@@ -184,6 +201,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = self._initial_model()
         self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self.frozen = freeze(self.model, tuple(config.frozen))  # before DDP, which syncs the trained weights only
         self.net = self.model  # what a step runs: under torchrun, the model wrapped for gradient averaging
         if self.ranks.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -195,7 +213,8 @@ class Trainer:
             if config.ema_decay
             else None
         )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_decay_steps, config.lr_decay)
         self.order_generator = torch.Generator().manual_seed(config.seed)  # the same on every rank
         self.generator = self._augmentation_generator(0)  # each rank its own
@@ -357,6 +376,11 @@ class Trainer:
             + f" ({seconds:.0f} s){' *best*' if improved else ''}"
         )
 
+    def _training_mode(self) -> None:
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
+
     def run(self, progress: bool = True) -> dict:
         cfg = self.config
         val_slices = sum(s.volume.data.shape[slice_axis(s.volume.affine)] for s in self.val_stacks)
@@ -367,7 +391,7 @@ class Trainer:
         )
         images = torch.from_numpy(self.train_set.images)[:, None].to(self.device)
         masks = torch.from_numpy(self.train_set.masks)[:, None].float().to(self.device)
-        self.model.train()
+        self._training_mode()
         run_start = time.perf_counter()
         while self.step < cfg.steps:
             start, losses = time.perf_counter(), []
@@ -379,6 +403,7 @@ class Trainer:
             self.epoch += 1
             if self.ranks.is_main:
                 self._finish_epoch(float(np.mean(losses)), time.perf_counter() - start)
+                self._training_mode()  # validating may have switched the frozen batch norms back
             if not cfg.time_limit_minutes:
                 continue
             out_of_time = time.perf_counter() - run_start > 60 * cfg.time_limit_minutes
