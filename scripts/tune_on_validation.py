@@ -44,6 +44,7 @@ GRID = {
     "uncertain": np.round(np.arange(0.1, 1.01, 0.05), 2),
     "area jump": np.round(np.arange(0.2, 1.01, 0.05), 2),
     "pieces": np.round(np.arange(0.02, 0.51, 0.04), 2),
+    "cut off": np.round(np.arange(0.05, 1.01, 0.05), 2),
     "flips disagree": np.round(np.arange(0.02, 1.01, 0.02), 2),
 }
 
@@ -92,6 +93,7 @@ def slice_table(runs: list[StackRun], use_tta: bool) -> dict[str, np.ndarray]:
         "confidence": [],
         "uncertain": [],
         "area jump": [],
+        "cut off": [],
         "pieces": [],
         "flips disagree": [],
     }
@@ -238,7 +240,7 @@ def main(argv=None) -> int:
     chosen = {}  # the default flag's limits, which --tta adds its own to (one set of thresholds in the code)
     for label, use_tta, signals in (
         ("mean confidence < 0.8 (before)", False, ()),
-        ("uncertain, area jump or pieces (default)", False, ("uncertain", "area jump", "pieces")),
+        ("uncertain, area jump, cut off or pieces (default)", False, ("uncertain", "area jump", "cut off", "pieces")),
         ("the same or flips disagree (--tta)", True, ("flips disagree",)),
     ):
         val_table, test_table = slice_table(validation, use_tta), slice_table(test, use_tta)

@@ -8,6 +8,7 @@ from FetalBrainSegLib.engine.review import (
     MIN_AREA_CHANGE_MM2,
     ReviewThresholds,
     area_jump,
+    cut_off,
     flip_disagreement,
     review_slices,
     uncertain_share,
@@ -49,6 +50,20 @@ def test_a_brain_slice_missed_in_the_middle_or_at_the_end_is_an_area_jump(manual
         assert reviews[missed].confidence == 1.0  # confidently wrong: the old confidence flag missed these
     assert area_jump(np.array([0.0, 100.0, 0.0])).max() == 0.0  # changes under MIN_AREA_CHANGE_MM2 are noise
     assert area_jump(np.array([0.0, 2 * MIN_AREA_CHANGE_MM2, 0.0]))[1] == pytest.approx(1.0)
+
+
+def test_the_last_section_missed_next_to_a_large_one_is_cut_off(manual):
+    """A smaller (younger) brain, the same mask at a quarter of the area: its last section missed changes
+    the area by less than the area jump's minimum, but brain does not end at a section a quarter the size
+    of its largest."""
+    mask, pixel_area = manual
+    last = np.flatnonzero(mask.any(axis=(1, 2)))[-1]
+    predicted = mask.copy()
+    predicted[last] = 0
+    reviews = review_slices(predicted.astype(np.float32), predicted, pixel_area / 4)
+    assert reviews[last].reasons == ("cut off",)
+    np.testing.assert_allclose(cut_off(np.array([0, 0, 500, 1000, 0])), [0, 0.5, 0, 0, 1])
+    assert cut_off(np.zeros(4)).max() == 0.0  # no brain anywhere: nothing cut off
 
 
 def test_a_confident_false_positive_below_the_head_is_a_second_piece(manual):

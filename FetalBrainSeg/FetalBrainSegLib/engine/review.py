@@ -9,6 +9,9 @@ that catch errors, each with a threshold chosen on validation stacks
 - **area jump**: the brain area departs from what its two neighbours suggest (their mean),
   by a share of the larger of the two and by at least a few square centimetres (a missed
   slice; it also marks some true ends of the brain, where sections shrink fast);
+- **cut off**: a slice predicted empty next to a brain section of at least a share of the
+  stack's largest one: a brain does not end at a large section, so brain was likely missed
+  there (an end slice that the area jump does not see, as its other neighbour is empty too);
 - **pieces**: a share of the slice's mask lies outside its largest connected piece (a
   false positive beside the head, which the 3D clean-up keeps when it touches brain on
   another slice);
@@ -39,6 +42,7 @@ class ReviewThresholds:
     uncertain: float = 0.35
     area_jump: float = 0.30
     pieces: float = 0.02
+    cut_off: float = 0.1
     # kept from stage 4: with the stage-5 weights the other signals alone flag more than the share allowed
     # on flip-averaged validation masks, so the search could add no flips threshold (docs/results/review_flag.md)
     flip_disagreement: float = 0.48
@@ -89,6 +93,16 @@ def area_jump(areas_mm2: np.ndarray) -> np.ndarray:
     return np.where(change >= MIN_AREA_CHANGE_MM2, jump, 0.0)
 
 
+def cut_off(pixels: np.ndarray) -> np.ndarray:
+    """Per slice with fewer than MIN_PIXELS predicted: the larger of its neighbours' brain pixels over the
+    stack's most; 0 for the other slices."""
+    pixels = np.asarray(pixels, dtype=float)
+    most = max(pixels.max(initial=0.0), 1.0)
+    padded = np.concatenate([[0.0], pixels, [0.0]])
+    neighbour = np.maximum(padded[:-2], padded[2:])
+    return np.where(pixels < MIN_PIXELS, neighbour / most, 0.0)
+
+
 def piece_share(mask: np.ndarray) -> np.ndarray:
     """Per slice: the share of its mask outside the largest connected piece (0 for an empty slice)."""
     shares = np.zeros(len(mask))
@@ -116,10 +130,11 @@ def review_signals(
     probabilities: np.ndarray, mask: np.ndarray, pixel_area_mm2: float, disagreement: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Each signal's per-slice value, for (n, A, B) probabilities and final mask, slice index first."""
-    areas = mask.reshape(len(mask), -1).sum(axis=1) * pixel_area_mm2
+    pixels = mask.reshape(len(mask), -1).sum(axis=1)
     signals = {
         "uncertain": uncertain_share(probabilities, mask),
-        "area jump": area_jump(areas),
+        "area jump": area_jump(pixels * pixel_area_mm2),
+        "cut off": cut_off(pixels),
         "pieces": piece_share(mask),
     }
     if disagreement is not None:
@@ -141,6 +156,7 @@ def review_slices(
     limits = {
         "uncertain": thresholds.uncertain,
         "area jump": thresholds.area_jump,
+        "cut off": thresholds.cut_off,
         "pieces": thresholds.pieces,
         "flips disagree": thresholds.flip_disagreement,
     }

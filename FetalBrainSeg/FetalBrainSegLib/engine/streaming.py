@@ -3,10 +3,10 @@
 Each slice comes with its voxel-to-scanner matrix (4x4: in-plane pixel (i, j) at k = 0 ->
 RAS millimetres), and each answer gives the mask and the brain's centroid and bounding box
 in scanner coordinates, what head tracking and slice re-acquisition need, and the slice's
-review (its own signals only: the area jump needs neighbours that have not arrived). Intensities are
-scaled by the standard deviation of the non-zero voxels of all slices seen so far in the
-series (the stack-level normalization the network was trained with, built up as the stack
-arrives).
+review (its own signals only: the area jump and the cut-off need neighbours that have not
+arrived). Intensities are scaled by the standard deviation of the non-zero voxels of all
+slices seen so far in the series (the stack-level normalization the network was trained
+with, built up as the stack arrives).
 
 `SliceStream` runs a `StreamingSegmenter` on a worker thread: slices are answered strictly
 in arrival order, none is dropped, and each answer records its latency.
