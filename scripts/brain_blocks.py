@@ -6,6 +6,12 @@ predictions are cleaner than new stacks') show how often motion splits a brain; 
 reported after the choice. Also lists every second component of at least 2% of the largest:
 its share of the largest, how much of it is manual brain, and its slices.
 
+The masks are the segmenter's before any clean-up, so its head-size second pass is decided on the
+raw mask: where a false piece enlarges the largest section the zoom differs from the shipped
+pipeline's (mial_t30_coronal1: 1.07 against 1.31), which is why the blocks3d 0.3 rows differ
+slightly from `fetalbrainseg evaluate` (T2W brain slices, validation 0.9089 against 0.9034, test
+0.9269 against 0.9256; EPI the same).
+
     python scripts/brain_blocks.py [--weights weights/rfbsnet_fetal_brain.pt]
 
 Writes docs/results/brain_blocks.{md,csv}.
@@ -115,7 +121,10 @@ def main(argv=None) -> int:
         "",
         f"Default: blocks3d at BLOCK_FRACTION = {BLOCK_FRACTION} (FetalBrainSegLib engine/postprocess.py). "
         "blocks3d f keeps the largest component and every other holding at least f of its voxels on "
-        "slices no kept component touches.",
+        "slices no kept component touches. The masks are the segmenter's before clean-up, so the head-size "
+        "second pass is decided on the raw mask, which can change the zoom (mial_t30_coronal1: 1.07 against "
+        "the pipeline's 1.31): the blocks3d 0.3 rows differ slightly from `fetalbrainseg evaluate` (T2W brain "
+        "slices, validation 0.9089 against 0.9034, test 0.9269 against 0.9256; EPI the same).",
         "",
         "| split | modality | clean-up | slices | aDice | aDice (brain slices) | brain-free slices predicted empty |",
         "|---|---|---|---|---|---|---|",
