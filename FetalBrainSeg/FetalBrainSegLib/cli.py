@@ -132,7 +132,7 @@ def _add_train(commands) -> None:
         default=[],
         metavar="MODULE",
         help="sub-modules of the network left as they are, e.g. bottleneck decoders.0: a fine-tune of the "
-        "rest, whose change to the committed weights files stays small (weights/README.md)",
+        "rest, whose change to the committed weights files stays small (weights/README.md; default: none)",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
