@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,24 @@ from FetalBrainSegLib.evaluation.dataset import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib"
+EXIT_STATUS = pytest.StashKey[int]()
 SHARED_DATA = Path(os.environ.get("FETALBRAINSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the test process with the tests' own exit status, once pytest has reported and cleaned up,
+    skipping the interpreter's teardown: there the native libraries the suite loads together (PyTorch,
+    ONNX Runtime, OpenVINO, slicer-core's VTK, Dask, Playwright) have crashed the process now and then
+    (a segmentation fault after "N passed", which turned CI red)."""
+    if EXIT_STATUS in config.stash:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash[EXIT_STATUS])
 
 
 @pytest.fixture(scope="session")
