@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.head_size import head_scaled  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
@@ -35,8 +34,7 @@ MODALITIES = ("T2W", "EPI")
 def presentations(records, scales):
     """Each labelled stack with its head presented at each scale: (record, scale, volume, manual mask)."""
     for record in records:
-        volume = read_volume(record.image)
-        truth = read_volume(record.mask).data.reshape(volume.data.shape)
+        volume, truth = read_labelled(record)
         for scale in scales:
             yield record, scale, head_scaled(volume, scale), truth
 

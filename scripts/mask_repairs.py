@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
 from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD, Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.postprocess import brain_blocks, components  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
@@ -121,8 +120,7 @@ def main(argv=None) -> int:
     for split, chosen in splits.items():
         runs = []
         for record in chosen:
-            volume = read_volume(record.image)
-            truth = read_volume(record.mask).data.reshape(volume.data.shape)
+            volume, truth = read_labelled(record)
             runs.append((record, truth, segmenter.segment(volume, record.name)))
         for modality in ("T2W", "EPI"):
             for name, repair in repairs():

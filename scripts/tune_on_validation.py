@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
 from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess  # noqa: E402
 from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
@@ -65,8 +64,7 @@ def run_stacks(records, weights) -> list[StackRun]:
     plain, averaged = Segmenter(weights, device="cpu"), Segmenter(weights, device="cpu", tta=True)
     runs = []
     for record in records:
-        volume = read_volume(record.image)
-        truth = read_volume(record.mask).data.reshape(volume.data.shape)
+        volume, truth = read_labelled(record)
         start = time.perf_counter()
         a = plain.segment(volume, record.name)
         middle = time.perf_counter()

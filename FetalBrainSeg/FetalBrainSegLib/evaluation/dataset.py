@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.stack import Stack
-from ..engine.volume_io import read_volume
+from ..engine.volume_io import Volume, read_volume
 from ..engine.weights_record import validation_stacks
 from ..models.input_grid import DEFAULT_PIXEL_SIZE_MM
 
@@ -43,6 +43,12 @@ def read_manifest(manifest: str | Path) -> list[StackRecord]:
                 )
             )
     return records
+
+
+def read_labelled(record: StackRecord) -> tuple[Volume, np.ndarray]:
+    """A labelled stack's image and its manual mask on the image's voxel array (shape and order)."""
+    volume = read_volume(record.image)
+    return volume, read_volume(record.mask).data.reshape(volume.data.shape)
 
 
 def select(records: list[StackRecord], split: str, modalities: tuple[str, ...] | None = None) -> list[StackRecord]:

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.inference import Segmenter
-from ..engine.volume_io import read_volume
-from .dataset import StackRecord
+from .dataset import StackRecord, read_labelled
 from .metrics import dice_iou
 
 SLICE_FIELDS = ["stack", "modality", "slice", "has_brain", "predicted_brain", "dice", "iou"]
@@ -50,10 +49,10 @@ def evaluate_records(
     """Per-slice scores; `results`, when given, receives each stack's segmentation result by name."""
     scores: list[SliceScore] = []
     for record in records:
-        volume, result = segmenter.segment_file(record.image)
+        volume, truth = read_labelled(record)
+        result = segmenter.segment(volume, record.image.name)
         if results is not None:
             results[record.name] = result
-        truth = read_volume(record.mask).data.reshape(volume.data.shape)
         stack_scores = score_stack(result.mask, truth, result.slice_axis, record.name, record.modality)
         scores += stack_scores
         log(f"{record.name}: aDice {np.mean([s.dice for s in stack_scores]):.4f} over {len(stack_scores)} slices")

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_path
 from ..engine.stack import slice_axis
-from ..engine.volume_io import Volume, read_volume
-from ..evaluation.dataset import StackRecord, load_slices, read_manifest, select
+from ..engine.volume_io import Volume
+from ..evaluation.dataset import StackRecord, load_slices, read_labelled, read_manifest, select
 from ..evaluation.scores import score_stack, summarize
 from ..models.registry import build_model
 from ..models.torch_runtime import resolve_device
@@ -100,8 +100,7 @@ class ValidationStack:
 def load_validation(records: list[StackRecord]) -> list[ValidationStack]:
     stacks = []
     for record in records:
-        volume = read_volume(record.image)
-        stacks.append(ValidationStack(record, volume, read_volume(record.mask).data.reshape(volume.data.shape)))
+        stacks.append(ValidationStack(record, *read_labelled(record)))
     return stacks
 
 
