@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..models.file_format import recorded_validation_stacks
-from .backends import OnnxRuntimeBackend, onnx_path_for
+from ..models.file_format import recorded_validation_stacks, weights_file
+from .backends import OnnxRuntimeBackend
 
 
 def weights_record(weights: str | os.PathLike) -> dict:
     """The record of `weights`: an .onnx model, a .pt checkpoint, or a missing .pt with its ONNX model beside
-    it (the shipped weights), found as models.weights.load_weights finds them."""
-    weights = Path(weights)
-    if weights.suffix != ".onnx" and not weights.is_file() and onnx_path_for(weights).is_file():
-        weights = onnx_path_for(weights)
+    it (the shipped weights; models.file_format.weights_file, as load_weights finds them)."""
+    weights = weights_file(Path(weights))
     if weights.suffix == ".onnx":
         return OnnxRuntimeBackend(weights).metadata
     from ..models.weights import load_weights

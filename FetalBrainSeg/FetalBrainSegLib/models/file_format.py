@@ -1,8 +1,18 @@
 """Names shared by the weights file, its ONNX export and the runtimes that read them (no PyTorch needed)."""
 
+from pathlib import Path
+
 FORMAT = "fetalbrainseg-weights/1"  # the .pt record's format tag
 ONNX_METADATA_KEY = "fetalbrainseg"  # where an ONNX model keeps the weights' record (metadata_props)
 ONNX_PREFIX = "network."  # exported initializers are named by the state dict under this prefix
+
+
+def weights_file(path: Path) -> Path:
+    """The file that holds weights named `path`: the file itself, or for a missing .pt the ONNX model beside it
+    (the shipped model comes as ONNX only)."""
+    if not path.is_file() and path.suffix == ".pt" and path.with_suffix(".onnx").is_file():
+        return path.with_suffix(".onnx")
+    return path
 
 
 def onnx_record(model, name: str) -> dict:

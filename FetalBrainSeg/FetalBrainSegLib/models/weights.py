@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from .file_format import FORMAT, ONNX_PREFIX, onnx_record
+from .file_format import FORMAT, ONNX_PREFIX, onnx_record, weights_file
 from .input_grid import DEFAULT_PIXEL_SIZE_MM, NETWORK_SIZE
 from .registry import build_model
 
@@ -79,9 +79,7 @@ def load_weights(path: str | os.PathLike) -> tuple[nn.Module, dict]:
 
     An exported .onnx file, or a missing .pt with one beside it, is rebuilt from the ONNX weights
     (the shipped model comes as ONNX only)."""
-    path = Path(path)
-    if not path.is_file() and path.suffix == ".pt" and path.with_suffix(".onnx").is_file():
-        path = path.with_suffix(".onnx")
+    path = weights_file(Path(path))
     if path.suffix == ".onnx" and path.is_file():
         return _model_from_record(record_from_onnx(path), path)
     if not path.is_file():
