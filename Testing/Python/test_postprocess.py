@@ -3,7 +3,7 @@
 import numpy as np
 from conftest import dice, load_pair
 
-from FetalBrainSegLib.engine.postprocess import brain_blocks, postprocess
+from FetalBrainSegLib.engine.postprocess import BLOCK_FRACTION, brain_blocks, postprocess
 from FetalBrainSegLib.engine.volume_io import Volume
 
 
@@ -19,6 +19,22 @@ def test_blocks_of_other_slices_are_kept_and_pieces_beside_the_brain_or_too_smal
     assert postprocess(mask, 2, "blocks3d").sum() == 900
     assert brain_blocks(mask, 2, fraction=0.9).sum() == 500  # a block must hold enough of the brain
     assert brain_blocks(np.zeros_like(mask), 2).sum() == 0
+
+
+def test_a_small_block_beyond_a_gap_is_kept_inside_the_brains_footprint_and_dropped_away_from_it():
+    mask = np.zeros((60, 60, 12), np.uint8)
+    mask[5:15, 5:15, 1:8] = 1  # 700 voxels: the brain
+    mask[7:13, 7:13, 9:11] = 1  # 72 voxels (0.10) beyond an empty slice, inside the brain's footprint
+    kept = brain_blocks(mask, 2)
+    assert kept.sum() == 772
+    away = mask.copy()
+    away[7:13, 7:13, 9:11] = 0
+    away[45:51, 45:51, 9:11] = 1  # the same block 50 voxels off: a false positive on brain-free slices
+    assert brain_blocks(away, 2).sum() == 700
+    specks = mask.copy()
+    specks[7:13, 7:13, 9:11] = 0
+    specks[7:9, 7:9, 10] = 1  # 4 voxels inside the footprint: under GAP_BLOCK_FRACTION, noise
+    assert brain_blocks(specks, 2).sum() == 700
 
 
 def test_a_fetus_that_moved_between_slices_keeps_every_slice_of_its_brain(manifest):
@@ -54,3 +70,29 @@ def test_a_fetus_that_moved_between_slices_keeps_every_slice_of_its_brain(manife
 
     assert dice_of_moved(largest.mask) < 0.1 and dice_of_moved(blocks.mask) > 0.8
     assert dice(blocks.mask, truth) > dice(largest.mask, truth) + 0.1
+
+
+def test_a_slice_without_signal_inside_the_brain_keeps_the_slices_beyond_it(manifest):
+    """A real T2W stack with one brain slice blanked near the brain's end (a slice lost to motion or with
+    no signal): the network finds nothing there, which splits the brain into two blocks; the one beyond
+    holds less than BLOCK_FRACTION of the brain but lies within its footprint, so it is kept."""
+    from FetalBrainSegLib.engine.inference import Segmenter
+
+    record = next(r for r in manifest if r.name == "e2mip_testing_0003")
+    volume, truth = load_pair(record)
+    truth = truth.reshape(volume.data.shape)
+    axis = int(np.argmax(volume.spacing))
+    per_slice = np.moveaxis(truth, axis, 0).reshape(truth.shape[axis], -1).sum(axis=1)
+    brain_slices = np.flatnonzero(per_slice)
+    blank = brain_slices[-4]  # three brain slices beyond it
+    beyond = np.arange(truth.shape[axis]) > blank
+    assert per_slice[beyond].sum() < BLOCK_FRACTION * per_slice[~beyond].sum()
+    data = np.moveaxis(volume.data.copy(), axis, 0)
+    data[blank] = 0
+    image = Volume(np.moveaxis(data, 0, axis), volume.affine)
+    result = Segmenter(device="cpu").segment(image)
+    mask = np.moveaxis(result.mask, axis, 0)
+    assert not mask[blank].any()
+    assert dice(mask[beyond], np.moveaxis(truth, axis, 0)[beyond]) > 0.8
+    largest = Segmenter(device="cpu", postprocess="largest3d").segment(image)
+    assert not np.moveaxis(largest.mask, axis, 0)[beyond].any()
