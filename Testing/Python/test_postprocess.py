@@ -96,3 +96,19 @@ def test_a_slice_without_signal_inside_the_brain_keeps_the_slices_beyond_it(mani
     assert dice(mask[beyond], np.moveaxis(truth, axis, 0)[beyond]) > 0.8
     largest = Segmenter(device="cpu", postprocess="largest3d").segment(image)
     assert not np.moveaxis(largest.mask, axis, 0)[beyond].any()
+
+
+def test_slices_between_two_corrupted_slices_keep_their_brain(manifest):
+    """The E2MIP kit's sample stack FCB035s1_fetus21 has two slices spoiled by motion (18 and 22, no
+    brain to see); the brain on the three slices between them is plainly visible and is kept at full
+    size, though it forms a block of its own of about a tenth of the brain."""
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.engine.volume_io import read_volume
+
+    record = next(r for r in manifest if r.name == "e2mip_sample_FCB035s1_fetus21")
+    result = Segmenter(device="cpu").segment(read_volume(record.image))
+    areas = np.moveaxis(result.mask, result.slice_axis, 0).reshape(result.mask.shape[result.slice_axis], -1).sum(1)
+    assert areas[18] == 0 and areas[22] == 0
+    assert (areas[19:22] > 0.5 * areas.max()).all()
+    largest = Segmenter(device="cpu", postprocess="largest3d").segment(read_volume(record.image))
+    assert not np.moveaxis(largest.mask, largest.slice_axis, 0)[19:22].any()
