@@ -255,7 +255,8 @@ def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) ->
             choices=POSTPROCESSING,
             default=POSTPROCESSING[0],
             help="blocks3d (default): the largest connected brain component in 3D, and blocks of other slices "
-            "that motion split off it (chosen on validation stacks); largest3d: that component alone; "
+            "that motion or a slice without brain found split off it (chosen on validation and train stacks); "
+            "largest3d: that component alone; "
             "largest2d: the largest on each slice; none",
         )
     p.add_argument(
