@@ -38,6 +38,7 @@ from FetalBrainSegLib.engine.postprocess import (  # noqa: E402
     GAP_BLOCK_FRACTION,
     brain_blocks,
     components,
+    footprint_shares,
     postprocess,
 )
 from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
@@ -70,9 +71,7 @@ def second_pieces(mask: np.ndarray, truth: np.ndarray, axis: int) -> list[str]:
     positions = np.flatnonzero(foreground)
     slices = np.unravel_index(positions, mask.shape)[axis]
     brain = truth.ravel()[positions] > 0
-    in_plane = tuple(p for k, p in enumerate(np.unravel_index(positions, mask.shape)) if k != axis)
-    footprint = np.zeros([n for k, n in enumerate(mask.shape) if k != axis], bool)
-    footprint[tuple(p[roots == np.argmax(sizes)] for p in in_plane)] = True
+    inside = footprint_shares(foreground, roots, sizes, axis)
     pieces = []
     for component in np.argsort(sizes)[::-1][1:]:
         if sizes[component] < SMALLEST_PIECE_LISTED * sizes.max():
@@ -80,7 +79,7 @@ def second_pieces(mask: np.ndarray, truth: np.ndarray, axis: int) -> list[str]:
         on = roots == component
         pieces.append(
             f"{sizes[component] / sizes.max():.2f} (brain {brain[on].mean():.0%}, "
-            f"inside {footprint[tuple(p[on] for p in in_plane)].mean():.0%}, "
+            f"inside {inside[component]:.0%}, "
             f"slices {slices[on].min()}-{slices[on].max()})"
         )
     return pieces

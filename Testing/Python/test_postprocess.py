@@ -106,9 +106,10 @@ def test_slices_between_two_corrupted_slices_keep_their_brain(manifest):
     from FetalBrainSegLib.engine.volume_io import read_volume
 
     record = next(r for r in manifest if r.name == "e2mip_sample_FCB035s1_fetus21")
-    result = Segmenter(device="cpu").segment(read_volume(record.image))
+    volume = read_volume(record.image)
+    result = Segmenter(device="cpu").segment(volume)
     areas = np.moveaxis(result.mask, result.slice_axis, 0).reshape(result.mask.shape[result.slice_axis], -1).sum(1)
     assert areas[18] == 0 and areas[22] == 0
     assert (areas[19:22] > 0.5 * areas.max()).all()
-    largest = Segmenter(device="cpu", postprocess="largest3d").segment(read_volume(record.image))
+    largest = Segmenter(device="cpu", postprocess="largest3d").segment(volume)
     assert not np.moveaxis(largest.mask, largest.slice_axis, 0)[19:22].any()

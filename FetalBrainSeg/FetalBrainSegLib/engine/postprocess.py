@@ -75,6 +75,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def footprint_shares(foreground: np.ndarray, roots: np.ndarray, sizes: np.ndarray, slice_axis: int) -> np.ndarray:
+    """Per component (`components(foreground)`): the share of its voxels whose in-plane position the
+    largest component covers on some slice."""
+    position = np.unravel_index(np.flatnonzero(foreground), foreground.shape)
+    in_plane = tuple(p for axis, p in enumerate(position) if axis != slice_axis)
+    footprint = np.zeros([n for axis, n in enumerate(foreground.shape) if axis != slice_axis], bool)
+    footprint[tuple(p[roots == np.argmax(sizes)] for p in in_plane)] = True
+    return np.bincount(roots, weights=footprint[in_plane], minlength=len(sizes)) / np.maximum(sizes, 1)
+
+
 def brain_blocks(
     mask: np.ndarray, slice_axis: int, fraction: float = BLOCK_FRACTION, gap_fraction: float = GAP_BLOCK_FRACTION
 ) -> np.ndarray:
@@ -88,22 +98,16 @@ def brain_blocks(
     if not foreground.any():
         return out
     roots, sizes = components(foreground)
-    position = np.unravel_index(np.flatnonzero(foreground), foreground.shape)
-    slice_of_voxel = position[slice_axis]
-    in_plane = tuple(p for axis, p in enumerate(position) if axis != slice_axis)
-    largest = np.argmax(sizes)
-    footprint = np.zeros([n for axis, n in enumerate(foreground.shape) if axis != slice_axis], bool)
-    footprint[tuple(p[roots == largest] for p in in_plane)] = True
+    inside = footprint_shares(foreground, roots, sizes, slice_axis)
+    slice_of_voxel = np.unravel_index(np.flatnonzero(foreground), foreground.shape)[slice_axis]
     covered = np.zeros(foreground.shape[slice_axis], bool)
     kept = []
     for component in np.argsort(sizes)[::-1]:
-        if sizes[component] < min(fraction, gap_fraction) * sizes[largest]:
+        if sizes[component] < min(fraction, gap_fraction) * sizes.max():
             break
-        voxels = roots == component
-        inside = footprint[tuple(p[voxels] for p in in_plane)].mean()
-        if sizes[component] < fraction * sizes[largest] and inside < FOOTPRINT_SHARE:
+        if sizes[component] < fraction * sizes.max() and inside[component] < FOOTPRINT_SHARE:
             continue
-        slices = np.unique(slice_of_voxel[voxels])
+        slices = np.unique(slice_of_voxel[roots == component])
         if not covered[slices].any():
             kept.append(component)
             covered[slices] = True
