@@ -9,7 +9,7 @@ from FetalBrainSegLib.engine.review import (
     ReviewThresholds,
     area_jump,
     cut_off,
-    flip_disagreement,
+    mask_disagreement,
     review_slices,
     uncertain_share,
 )
@@ -87,7 +87,12 @@ def test_a_hesitant_mask_is_uncertain_and_flips_that_disagree_are_caught(manual)
     assert uncertain_share(probabilities, mask)[middle] == pytest.approx(1.0)
 
     shifted = np.roll(mask, 40, axis=2)  # a flipped slice's mask that misses most of the brain
-    disagreement = flip_disagreement(mask, [mask, shifted])
+    disagreement = mask_disagreement(mask, [mask, shifted])
     assert disagreement[middle] > 0.5 and disagreement[~mask.any(axis=(1, 2))].max() == 0.0
     reviews = review_slices(mask.astype(np.float32), mask, pixel_area, disagreement)
     assert "flips disagree" in reviews[middle].reasons
+    reviews = review_slices(mask.astype(np.float32), mask, pixel_area, pass_disagreement=disagreement)
+    assert reviews[middle].reasons == ("passes disagree",)  # the other zoom pass's mask, that far off
+    half = np.zeros(len(mask))
+    half[middle] = 0.45  # the passes differ by less than half: not flagged
+    assert review_slices(mask.astype(np.float32), mask, pixel_area, pass_disagreement=half)[middle].reasons == ()

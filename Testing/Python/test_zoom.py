@@ -1,10 +1,12 @@
-"""Head-size adaptation (engine/zoom.py): a head the first pass finds small is segmented again, magnified."""
+"""Head-size adaptation (engine/zoom.py): a head the first pass finds small is segmented again, magnified,
+and the engine keeps whichever pass the network is surer of."""
 
 import numpy as np
 import pytest
 from conftest import load_pair
 
 from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.engine.zoom import TARGET_DIAMETER_MM, ZOOM_RANGE, brain_diameter, head_zoom
 from FetalBrainSegLib.evaluation.head_size import head_scaled
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
@@ -41,9 +43,34 @@ def test_a_small_head_is_found_again_magnified_in_a_second_pass_of_chunks(manife
     adapted = Segmenter(device="cpu", backend="torch").segment(small, on_chunk=chunks.append)
     assert one_pass.zoom == 1.0 and adapted.zoom > 1.2
     assert brain_dice(adapted, truth, record.name) > brain_dice(one_pass, truth, record.name) + 0.3
-    passes = [c.zoom for c in chunks]
+    passes = [(c.pass_number, c.zoom, c.choice) for c in chunks]
     n = -(-one_pass.num_slices // 8)
-    assert passes == [1.0] * n + [adapted.zoom] * n  # every slice twice: the second pass replaces the first
+    # every slice twice (the second pass starts at slice 0 again), then the choice: the second pass, kept
+    assert passes == [(1, 1.0, False)] * n + [(2, adapted.zoom, False)] * n + [(2, adapted.zoom, True)]
+    assert (chunks[-1].start, chunks[-1].stop) == (0, one_pass.num_slices)
+
+
+def section_areas(result, pixel_area):
+    mask = np.moveaxis(result.mask, result.slice_axis, 0)
+    return mask.reshape(len(mask), -1).sum(axis=1) * pixel_area
+
+
+@pytest.mark.parametrize("name,collapsed", [("f0832s1_fetus_03", 6), ("f0832s1_fetus_04", 25)])
+def test_the_default_never_bites_the_cc0_samples_where_one_pass_finds_a_whole_brain(shared_data, name, collapsed):
+    """On both CC0 samples the second pass (zoom 1.28 and 1.38) bit the masks: 2,742 -> 104 mm2 on a slice
+    of fetus_04, and no brain on slices 0-12 of fetus_03 where zoom 1 finds 2,000-3,400 mm2 of plainly
+    visible brain. The network is less sure of those bitten masks, so the default keeps the first pass,
+    and the review names the slices where the passes disagree (`collapsed`: one the second pass lost)."""
+    volume = read_volume(shared_data / "samples" / f"{name}.nii.gz")
+    default = Segmenter(device="cpu", backend="onnxruntime").segment(volume, name)
+    one_pass = Segmenter(device="cpu", backend="onnxruntime", zoom=1.0).segment(volume, name)
+    pixel_area = Segmenter(device="cpu", backend="onnxruntime").stack(volume).pixel_area
+    adapted, whole = section_areas(default, pixel_area), section_areas(one_pass, pixel_area)
+    bitten = np.flatnonzero((whole >= 1000) & (adapted < 0.5 * whole))
+    assert not bitten.size, f"slices {bitten.tolist()}: {adapted[bitten].round()} mm2 against {whole[bitten].round()}"
+    if name == "f0832s1_fetus_03":
+        assert (adapted[5:14] >= 1000).sum() >= 7  # brain plainly visible on slices 5-13, before: none
+    assert "passes disagree" in default.review[collapsed].reasons
 
 
 def test_a_fixed_zoom_is_checked_and_used_as_given(t2w_test_record):

@@ -146,13 +146,15 @@ class CohortReport:
 def segment_to_file(segmenter, image: Path, output: Path, progress: bool = False):
     """Segment one stack and write its mask atomically; returns (volume, result)."""
     volume = read_volume(image)
-    bars: dict[float, ProgressBar] = {}  # one per pass: a second pass redoes every slice at another zoom
+    bars: dict[int, ProgressBar] = {}  # one per pass: a second pass redoes every slice at another zoom
 
     def show(chunk) -> None:
-        if chunk.zoom not in bars:
+        if chunk.choice:  # nothing computed: the kept pass's slices, sent again
+            return
+        if chunk.pass_number not in bars:
             label = f"{image.name} ({pass_label(chunk.zoom)})" if bars else image.name
-            bars[chunk.zoom] = ProgressBar(chunk.total, label, "slices", enabled=progress)
-        bars[chunk.zoom].update(chunk.stop - chunk.start)
+            bars[chunk.pass_number] = ProgressBar(chunk.total, label, "slices", enabled=progress)
+        bars[chunk.pass_number].update(chunk.stop - chunk.start)
 
     result = segmenter.segment(volume, image.name, on_chunk=show)
     output.parent.mkdir(parents=True, exist_ok=True)

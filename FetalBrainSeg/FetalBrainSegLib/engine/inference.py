@@ -4,9 +4,12 @@
 stack's own voxel grid as soon as it is computed, so a caller can show progress, draw
 masks live or stop early (cancel) by simply not asking for the next chunk. With head-size
 adaptation (zoom.py, the default) a stack whose head the first pass finds small or large is
-segmented a second time at a better magnification: its chunks follow, and replace the first
-pass's slices. `segment` drives it for whole stacks; `segment_slice` serves slices arriving one
-at a time (at a fixed zoom: adapting needs the whole stack).
+segmented a second time at another magnification: its chunks follow (`pass_number` 2, from
+slice 0 again) and replace the first pass's slices. Then one last chunk, `choice`, holds every
+slice's probabilities from the pass the engine keeps (the surer one, zoom.py), so a caller that
+writes each chunk where it belongs ends with the kept pass. `segment` drives it for whole
+stacks; `segment_slice` serves slices arriving one at a time (at a fixed zoom: adapting needs the
+whole stack).
 
 The network runs on a backend (PyTorch, or ONNX Runtime without PyTorch; see backends.py),
 imported when a Segmenter is made, so the Slicer module loads on a Slicer without either.
@@ -24,11 +27,11 @@ from typing import Callable
 import numpy as np
 
 from .postprocess import POSTPROCESSING, postprocess
-from .review import SliceReview, flip_disagreement, review_slices
+from .review import SliceReview, mask_disagreement, review_slices
 from .stack import InPlaneOrder, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
-from .zoom import head_zoom
+from .zoom import head_zoom, pass_confidence
 
 DEFAULT_THRESHOLD = 0.5  # brain probability; chosen on validation stacks (docs/results/validation_choices.md)
 ZOOM_LIMITS = (0.25, 4.0)  # a fixed magnification beyond these is a mistake, not a head size
@@ -65,6 +68,10 @@ class Chunk:
     probabilities: np.ndarray  # (stop - start, A, B) float32 on the slice grid
     disagreement: np.ndarray | None = None  # per slice, with flip averaging: 1 - Dice of the flipped masks
     zoom: float = 1.0  # the magnification this chunk was computed at; a second pass's chunks replace the first's
+    pass_number: int = 1  # 1, or 2 for head-size adaptation's second pass, which starts at slice 0 again
+    # the last chunk after two passes: nothing computed, every slice of the pass kept (its zoom and number)
+    choice: bool = False
+    pass_disagreement: np.ndarray | None = None  # on the choice chunk: per slice, 1 - Dice of the passes' masks
 
 
 @dataclass
@@ -76,6 +83,7 @@ class SegmentationResult:
     review: list[SliceReview]  # one per slice: area, confidence, review flag and its reasons
     disagreement: np.ndarray | None = None  # per slice, with flip averaging (see Chunk)
     zoom: float = 1.0  # the magnification of the pass that made the mask
+    pass_disagreement: np.ndarray | None = None  # per slice, when two passes ran (see Chunk)
 
     @property
     def num_slices(self) -> int:
@@ -129,29 +137,52 @@ class Segmenter:
         if not self.tta:
             return probs, None
         variants = [np.flip(self.backend.predict(np.ascontiguousarray(np.flip(images, axis))), axis) for axis in (1, 2)]
-        disagreement = flip_disagreement(probs >= self.threshold, [v >= self.threshold for v in variants])
+        disagreement = mask_disagreement(probs >= self.threshold, [v >= self.threshold for v in variants])
         return (probs + variants[0] + variants[1]) / 3, disagreement
 
     def iter_chunks(self, stack: Stack, threshold: float | None = None) -> Iterator[Chunk]:
         """Each chunk's probabilities as computed; with zoom "auto", then the second pass's, if any (decided
-        on the first pass's mask at `threshold`, by default the segmenter's)."""
-        probs = np.zeros(stack.slices().shape, dtype=np.float32)
-        for chunk in self._pass(stack, self.first_zoom):
-            probs[chunk.start : chunk.stop] = chunk.probabilities
+        on the first pass's mask at `threshold`, by default the segmenter's), and the choice between them."""
+        first = ChunkedProbabilities(stack.slices().shape, self.tta)
+        for chunk in self._pass(stack, self.first_zoom, 1):
+            first.add(chunk)
             yield chunk
-        if self.zoom == "auto":
-            mask = self.final_mask(stack, probs, threshold)
-            zoom = head_zoom(np.moveaxis(mask, stack.axis, 0), stack.pixel_area)
-            if zoom != 1.0:
-                yield from self._pass(stack, zoom)
+        if self.zoom != "auto":
+            return
+        first_mask = np.moveaxis(self.final_mask(stack, first.probabilities, threshold), stack.axis, 0)
+        zoom = head_zoom(first_mask, stack.pixel_area)
+        if zoom == 1.0:
+            return
+        second = ChunkedProbabilities(stack.slices().shape, self.tta)
+        for chunk in self._pass(stack, zoom, 2):
+            second.add(chunk)
+            yield chunk
+        second_mask = np.moveaxis(self.final_mask(stack, second.probabilities, threshold), stack.axis, 0)
+        kept = (
+            first
+            if pass_confidence(first.probabilities, first_mask) > pass_confidence(second.probabilities, second_mask)
+            else second
+        )
+        total = stack.num_slices
+        yield Chunk(
+            0,
+            total,
+            total,
+            kept.probabilities,
+            kept.disagreement,
+            kept.zoom,
+            kept.number,
+            choice=True,
+            pass_disagreement=mask_disagreement(first_mask, [second_mask]),
+        )
 
-    def _pass(self, stack: Stack, zoom: float) -> Iterator[Chunk]:
+    def _pass(self, stack: Stack, zoom: float, number: int) -> Iterator[Chunk]:
         seen = stack if zoom == 1.0 else Stack(stack.volume, stack.name, self.pixel_size / zoom)
         total = stack.num_slices
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             probs, disagreement = self.predict(seen.network_input(slice(start, stop)))
-            yield Chunk(start, stop, total, seen.from_network(probs, slice(start, stop)), disagreement, zoom)
+            yield Chunk(start, stop, total, seen.from_network(probs, slice(start, stop)), disagreement, zoom, number)
 
     def final_mask(self, stack: Stack, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """The binarized, post-processed mask on the volume grid, from (n, A, B) slice-first probabilities."""
@@ -163,11 +194,18 @@ class Segmenter:
         probabilities: np.ndarray,
         disagreement: np.ndarray | None = None,
         threshold: float | None = None,
+        pass_disagreement: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[SliceReview]]:
         """A whole stack's mask (binarized, post-processed, on the volume grid) and its slice reviews,
         from (n, A, B) slice-first probabilities; `threshold` overrides the segmenter's for this call."""
         mask = self.final_mask(stack, probabilities, threshold)
-        review = review_slices(probabilities, np.moveaxis(mask, stack.axis, 0), stack.pixel_area, disagreement)
+        review = review_slices(
+            probabilities,
+            np.moveaxis(mask, stack.axis, 0),
+            stack.pixel_area,
+            disagreement,
+            pass_disagreement=pass_disagreement,
+        )
         return mask, review
 
     def segment(
@@ -180,21 +218,25 @@ class Segmenter:
         """Segment every slice of a stack; `on_chunk` sees each chunk as it completes."""
         begin = time.perf_counter()
         stack = self.stack(volume, name)
-        probs = np.zeros(stack.slices().shape, dtype=np.float32)
-        disagreement = np.zeros(stack.num_slices) if self.tta else None
-        zoom = 1.0
+        latest = ChunkedProbabilities(stack.slices().shape, self.tta)
         for chunk in self.iter_chunks(stack):
             if cancel is not None and cancel.is_set():
                 raise SegmentationCancelled(f"{name}: cancelled after {chunk.start} of {chunk.total} slices")
-            probs[chunk.start : chunk.stop] = chunk.probabilities
-            zoom = chunk.zoom
-            if chunk.disagreement is not None:
-                disagreement[chunk.start : chunk.stop] = chunk.disagreement
+            latest.add(chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
-        mask, review = self.finish(stack, probs, disagreement)
+        mask, review = self.finish(
+            stack, latest.probabilities, latest.disagreement, pass_disagreement=latest.pass_disagreement
+        )
         return SegmentationResult(
-            stack.assemble(probs), mask, stack.axis, time.perf_counter() - begin, review, disagreement, zoom
+            stack.assemble(latest.probabilities),
+            mask,
+            stack.axis,
+            time.perf_counter() - begin,
+            review,
+            latest.disagreement,
+            latest.zoom,
+            latest.pass_disagreement,
         )
 
     def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:
@@ -235,3 +277,22 @@ class Segmenter:
     def binarize(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """The mask at `threshold`, by default the segmenter's (callers sharing a segmenter pass their own)."""
         return (probabilities >= (self.threshold if threshold is None else threshold)).astype(np.uint8)
+
+
+class ChunkedProbabilities:
+    """What a caller of `iter_chunks` keeps: each slice's latest probabilities (and flip disagreement) from
+    the chunks added so far, the pass they came from, and the passes' disagreement once a choice came."""
+
+    def __init__(self, shape: tuple[int, ...], tta: bool):
+        self.probabilities = np.zeros(shape, dtype=np.float32)
+        self.disagreement = np.zeros(shape[0]) if tta else None
+        self.pass_disagreement = None
+        self.zoom, self.number = 1.0, 1
+
+    def add(self, chunk: Chunk) -> None:
+        self.probabilities[chunk.start : chunk.stop] = chunk.probabilities
+        if chunk.disagreement is not None:
+            self.disagreement[chunk.start : chunk.stop] = chunk.disagreement
+        if chunk.pass_disagreement is not None:
+            self.pass_disagreement = chunk.pass_disagreement
+        self.zoom, self.number = chunk.zoom, chunk.pass_number

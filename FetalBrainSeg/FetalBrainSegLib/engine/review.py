@@ -16,7 +16,9 @@ that catch errors, each with a threshold chosen on validation stacks
   false positive beside the head, which the 3D clean-up keeps when it touches brain on
   another slice);
 - **flips disagree** (when segmenting with flip averaging, `tta`): the masks from the
-  flipped slices differ from the unflipped one.
+  flipped slices differ from the unflipped one;
+- **passes disagree** (when head-size adaptation ran two passes, zoom.py): the pass not kept
+  drew a mask that differs from the kept one by more than half (1 - Dice), so either may be wrong.
 A slice flagged for several reasons lists them all.
 """
 
@@ -46,6 +48,7 @@ class ReviewThresholds:
     # kept from stage 4: with the stage-5 weights the other signals alone flag more than the share allowed
     # on flip-averaged validation masks, so the search could add no flips threshold (docs/results/review_flag.md)
     flip_disagreement: float = 0.48
+    pass_disagreement: float = 0.5  # 1 - Dice between the two passes' masks: they differ by more than half
 
 
 DEFAULT_THRESHOLDS = ReviewThresholds()
@@ -113,12 +116,12 @@ def piece_share(mask: np.ndarray) -> np.ndarray:
     return shares
 
 
-def flip_disagreement(mask: np.ndarray, flipped_masks: list[np.ndarray]) -> np.ndarray:
-    """Per slice: 1 - Dice between the mask and each flipped variant's mask, the worst of them
-    (0 where the masks together hold under MIN_PIXELS: specks say nothing)."""
+def mask_disagreement(mask: np.ndarray, other_masks: list[np.ndarray]) -> np.ndarray:
+    """Per slice: 1 - Dice between the mask and each other mask (of flipped slices, or of another pass),
+    the worst of them (0 where the masks together hold under MIN_PIXELS: specks say nothing)."""
     worst = np.zeros(len(mask))
     a = mask.reshape(len(mask), -1).astype(bool)
-    for other in flipped_masks:
+    for other in other_masks:
         b = other.reshape(len(other), -1).astype(bool)
         overlap = (a & b).sum(axis=1)
         total = a.sum(axis=1) + b.sum(axis=1)
@@ -127,7 +130,11 @@ def flip_disagreement(mask: np.ndarray, flipped_masks: list[np.ndarray]) -> np.n
 
 
 def review_signals(
-    probabilities: np.ndarray, mask: np.ndarray, pixel_area_mm2: float, disagreement: np.ndarray | None = None
+    probabilities: np.ndarray,
+    mask: np.ndarray,
+    pixel_area_mm2: float,
+    disagreement: np.ndarray | None = None,
+    pass_disagreement: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Each signal's per-slice value, for (n, A, B) probabilities and final mask, slice index first."""
     pixels = mask.reshape(len(mask), -1).sum(axis=1)
@@ -139,6 +146,8 @@ def review_signals(
     }
     if disagreement is not None:
         signals["flips disagree"] = np.asarray(disagreement, dtype=float)
+    if pass_disagreement is not None:
+        signals["passes disagree"] = np.asarray(pass_disagreement, dtype=float)
     return signals
 
 
@@ -149,9 +158,11 @@ def review_slices(
     disagreement: np.ndarray | None = None,
     thresholds: ReviewThresholds = DEFAULT_THRESHOLDS,
     start: int = 0,
+    pass_disagreement: np.ndarray | None = None,
 ) -> list[SliceReview]:
     """Reviews of (n, A, B) slices from their probabilities and final (post-processed) mask, slice index
-    first; `disagreement` is each slice's flip disagreement when flip averaging ran."""
+    first; `disagreement` is each slice's flip disagreement when flip averaging ran, `pass_disagreement`
+    its disagreement between head-size adaptation's two passes when both ran."""
     areas = mask.reshape(len(mask), -1).sum(axis=1) * pixel_area_mm2
     limits = {
         "uncertain": thresholds.uncertain,
@@ -159,8 +170,9 @@ def review_slices(
         "cut off": thresholds.cut_off,
         "pieces": thresholds.pieces,
         "flips disagree": thresholds.flip_disagreement,
+        "passes disagree": thresholds.pass_disagreement,
     }
-    signals = review_signals(probabilities, mask, pixel_area_mm2, disagreement)
+    signals = review_signals(probabilities, mask, pixel_area_mm2, disagreement, pass_disagreement)
     sure = confidence(probabilities)
     return [
         SliceReview(

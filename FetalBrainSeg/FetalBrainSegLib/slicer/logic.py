@@ -28,7 +28,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ..engine.inference import DEFAULT_THRESHOLD, Chunk, Segmenter, check_threshold
+from ..engine.inference import DEFAULT_THRESHOLD, Chunk, ChunkedProbabilities, Segmenter, check_threshold
 from ..engine.outputs import output_problem
 from ..engine.review import SliceReview, provisional_reviews
 from ..engine.stack import reorder_to_grid, slice_axis, slice_to_world
@@ -195,8 +195,7 @@ class SegmentationJob:
         self.volume = Volume(np.array(view.data, copy=True), view.affine)  # the worker reads this copy only
         self.stack = self.segmenter.stack(self.volume, self.volume_node.GetName())
         self.mask = np.zeros(self.volume.data.shape, np.uint8)
-        self._probabilities = np.zeros(self.stack.slices().shape, np.float32)
-        self._disagreement = np.zeros(self.stack.num_slices) if self.segmenter.tta else None
+        self._collected = ChunkedProbabilities(self.stack.slices().shape, self.segmenter.tta)
         self.slice_axis = self.stack.axis
         self.total = self.stack.num_slices
         self.done_slices = 0  # of the pass under way: a second one, at another zoom, redoes every slice
@@ -292,16 +291,15 @@ class SegmentationJob:
         index[self.slice_axis] = slice(chunk.start, chunk.stop)
         self.mask[tuple(index)] = self.stack.assemble(self.segmenter.binarize(chunk.probabilities, self.threshold))
         self._write(self.mask)
-        self._probabilities[chunk.start : chunk.stop] = chunk.probabilities
-        if chunk.disagreement is not None:
-            self._disagreement[chunk.start : chunk.stop] = chunk.disagreement
+        self._collected.add(chunk)
         fresh = provisional_reviews(chunk.probabilities, self.threshold, self.stack.pixel_area, chunk.start)
-        # chunks come in slice order, so this appends; a second pass at another zoom (engine/zoom.py)
-        # replaces the first pass's rows of these slices
+        # chunks come in slice order, so this appends; a second pass at another zoom (engine/zoom.py), and
+        # the choice between the passes after it, replace the rows of these slices
         self.statistics[chunk.start : chunk.stop] = fresh
         self.zoom = chunk.zoom
-        self.done_slices = chunk.stop
-        self._computed_slices += chunk.stop - chunk.start
+        if not chunk.choice:  # the choice computes nothing: the kept pass's slices, sent again
+            self.done_slices = chunk.stop
+            self._computed_slices += chunk.stop - chunk.start
         if self.on_progress is not None:
             self.on_progress(self)
 
@@ -314,8 +312,9 @@ class SegmentationJob:
         segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
         if state == "done":
             # masks were shown chunk by chunk; the whole-stack clean-up and review come once all slices are in
+            collected = self._collected
             self.mask, self.statistics = self.segmenter.finish(
-                self.stack, self._probabilities, self._disagreement, self.threshold
+                self.stack, collected.probabilities, collected.disagreement, self.threshold, collected.pass_disagreement
             )
             self._write(self.mask)
             segment.SetTag(DIGEST_TAG, mask_digest(self.mask))
