@@ -134,6 +134,14 @@ def _add_train(commands) -> None:
         help="sub-modules of the network left as they are, e.g. bottleneck decoders.0: a fine-tune of the "
         "rest, whose change to the committed weights files stays small (weights/README.md; default: none)",
     )
+    p.add_argument(
+        "--l2sp",
+        type=float,
+        default=defaults.l2sp,
+        metavar="WEIGHT",
+        help="L2-SP: add WEIGHT x the squared distance of the weights from --init's to the loss, against "
+        "forgetting what the starting weights knew (default: %(default)s, none)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument(
@@ -207,6 +215,7 @@ def _train(args) -> int:
         loss=args.loss,
         init=str(args.init or ""),
         frozen=tuple(args.freeze),
+        l2sp=args.l2sp,
         epoch_steps=args.epoch_steps,
         time_limit_minutes=args.time_limit,
     )

@@ -426,3 +426,26 @@ def test_train_under_torchrun_and_resume_in_one_process(small_manifest, tmp_path
     assert one.returncode == 0, one.stderr
     log = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [2, 4, 6]
+
+
+def test_l2sp_pulls_the_trained_weights_back_toward_where_they_started(manifest_path, tmp_path):
+    """L2-SP (training/l2sp.py): the penalty is weight x the squared distance from the starting weights, over the
+    trained parameters only, and its gradient points back to them; without starting weights it is refused."""
+    from FetalBrainSegLib.training.l2sp import StartingPointPenalty
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(2, 1, 1))
+    model[1].requires_grad_(False)
+    penalty = StartingPointPenalty(model, weight=0.5)
+    assert float(penalty(model)) == 0.0
+    with torch.no_grad():
+        model[0].weight += 0.1
+        model[1].weight += 5.0  # frozen: cannot move in training, so not counted
+    moved = penalty(model)
+    assert float(moved) == pytest.approx(0.5 * 0.1**2 * model[0].weight.numel(), rel=1e-4)
+    moved.backward()
+    assert torch.allclose(model[0].weight.grad, torch.full_like(model[0].weight, 0.1), atol=1e-5)
+    with pytest.raises(ValueError, match="0 or more"):
+        StartingPointPenalty(model, weight=-1)
+    config = TrainConfig(manifest=str(manifest_path), out_dir=str(tmp_path), l2sp=0.01, val_stacks=VAL, device="cpu")
+    with pytest.raises(ValueError, match="L2-SP pulls toward starting weights: give them with --init"):
+        Trainer(config, log=lambda line: None)

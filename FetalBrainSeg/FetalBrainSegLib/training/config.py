@@ -37,6 +37,7 @@ class TrainConfig:
     loss: str = "dice_ce"
     init: str = ""  # a weights file to start from (fine-tuning); empty: random initialization
     frozen: tuple[str, ...] = ()  # sub-modules of the network left as they are (trainer.py freeze)
+    l2sp: float = 0.0  # pull toward the starting weights (l2sp.py); 0: none
     ema_decay: float = 0.998  # validated and saved: the exponential moving average of the weights (0: none)
     epoch_steps: int = 0  # steps between validations and checkpoints; 0: one pass over the training slices
     time_limit_minutes: float = 0  # stop at the first epoch end past this much wall time (0: none); resumable

@@ -42,6 +42,7 @@ from ..progress import ProgressBar
 from ..provenance import provenance
 from .augment import AugmentSettings, brain_points, training_batch
 from .config import LOSSES, TrainConfig
+from .l2sp import StartingPointPenalty
 from .ranks import join_process_group, main_rank_says
 
 
@@ -201,6 +202,9 @@ class Trainer:
         self.model = self._initial_model()
         self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.frozen = freeze(self.model, tuple(config.frozen))  # before DDP, which syncs the trained weights only
+        if config.l2sp and not config.init:
+            raise ValueError("L2-SP pulls toward starting weights: give them with --init")
+        self.penalty = StartingPointPenalty(self.model, config.l2sp) if config.l2sp else None
         self.net = self.model  # what a step runs: under torchrun, the model wrapped for gradient averaging
         if self.ranks.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -322,6 +326,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.net(images)
         loss = segmentation_loss(logits, masks, self.config.loss)
+        if self.penalty is not None:
+            loss = loss + self.penalty(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
