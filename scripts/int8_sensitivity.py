@@ -21,11 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalBrainSeg"))
 
 from FetalBrainSegLib.engine.backends import onnx_path_for  # noqa: E402
+from FetalBrainSegLib.engine.int8_model import prepare_for_quantization, quantize  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, select  # noqa: E402
 from FetalBrainSegLib.evaluation.metrics import pooled_dice  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
-from FetalBrainSegLib.training.quantization import prepare_for_quantization, quantize_prepared  # noqa: E402
 
 INPUT_LAYERS = [
     "/network/downsample/conv/conv.0/Conv",
@@ -78,7 +78,8 @@ def main() -> None:
 
         def agreement(**which) -> float:
             quantized = Path(scratch) / "int8.onnx"
-            quantize_prepared(prepared, quantized, Slices(), **which)
+            # the drawn slices' ranges, observed on the first call and read from the cache after it
+            quantize(prepared, quantized, Path(scratch) / "ranges.json", Slices(), **which)
             return pooled_dice(masks(quantized), reference)
 
         rows = [

@@ -841,7 +841,13 @@ def _export_onnx(args) -> int:
 def _add_quantize(commands) -> None:
     from .training.quantization import DEFAULT_CALIBRATION_SLICES
 
-    p = commands.add_parser("quantize", help="write the INT8 model of an ONNX model, calibrated on train slices")
+    p = commands.add_parser(
+        "quantize",
+        help="record the INT8 calibration of an ONNX model on train slices",
+        description="Observe the activation ranges of an fp32 ONNX model on train slices and write them, with "
+        "the slices' names, beside the model as NAME.int8-calibration.json: what `--precision int8` builds the "
+        "INT8 model from on a user's machine (into the user's cache folder, on first use).",
+    )
     p.add_argument(
         "--weights",
         type=Path,
@@ -859,23 +865,30 @@ def _add_quantize(commands) -> None:
         "--calibration-from",
         type=Path,
         default=None,
-        metavar="INT8_MODEL",
-        help="calibrate on the slices recorded in this INT8 model instead of drawing them "
-        "(rebuilds it exactly, however the data set has grown)",
+        metavar="CALIBRATION",
+        help="calibrate on the slices recorded in this calibration file (or INT8 model) instead of drawing them "
+        "(the same ranges, however the data set has grown)",
     )
-    p.add_argument("-o", "--output", type=Path, default=None, help="default: beside the model, .int8.onnx")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="default: beside the model, NAME.int8-calibration.json"
+    )
+    p.add_argument("--int8-model", type=Path, default=None, metavar="PATH", help="also write the INT8 model here")
     p.set_defaults(run=_quantize)
 
 
 def _quantize(args) -> int:
+    from .engine.backends import onnx_path_for
+    from .engine.int8_model import build_int8
     from .resources import default_weights_path
-    from .training.quantization import quantize_int8, recorded_calibration
+    from .training.quantization import record_calibration, recorded_calibration
 
+    weights = args.weights or default_weights_path()
     keys = recorded_calibration(args.calibration_from) if args.calibration_from else None
-    path = quantize_int8(
-        args.weights or default_weights_path(), args.manifest, args.output, args.calibration_slices, keys=keys
-    )
+    path = record_calibration(weights, args.manifest, args.output, args.calibration_slices, keys=keys)
     print(f"wrote {path}")
+    if args.int8_model:
+        build_int8(weights if weights.suffix == ".onnx" else onnx_path_for(weights), path, args.int8_model)
+        print(f"wrote {args.int8_model}")
     return 0
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib"
 EXIT_STATUS = pytest.StashKey[int]()
 SHARED_DATA = Path(os.environ.get("FETALBRAINSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# the user's cache (the INT8 build) and data folders (site weights): the suite's own, empty at its start and
+# inherited by the programs it runs, never the user's
+USER_FOLDERS = Path(tempfile.mkdtemp(prefix="fetalbrainseg-tests-"))
+os.environ["FETALBRAINSEG_CACHE_DIR"] = str(USER_FOLDERS / "cache")
+os.environ["FETALBRAINSEG_DATA_DIR"] = str(USER_FOLDERS / "data")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -31,10 +38,25 @@ def pytest_unconfigure(config):
     skipping the interpreter's teardown: there the native libraries the suite loads together (PyTorch,
     ONNX Runtime, OpenVINO, slicer-core's VTK, Dask, Playwright) have crashed the process now and then
     (a segmentation fault after "N passed", which turned CI red)."""
+    shutil.rmtree(USER_FOLDERS, ignore_errors=True)
     if EXIT_STATUS in config.stash:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(config.stash[EXIT_STATUS])
+
+
+REPORT_LINES = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def report_line(request):
+    """A line for the end of the test run's report (figures a test measures, such as the room left)."""
+    return request.config.stash.setdefault(REPORT_LINES, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for line in config.stash.get(REPORT_LINES, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

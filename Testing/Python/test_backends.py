@@ -13,16 +13,23 @@ from FetalBrainSegLib.engine.backends import (
     OnnxRuntimeBackend,
     TorchBackend,
     create_backend,
-    int8_path_for,
     onnx_path_for,
 )
+from FetalBrainSegLib.engine.int8_model import calibration_path_for, int8_model, read_calibration, sha256
 from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.metrics import pooled_dice
 from FetalBrainSegLib.resources import default_weights_path
+from FetalBrainSegLib.user_folders import cache_folder
 
 # run Python as if PyTorch were not installed: `import torch` fails, find_spec("torch") is None
 WITHOUT_TORCH = "import sys\nsys.modules['torch'] = None\n"
+
+
+def shipped_int8():
+    """The INT8 model of the shipped weights as users get it: built from the shipped calibration on first use
+    (into the suite's cache folder, conftest.py)."""
+    return int8_model(onnx_path_for(default_weights_path()))
 
 
 def test_the_shipped_onnx_model_matches_the_shipped_weights(manifest):
@@ -37,6 +44,11 @@ def test_the_shipped_onnx_model_matches_the_shipped_weights(manifest):
         assert np.mean((a >= 0.5) == (b >= 0.5)) > 0.9999
 
 
+# this stack's second-pass zoom, where the agreement was measured: the engine's choice between its two zoom
+# passes is a close call on it, which INT8's rounding may tip (test_zoom.py tests the choice)
+FIXED_ZOOM = 1.25
+
+
 @pytest.mark.parametrize("precision,agreement", [("fp32", 0.999), ("int8", 0.98)])
 def test_segment_runs_without_pytorch(tmp_path, t2w_test_record, precision, agreement):
     probe = (
@@ -44,7 +56,7 @@ def test_segment_runs_without_pytorch(tmp_path, t2w_test_record, precision, agre
         + f"""
 from FetalBrainSegLib.cli import main
 code = main(["segment", {str(t2w_test_record.image)!r}, "-o", {str(tmp_path)!r}, "--quiet",
-             "--precision", {precision!r}])
+             "--precision", {precision!r}, "--zoom", "{FIXED_ZOOM}"])
 print("torch imported:", sys.modules.get("torch") is not None)
 sys.exit(code)
 """
@@ -55,8 +67,8 @@ sys.exit(code)
     mask = read_volume(tmp_path / "e2mip_testing_0000_brainmask.nii.gz").data
     from FetalBrainSegLib.engine.inference import Segmenter
 
-    reference = Segmenter(device="cpu", backend="torch").segment(read_volume(t2w_test_record.image)).mask
-    assert dice(mask, reference) > agreement
+    reference = Segmenter(device="cpu", backend="torch", zoom=FIXED_ZOOM).segment(read_volume(t2w_test_record.image))
+    assert dice(mask, reference.mask) > agreement
 
 
 def test_evaluate_runs_without_pytorch_and_writes_its_summary(tmp_path, manifest_path):
@@ -155,7 +167,7 @@ def test_weights_load_from_the_onnx_file_named_directly_as_from_the_missing_pt_b
     for (name, a), b in zip(by_pt.state_dict().items(), by_onnx.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="INT8"):
-        load_weights(default_weights_path().with_suffix(".int8.onnx"))
+        load_weights(shipped_int8())
 
 
 def test_the_shipped_onnx_model_is_the_one_copy_of_the_weights(tmp_path):
@@ -229,7 +241,7 @@ def test_engine_errors_speak_of_settings_not_command_line_flags(tmp_path):
     failures = [
         lambda: create_backend("torch", precision="int8"),
         lambda: create_backend("onnxruntime", precision="bf16"),
-        lambda: create_backend("openvino", int8_path_for(default_weights_path()), precision="bf16"),
+        lambda: create_backend("openvino", shipped_int8(), precision="bf16"),
         lambda: create_backend("torch", tmp_path / "m.onnx"),
         lambda: create_backend("onnxruntime", device="cuda"),
     ]
@@ -247,14 +259,14 @@ def test_reduced_precisions_are_only_used_when_asked_for_and_only_where_they_run
         create_backend("torch", device="cpu", precision="int8")
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         create_backend("auto", precision="fp16")
-    with pytest.raises(FileNotFoundError, match="INT8 model not found: .*fetalbrainseg quantize"):
+    with pytest.raises(FileNotFoundError, match="no INT8 calibration for model.onnx .*fetalbrainseg quantize"):
         create_backend("onnxruntime", tmp_path / "model.pt", precision="int8")
     with pytest.raises(ValueError, match="INT8 model; it runs with precision int8"):
-        create_backend("openvino", int8_path_for(default_weights_path()), precision="bf16")
+        create_backend("openvino", shipped_int8(), precision="bf16")
     for name in ("auto", "onnxruntime", "openvino"):
         assert create_backend(name, device="cpu", precision="int8").precision == "int8"
     # an INT8 file passed as the weights says what it is
-    assert create_backend("onnxruntime", int8_path_for(default_weights_path())).describe() == "onnxruntime int8 on cpu"
+    assert create_backend("onnxruntime", shipped_int8()).describe() == "onnxruntime int8 on cpu"
 
 
 def test_int8_is_as_accurate_as_fp32_against_manual_masks(reference_masks):
@@ -268,49 +280,50 @@ def test_int8_is_as_accurate_as_fp32_against_manual_masks(reference_masks):
         assert scores["dice_vs_fp32_torch"] >= 0.985, name  # 0.989-0.99 measured with the shipped weights
 
 
-def test_the_shipped_int8_model_is_quantized_and_rebuilt_by_the_quantize_command(
+def test_the_int8_model_is_built_from_the_shipped_calibration_as_recorded_and_rebuilt_when_corrupt(
     manifest_path, manifest, tmp_path, capsys
 ):
+    """No INT8 model is committed: the shipped calibration (activation ranges, kilobytes) builds it on first use,
+    into the user's cache folder, the same bit for bit as the `quantize` command records it; a corrupt cached
+    model is rebuilt, and a calibration recorded for other weights is refused."""
     import onnx
+    import onnxruntime
 
     from FetalBrainSegLib.cli import main
 
-    shipped = int8_path_for(default_weights_path())
-    graph = onnx.load(str(shipped)).graph
+    source = onnx_path_for(default_weights_path())
+    calibration = calibration_path_for(source)
+    assert calibration.stat().st_size < 100_000
+    record = read_calibration(calibration)
+    built = shipped_int8()
+    assert built.is_relative_to(cache_folder()) and not built.is_relative_to(REPO_ROOT)  # never in the repository
+    graph = onnx.load(str(built)).graph
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 20 and len(int8_weights) >= 20
-    backend = OnnxRuntimeBackend(shipped)
+    backend = OnnxRuntimeBackend(built)
     assert backend.metadata["preprocessing"] == TorchBackend(default_weights_path(), "cpu").metadata["preprocessing"]
-    calibration = backend.metadata["quantization"]["calibration"]
+    slices = backend.metadata["quantization"]["calibration"]["slices"]
     train_stacks = {r.name for r in manifest if r.split == "train"}
-    assert calibration["split"] == "train" and len(calibration["slices"]) >= 64
-    assert {name for name, _ in calibration["slices"]} <= train_stacks  # recorded by name: the data set may grow
+    assert len(slices) >= 64 and {name for name, _ in slices} <= train_stacks  # by name: the data set may grow
+    if (record["onnxruntime"], record["onnx"]) == (onnxruntime.__version__, onnx.__version__):
+        assert sha256(built) == record["int8_sha256"]  # what was recorded is what users get
+    # recording the calibration again on its slices gives the same ranges, and the same model
+    again = tmp_path / "again.int8-calibration.json"
+    assert main(["quantize", "--manifest", str(manifest_path), "--calibration-from", str(calibration), "-o", str(again),
+                 "--int8-model", str(tmp_path / "again.int8.onnx")]) == 0  # fmt: skip
+    assert json.loads(again.read_text())["data"] == json.loads(calibration.read_text())["data"]
+    assert sha256(tmp_path / "again.int8.onnx") == sha256(built)
 
-    rebuilt, again = tmp_path / "rebuilt.int8.onnx", tmp_path / "again.int8.onnx"
-    for source, target in ((shipped, rebuilt), (rebuilt, again)):
-        assert (
-            main(["quantize", "--manifest", str(manifest_path), "--calibration-from", str(source), "-o", str(target)])
-            == 0
-        )
-    images = Stack(read_volume(next(r for r in manifest if r.name == "e2mip_testing_0001").image)).network_input()
-    rebuilt_probabilities = OnnxRuntimeBackend(rebuilt).predict(images)
-    # the same named slices give the same model, bit for bit
-    np.testing.assert_array_equal(OnnxRuntimeBackend(again).predict(images), rebuilt_probabilities)
-    # and the shipped model is that rebuild (calibrated on the slices in the network's in-plane order)
-    np.testing.assert_array_equal(backend.predict(images), rebuilt_probabilities)
+    built.write_bytes(built.read_bytes()[:1000])  # a half-copied cache
+    assert int8_model(source) == built and sha256(built) == sha256(tmp_path / "again.int8.onnx")
+    other = tmp_path / "other.onnx"
+    other.write_bytes(source.read_bytes() + b" ")
+    calibration_path_for(other).write_text(calibration.read_text())
+    with pytest.raises(ValueError, match="recorded for other weights than other.onnx.*fetalbrainseg quantize"):
+        int8_model(other)
     assert (
-        main(
-            [
-                "quantize",
-                "--weights",
-                str(shipped),
-                "--manifest",
-                str(manifest_path),
-                "-o",
-                str(tmp_path / "twice.onnx"),
-            ]
-        )
+        main(["quantize", "--weights", str(built), "--manifest", str(manifest_path), "-o", str(tmp_path / "t.json")])
         != 0
     )
     assert "already quantized; start from the fp32 ONNX model" in capsys.readouterr().err
-    assert not (tmp_path / "twice.onnx").exists()
+    assert not (tmp_path / "t.json").exists()

@@ -64,7 +64,7 @@ def test_nothing_is_asked_when_a_runtime_is_there():
 def test_the_light_runtime_is_offered_by_default():
     fakes = Fakes()
     assert fakes.run(torch_utils=True)
-    assert fakes.pip == ["onnxruntime>=1.17,<2"] and not fakes.torch_utils and "80 megabytes" in fakes.asked[0]
+    assert fakes.pip == ["onnxruntime>=1.28,<2"] and not fakes.torch_utils and "80 megabytes" in fakes.asked[0]
 
 
 def test_declining_installs_nothing_and_says_what_is_missing():
@@ -118,11 +118,15 @@ def test_the_engine_imports_no_slicer_qt_or_ctk_and_the_glue_loads_without_torch
 
 
 def test_int8_with_only_pytorch_installed_offers_onnx_runtime_instead_of_crashing():
-    """The INT8 model never runs in PyTorch: a Slicer with PyTorch alone must be offered ONNX Runtime."""
+    """The INT8 model never runs in PyTorch: a Slicer with PyTorch alone must be offered ONNX Runtime, and what
+    builds the INT8 model from the shipped calibration on first use (onnx, platformdirs)."""
     fakes = Fakes(installed={"torch"})
     assert fakes.run(precision="fp32") and not fakes.asked  # fp32 runs in PyTorch
-    assert fakes.run(precision="int8") and fakes.pip == ["onnxruntime>=1.17,<2"] and "onnxruntime" in fakes.asked[0]
-    assert Fakes(installed={"torch", "openvino"}).run(precision="int8")  # OpenVINO serves INT8 too
+    builder = ["onnx>=1.15,<2", "platformdirs>=3,<5"]
+    assert fakes.run(precision="int8") and fakes.pip == ["onnxruntime>=1.28,<2", *builder]
+    assert "onnxruntime" in fakes.asked[0]
+    openvino = Fakes(installed={"torch", "openvino"})  # OpenVINO serves INT8 too
+    assert openvino.run(precision="int8") and openvino.pip == builder
 
 
 def test_every_runtime_installed_on_first_use_has_a_version_range():
@@ -145,7 +149,7 @@ def test_the_self_test_installs_what_a_stock_slicer_lacks_without_asking(tmp_pat
     stack = tmp_path / "stack.nii.gz"
     stack.write_bytes(b"")
     assert prepare_self_test(stock.pip_install, stock.find_spec, fetch=lambda: stack) == stack
-    assert sorted(stock.pip) == ["nibabel>=5.0,<6", "onnxruntime>=1.17,<2", "pynrrd>=1.0,<2"] and not stock.asked
+    assert sorted(stock.pip) == ["nibabel>=5.0,<6", "onnxruntime>=1.28,<2", "pynrrd>=1.0,<2"] and not stock.asked
 
 
 def test_the_self_test_offline_says_plainly_what_is_missing(monkeypatch):

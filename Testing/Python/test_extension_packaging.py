@@ -40,7 +40,10 @@ def test_resources_and_weights_listed_in_cmake_exist():
     from FetalBrainSegLib.resources import DEFAULT_WEIGHTS_NAME
 
     listed = cmake_list("MODULE_WEIGHT_FILES")
-    assert listed == [DEFAULT_WEIGHTS_NAME.replace(".pt", ".onnx"), DEFAULT_WEIGHTS_NAME.replace(".pt", ".int8.onnx")]
+    assert listed == [
+        DEFAULT_WEIGHTS_NAME.replace(".pt", ".onnx"),
+        DEFAULT_WEIGHTS_NAME.replace(".pt", ".int8-calibration.json"),
+    ]
     for name in listed:
         assert (REPO_ROOT / "weights" / name).is_file(), name
 

@@ -3,7 +3,15 @@ import Slicer, Qt, CTK, VTK or trame. Every import counts, those inside function
 
 from conftest import PACKAGE, imports_of
 
-BASE = {"resources", "provenance", "progress", "samples", "atomic", "__init__"}  # serve every layer, import none
+BASE = {
+    "resources",
+    "provenance",
+    "progress",
+    "samples",
+    "atomic",
+    "user_folders",
+    "__init__",
+}  # serve every layer, import none
 BELOW = {
     "base": set(),
     "models": {"base"},

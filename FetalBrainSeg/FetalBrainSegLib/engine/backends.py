@@ -8,9 +8,10 @@
   bf16) is faster but its masks differ from fp32 by more than our bar of Dice 0.999, so it is
   only used when asked for.
 
-`precision="int8"` runs the INT8 model shipped beside the weights (`<name>.int8.onnx`,
-written by `fetalbrainseg quantize`) in either ONNX runtime: the fastest on CPUs, as accurate
-against manual masks, but also short of Dice 0.999 against fp32, so it too is opt-in.
+`precision="int8"` runs the INT8 model in either ONNX runtime: the fastest on CPUs, as accurate
+against manual masks, but also short of Dice 0.999 against fp32, so it too is opt-in. It is built
+on first use from the calibration shipped beside the weights (int8_model.py), unless a model of
+the user's own (`<name>.int8.onnx`) sits beside them.
 
 `auto` picks the fastest one installed: PyTorch on a CUDA GPU, else OpenVINO, else ONNX
 Runtime, else PyTorch. Each backend knows the preprocessing its weights were trained
@@ -22,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -183,13 +185,17 @@ def check_settings(name: str, precision: str) -> None:
 
 
 def model_file(weights: Path, precision: str) -> Path:
-    """The file an ONNX runtime loads for these weights: the INT8 model for int8, else the fp32 ONNX model."""
+    """The file an ONNX runtime loads for these weights: for int8 an INT8 model (the user's own beside them,
+    else the one built from their calibration, int8_model.py), else the fp32 ONNX model."""
+    fp32 = weights if weights.suffix == ".onnx" else onnx_path_for(weights)
     if precision == "int8":
-        onnx_file = int8_path_for(weights)
-        if not onnx_file.is_file():
-            raise FileNotFoundError(f"INT8 model not found: {onnx_file} (write it with `fetalbrainseg quantize`)")
-        return onnx_file
-    return weights if weights.suffix == ".onnx" else onnx_path_for(weights)
+        own = int8_path_for(weights)
+        if own.is_file():
+            return own
+        from .int8_model import int8_model
+
+        return int8_model(fp32, log=lambda line: print(line, file=sys.stderr))
+    return fp32
 
 
 def choose_backend(name: str, weights: Path, onnx_file: Path, device: str, precision: str) -> str:
@@ -231,13 +237,13 @@ def create_backend(
 
     check_settings(name, precision)
     weights = Path(weights) if weights else default_weights_path()
-    onnx_file = model_file(weights, precision)
-    name = choose_backend(name, weights, onnx_file, device, precision)
+    name = choose_backend(name, weights, model_file(weights, "fp32"), device, precision)
+    if name == "torch":
+        return TorchBackend(weights, device)
+    onnx_file = model_file(weights, precision)  # after the runtime is known: an INT8 model may be built now
     if name == "onnxruntime":
         return OnnxRuntimeBackend(onnx_file, device)
-    if name == "openvino":
-        return OpenVinoBackend(onnx_file, device, precision)
-    return TorchBackend(weights, device)
+    return OpenVinoBackend(onnx_file, device, precision)
 
 
 def _cuda_available() -> bool:

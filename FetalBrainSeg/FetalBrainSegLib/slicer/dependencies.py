@@ -17,10 +17,14 @@ from typing import Callable
 LIGHT_RUNTIME = "onnxruntime"
 GPU_RUNTIME = "torch"
 INT8_RUNTIMES = ("onnxruntime", "openvino")  # the INT8 model runs in these only, never in PyTorch
+# the INT8 model is built on first use from the shipped calibration (engine/int8_model.py), into the user's cache
+INT8_BUILDER = ("onnx", "platformdirs")
 # what pip is asked for: versions this release was tested with, below the next major release
 READERS = ("nibabel", "nrrd")  # module names of the image libraries (nrrd is pynrrd)
 PIP_REQUIREMENTS = {
-    LIGHT_RUNTIME: "onnxruntime>=1.17,<2",
+    LIGHT_RUNTIME: "onnxruntime>=1.28,<2",
+    "onnx": "onnx>=1.15,<2",
+    "platformdirs": "platformdirs>=3,<5",
     GPU_RUNTIME: "torch>=2.0,<3",
     "nibabel": "nibabel>=5.0,<6",
     "nrrd": "pynrrd>=1.0,<2",
@@ -37,7 +41,8 @@ def missing_requirements(
     if gpu:
         return missing + ([] if find_spec(GPU_RUNTIME) else [GPU_RUNTIME])
     if precision == "int8":
-        return missing + ([] if any(find_spec(name) for name in INT8_RUNTIMES) else [LIGHT_RUNTIME])
+        runtime = [] if any(find_spec(name) for name in INT8_RUNTIMES) else [LIGHT_RUNTIME]
+        return missing + runtime + [name for name in INT8_BUILDER if not find_spec(name)]
     return missing + ([] if (find_spec(LIGHT_RUNTIME) or find_spec(GPU_RUNTIME)) else [LIGHT_RUNTIME])
 
 

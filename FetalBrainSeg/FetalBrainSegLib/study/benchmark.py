@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.backends import BACKENDS, installed, int8_path_for
+from ..engine.backends import BACKENDS, installed, onnx_path_for
 from ..engine.inference import Segmenter
+from ..engine.int8_model import calibration_path_for
 from ..engine.stack import Stack
 from ..engine.volume_io import read_volume
 from ..evaluation.metrics import pooled_dice
@@ -68,7 +69,7 @@ def matmul_peak_gflops(dtype: str, device: str = "cpu", repeats: int = 10) -> fl
 
 def _variants(backends: list[str]) -> list[tuple[str, str]]:
     """Each backend in fp32; OpenVINO in bf16 too where the CPU has native bf16; both ONNX
-    runtimes in int8 too when the INT8 model ships."""
+    runtimes in int8 too when the INT8 calibration ships (the INT8 model is built from it)."""
     from ..resources import default_weights_path
 
     variants = [(name, "fp32") for name in backends]
@@ -77,7 +78,7 @@ def _variants(backends: list[str]) -> list[tuple[str, str]]:
 
         if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             variants.append(("openvino", "bf16"))
-    if int8_path_for(default_weights_path()).is_file():
+    if calibration_path_for(onnx_path_for(default_weights_path())).is_file():
         variants += [(name, "int8") for name in backends if name in ("onnxruntime", "openvino")]
     return variants
 

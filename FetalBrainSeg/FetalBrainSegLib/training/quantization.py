@@ -1,9 +1,12 @@
-"""INT8 post-training quantization of the shipped ONNX model, calibrated on train slices.
+"""INT8 post-training quantization of the shipped ONNX model: recording its calibration on train slices.
 
 ONNX Runtime's static quantizer writes QuantizeLinear/DequantizeLinear pairs (per-channel
 int8 weights, uint8 activations, min-max ranges observed on real slices). The one file then
 runs in INT8 kernels under both ONNX Runtime and OpenVINO (VNNI/AMX where the CPU has them).
-Needs the `onnx` package (the `torch` extra); running the result needs only a runtime.
+What needs the training data is the ranges: they are recorded here, with the slices they were
+observed on (by stack name and index), into the calibration file that ships beside the weights;
+users' machines build the INT8 model from it (engine/int8_model.py).
+Needs the `onnx` package; running the result needs only a runtime.
 """
 
 from __future__ import annotations
@@ -16,11 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from ..engine.backends import ONNX_METADATA_KEY, int8_path_for, onnx_path_for
+from ..engine.backends import onnx_path_for
+from ..engine.int8_model import (
+    QUANTIZATION_METHOD,
+    RECORD_KEY,
+    build_int8,
+    calibration_path_for,
+    prepare_for_quantization,
+    quantize,
+    read_calibration,
+    sha256,
+)
 from ..models.file_format import onnx_record
 
 DEFAULT_CALIBRATION_SLICES = 256
-QUANTIZATION_METHOD = "static QDQ: per-channel int8 weights, uint8 activations, min-max ranges over calibration slices"
 
 
 def draw_calibration_slices(manifest: str | os.PathLike, count: int, seed: int = 0) -> list[tuple[str, int]]:
@@ -54,43 +66,28 @@ def calibration_images(manifest: str | os.PathLike, keys: list[tuple[str, int]],
     return [stacks[name].network_input(np.array([index]))[0] for name, index in keys]
 
 
-def recorded_calibration(int8_file: str | os.PathLike) -> list[tuple[str, int]]:
-    """The (stack name, slice index) pairs an INT8 model was calibrated on, from its metadata."""
-    import onnx
+def recorded_calibration(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """The (stack name, slice index) pairs a calibration file, or an INT8 model, was calibrated on."""
+    path = Path(path)
+    if path.suffix == ".json":
+        calibration = read_calibration(path)["quantization"]["calibration"]
+    else:
+        import onnx
 
-    record = onnx_record(onnx.load(str(int8_file), load_external_data=False), Path(int8_file).name)
-    calibration = record.get("quantization", {}).get("calibration", {})
+        record = onnx_record(onnx.load(str(path), load_external_data=False), path.name)
+        calibration = record.get("quantization", {}).get("calibration", {})
     if not isinstance(calibration.get("slices"), list):
-        raise ValueError(f"{Path(int8_file).name}: records no calibration slices by name")
+        raise ValueError(f"{path.name}: records no calibration slices by name")
     return [(str(name), int(index)) for name, index in calibration["slices"]]
 
 
-def prepare_for_quantization(onnx_file: Path, prepared: Path) -> None:
-    """ONNX Runtime's pre-processing (shape inference, graph clean-up) of `onnx_file` into `prepared`."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    # skip_symbolic_shape: ONNX Runtime's symbolic pass cannot follow the dynamic height and width
-    quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
+def calibration_text(calibration: dict) -> str:
+    """The calibration file's text. Its tensors stay in ONNX Runtime's order, which the quantizer follows when
+    it lays out the INT8 model: sorted, the same ranges build another file."""
+    return json.dumps(calibration, indent=1) + "\n"
 
 
-def quantize_prepared(prepared: Path, output: Path, reader, **options) -> None:
-    """ONNX Runtime's static quantizer with this project's settings (QUANTIZATION_METHOD) on a model
-    already through `quant_pre_process`; `options` go to `quantize_static` (such as nodes_to_exclude)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        str(prepared),
-        str(output),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        **options,
-    )
-
-
-def quantize_int8(
+def record_calibration(
     onnx_file: str | os.PathLike,
     manifest: str | os.PathLike,
     output: str | os.PathLike | None = None,
@@ -98,22 +95,22 @@ def quantize_int8(
     seed: int = 0,
     keys: list[tuple[str, int]] | None = None,
 ) -> Path:
-    """Write the INT8 model of `onnx_file` (a .pt names the .onnx beside it) with its calibration record.
+    """Write the INT8 calibration of `onnx_file` (a .pt names the .onnx beside it): activation ranges observed
+    on train slices, the slices, the model's checksum and the checksum of the INT8 model built from it.
 
-    The calibration slices are `keys` when given (e.g. another INT8 model's record), else
-    `count` drawn from the train split; they are recorded by stack name and slice index, so a
-    rebuild from the record gives the same model however the data set has grown since.
+    The calibration slices are `keys` when given (e.g. another calibration's record), else `count`
+    drawn from the train split; they are recorded by stack name and slice index, so recording again
+    from the record gives the same ranges however the data set has grown since.
     """
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader
 
     onnx_file = Path(onnx_file)
     onnx_file = onnx_file if onnx_file.suffix == ".onnx" else onnx_path_for(onnx_file)
     if not onnx_file.is_file():
         raise FileNotFoundError(f"ONNX model not found: {onnx_file} (write it with `fetalbrainseg export-onnx`)")
-    output = Path(output) if output else int8_path_for(onnx_file)
-    if output.resolve() == onnx_file.resolve():
-        raise ValueError("the INT8 model would overwrite its fp32 source; choose another output")
+    output = Path(output) if output else calibration_path_for(onnx_file)
     source = onnx.load(str(onnx_file))
     input_name = source.graph.input[0].name
     metadata = onnx_record(source, onnx_file.name)
@@ -130,17 +127,27 @@ def quantize_int8(
             image = next(self.remaining, None)
             return None if image is None else {input_name: image[None, None].astype(np.float32)}
 
-    metadata["quantization"] = {
-        "precision": "int8",
-        "method": QUANTIZATION_METHOD,
-        "calibration": {"split": "train", "slices": [list(k) for k in keys]},
-    }
     with tempfile.TemporaryDirectory() as scratch:
-        prepared, quantized = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
+        prepared, ranges = Path(scratch) / "prepared.onnx", Path(scratch) / "ranges.json"
         prepare_for_quantization(onnx_file, prepared)
-        quantize_prepared(prepared, quantized, TrainSlices())
-        model = onnx.load(str(quantized))
-        next(p for p in model.metadata_props if p.key == ONNX_METADATA_KEY).value = json.dumps(metadata)
-        with atomic_path(output) as tmp:
-            onnx.save(model, str(tmp))
+        quantize(prepared, Path(scratch) / "int8.onnx", ranges, TrainSlices())
+        calibration = json.loads(ranges.read_text())
+        calibration[RECORD_KEY] = {
+            "source": onnx_file.name,
+            "source_sha256": sha256(onnx_file),
+            "quantization": {
+                "precision": "int8",
+                "method": QUANTIZATION_METHOD,
+                "calibration": {"split": "train", "slices": [list(k) for k in keys]},
+            },
+        }
+        draft = Path(scratch) / "calibration.json"
+        draft.write_text(calibration_text(calibration))
+        built = Path(scratch) / "built.int8.onnx"
+        build_int8(onnx_file, draft, built)  # what users' machines will build: its checksum is recorded
+        calibration[RECORD_KEY].update(
+            {"int8_sha256": sha256(built), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+        )
+    with atomic_path(output) as tmp:
+        tmp.write_text(calibration_text(calibration))
     return output
