@@ -4,8 +4,9 @@ Every validation stack is presented with its head 0.6 to 1.5 times as large (scr
 segmented by the engine's default (`zoom="auto"`); its chunks give both passes' probabilities. Each
 way of making the final mask from them is scored (Dice over brain slices, over all slices, brain-free
 slices left empty): the first pass alone (zoom 1), the second pass always (the default until
-2026-12-03), the mean of the two, the pass the network is surer of (`pass_confidence`, the default now),
-and the better pass known in hindsight. The test split, as it is, is scored once after the choice. Also
+2026-12-03), the mean of the two, the pass the network is surer of (`pass_confidence`), the second pass
+unless it looks bitten (less sure and less brain: `second_pass_bitten`, the default now), and the better
+pass known in hindsight. The test split, as it is, is scored once after the choice. Also
 printed: why the mean loses brain-free slices.
 
     python scripts/zoom_choice.py [--weights W]    # writes docs/results/zoom_choice.{md,csv} (about 10 min, 2 cores)
@@ -26,13 +27,20 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from head_size import SCALES, presentations  # noqa: E402
 
 from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.zoom import pass_confidence  # noqa: E402
+from FetalBrainSegLib.engine.zoom import pass_confidence, second_pass_bitten  # noqa: E402
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
-WAYS = ("zoom 1", "second pass", "mean of both", "surer pass (default)", "better pass, in hindsight")
+WAYS = (
+    "zoom 1",
+    "second pass",
+    "mean of both",
+    "surer pass",
+    "second unless bitten (default)",
+    "better pass, in hindsight",
+)
 
 
 def both_passes(segmenter: Segmenter, volume):
@@ -57,6 +65,7 @@ def scored_ways(segmenter: Segmenter, record, volume, truth) -> tuple[dict, list
     (mask1, one), (mask2, two) = scores(first), scores(second)
     mean_mask, mean = scores((first + second) / 2)
     surer = one if pass_confidence(first, mask1) > pass_confidence(second, mask2) else two
+    unbitten = one if second_pass_bitten((first, mask1), (second, mask2)) else two
     better = one if summarize(one)["aDice_brain"] > summarize(two)["aDice_brain"] else two
     notes = []
     for i in np.flatnonzero(~truth.any(axis=(1, 2)) & mean_mask.any(axis=(1, 2)) & ~mask2.any(axis=(1, 2))):
@@ -65,7 +74,7 @@ def scored_ways(segmenter: Segmenter, record, volume, truth) -> tuple[dict, list
             f"{record.name} slice {i}: the mean keeps {kept.sum()} pixels on a brain-free slice where the first "
             f"pass has p = {first[i][kept].mean():.2f} and the second p = {second[i][kept].mean():.2f}"
         )
-    return dict(zip(WAYS, (one, two, mean, surer, better))), notes
+    return dict(zip(WAYS, (one, two, mean, surer, unbitten, better))), notes
 
 
 def main() -> int:

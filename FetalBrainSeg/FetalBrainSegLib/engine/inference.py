@@ -6,7 +6,7 @@ masks live or stop early (cancel) by simply not asking for the next chunk. With 
 adaptation (zoom.py, the default) a stack whose head the first pass finds small or large is
 segmented a second time at another magnification: its chunks follow (`pass_number` 2, from
 slice 0 again) and replace the first pass's slices. Then one last chunk, `choice`, holds every
-slice's probabilities from the pass the engine keeps (the surer one, zoom.py), so a caller that
+slice's probabilities from the pass the engine keeps (the second, unless bitten: zoom.py), so a caller that
 writes each chunk where it belongs ends with the kept pass. `segment` drives it for whole
 stacks; `segment_slice` serves slices arriving one at a time (at a fixed zoom: adapting needs the
 whole stack).
@@ -31,7 +31,7 @@ from .review import SliceReview, mask_disagreement, review_slices
 from .stack import InPlaneOrder, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
-from .zoom import head_zoom, pass_confidence
+from .zoom import head_zoom, second_pass_bitten
 
 DEFAULT_THRESHOLD = 0.5  # brain probability; chosen on validation stacks (docs/results/validation_choices.md)
 ZOOM_LIMITS = (0.25, 4.0)  # a fixed magnification beyond these is a mistake, not a head size
@@ -158,11 +158,8 @@ class Segmenter:
             second.add(chunk)
             yield chunk
         second_mask = np.moveaxis(self.final_mask(stack, second.probabilities, threshold), stack.axis, 0)
-        kept = (
-            first
-            if pass_confidence(first.probabilities, first_mask) > pass_confidence(second.probabilities, second_mask)
-            else second
-        )
+        bitten = second_pass_bitten((first.probabilities, first_mask), (second.probabilities, second_mask))
+        kept = first if bitten else second
         total = stack.num_slices
         yield Chunk(
             0,

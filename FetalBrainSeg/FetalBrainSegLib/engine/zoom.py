@@ -11,9 +11,11 @@ within ZOOM_RANGE; both were chosen on the validation stacks presented at head s
 The largest section is a poor measure of the head where a stack misses the brain's widest part or
 the first pass bites its mask, and a second pass at too strong a magnification then bites the
 mask itself (the CC0 sample f0832s1_fetus_04 at zoom 1.38 lost 2,742 of 2,846 mm2 on one slice).
-So once both passes are done the engine keeps the one whose mask the network is surer of
-(`pass_confidence`): on the validation stacks presented at head sizes 0.6-1.5 this beats both
-zoom 1 and always taking the second pass (docs/results/zoom.md).
+So once both passes are done the engine keeps the second unless its mask looks bitten
+(`second_pass_bitten`): the network is less sure of it (`pass_confidence`) and it holds less than
+BITTEN_SHARE of the first pass's brain. Chosen on the validation stacks presented at
+head sizes 0.6-1.5, where it beats both zoom 1 and always taking the second pass
+(scripts/zoom_choice.py, docs/results/zoom_choice.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from .review import confidence
 TARGET_DIAMETER_MM = 105.0  # equivalent diameter of the largest brain section, as the network should see it
 ZOOM_RANGE = (0.8, 1.4)
 MIN_CHANGE = 0.02  # a zoom closer to 1 than this is not worth a second pass
+# a second pass less sure of its mask than the first and holding less than this share of the first's brain is
+# bitten; 0.9-0.98 score alike on validation (docs/results/zoom_choice.md), and 0.9 keeps the second pass on
+# stacks whose passes differ less (a close call there would let a crop or a runtime's rounding tip it)
+BITTEN_SHARE = 0.9
 
 
 def brain_diameter(mask: np.ndarray, pixel_area_mm2: float) -> float:
@@ -52,3 +58,10 @@ def pass_confidence(probabilities: np.ndarray, mask: np.ndarray) -> float:
     slices the (n, A, B) mask holds brain on; 0 for an empty mask, which is never preferred."""
     brain = mask.reshape(len(mask), -1).any(axis=1)
     return float(confidence(probabilities[brain]).mean()) if brain.any() else 0.0
+
+
+def second_pass_bitten(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether the second pass's mask looks bitten against the first's: (probabilities, mask) of each pass,
+    (n, A, B) slice first."""
+    less_sure = pass_confidence(*second) < pass_confidence(*first)
+    return less_sure and np.count_nonzero(second[1]) < BITTEN_SHARE * np.count_nonzero(first[1])
