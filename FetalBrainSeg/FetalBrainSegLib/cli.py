@@ -702,6 +702,11 @@ def _add_benchmark(commands) -> None:
     p.add_argument("--backends", nargs="+", default=None, help="--latency: default every installed backend")
     p.add_argument("--repeats", type=int, default=100, help="timed runs per measurement (default: %(default)s)")
     p.add_argument(
+        "--quick",
+        action="store_true",
+        help="--latency: about a minute: 10 timed slices, each stack timed once (rough figures, the same report)",
+    )
+    p.add_argument(
         "--manifest",
         type=Path,
         default=DEFAULT_MANIFEST,
@@ -747,16 +752,19 @@ def _add_benchmark(commands) -> None:
         "-o",
         "--out-dir",
         type=Path,
-        default=Path("docs") / "results",
-        help="folder for the results files (default: %(default)s)",
+        default=None,
+        help="folder for the results files (default: results/ in the user's data folder, never the repository's "
+        "committed docs/results)",
     )
     p.set_defaults(run=_benchmark)
 
 
 def _benchmark(args) -> int:
     from .provenance import provenance
+    from .user_folders import data_folder
 
     provenance()  # the revision this run starts from, before it writes any results
+    args.out_dir = args.out_dir or data_folder() / "results"
     if args.comparison:
         from .study.comparison_run import COMPARISON_MODELS, ComparisonConfig, run_comparison
 
@@ -779,8 +787,9 @@ def _benchmark(args) -> int:
     manifest = args.manifest if args.manifest.is_file() else None
     if manifest is None:
         print(f"no manifest at {args.manifest}: the accuracy columns are left out")
+    repeats, warmup = (min(args.repeats, 10), 2) if args.quick else (args.repeats, 10)
     rows, peaks, gflop = latency_benchmark(
-        args.stack, args.backends, args.repeats, manifest=manifest, device=args.device or "cpu"
+        args.stack, args.backends, repeats, warmup, manifest=manifest, device=args.device or "cpu", quick=args.quick
     )
     print(f"wrote {write_latency_report(rows, peaks, gflop, args.stack, args.out_dir)}")
     return 0

@@ -11,7 +11,7 @@ from FetalBrainSegLib.study.benchmark import latency_benchmark, write_latency_re
 def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report(shared_data, manifest_path, tmp_path):
     stack = shared_data / "samples" / "f0832s1_fetus_04.nii.gz"
     rows, peaks, gflop = latency_benchmark(
-        stack, ["onnxruntime"], repeats=3, warmup=1, log=lambda _: None, manifest=manifest_path
+        stack, ["onnxruntime"], repeats=3, warmup=1, log=lambda _: None, manifest=manifest_path, quick=True
     )
     assert [r["backend"] for r in rows] == ["onnxruntime fp32 on cpu", "onnxruntime int8 on cpu"]
     assert all(r["stack_slices"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 and r["stack_ms"] > 0 for r in rows)

@@ -132,9 +132,12 @@ def latency_benchmark(
     log=print,
     manifest: Path | None = None,
     device: str = "cpu",
+    quick: bool = False,
 ) -> tuple[list[dict], dict, float]:
     """Rows per backend, the peaks of each device used ({device: {dtype: peak}}), and the network's
-    GFLOP per slice. Every runtime is timed on the CPU; with a CUDA `device`, PyTorch on it too."""
+    GFLOP per slice. Every runtime is timed on the CPU; with a CUDA `device`, PyTorch on it too.
+    `quick` times each whole stack once instead of best of three, and 3 wide slices instead of 20: the
+    report's shape in a minute, its figures rough."""
     from ..models.complexity import count_macs  # these need torch; the benchmark runs where it is installed
     from ..models.weights import load_weights
     from ..resources import default_weights_path
@@ -158,14 +161,17 @@ def latency_benchmark(
         latencies = np.array(
             [timed(segmenter.segment_slice, slices[k % len(slices)], spacing, scale) for k in range(repeats)]
         )
-        segmenter.segment(volume)
-        stack_seconds = min(timed(segmenter.segment, volume) for _ in range(3))
+        timings = 1 if quick else 3
+        if not quick:
+            segmenter.segment(volume)
+        stack_seconds = min(timed(segmenter.segment, volume) for _ in range(timings))
         wide_stack = Stack(wide, stack_path.name, segmenter.pixel_size)
-        segmenter.segment(wide)  # compiles the wider grid where a runtime needs that
-        wide_seconds = min(timed(segmenter.segment, wide) for _ in range(3))
         wide_slices = wide_stack.slices()
+        segmenter.segment_slice(wide_slices[0], spacing, scale)  # compiles the wider grid where a runtime needs that
+        wide_seconds = min(timed(segmenter.segment, wide) for _ in range(timings))
         wide_latencies = [
-            timed(segmenter.segment_slice, wide_slices[k % len(wide_slices)], spacing, scale) for k in range(20)
+            timed(segmenter.segment_slice, wide_slices[k % len(wide_slices)], spacing, scale)
+            for k in range(3 if quick else 20)
         ]
         rows.append(
             {
