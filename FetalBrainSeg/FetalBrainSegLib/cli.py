@@ -243,7 +243,8 @@ def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) ->
         "--model",
         default=None,
         metavar="NAME",
-        help="the network (fetalbrainseg models): its shipped weights, or checked against --weights",
+        help="a site model made by `fetalbrainseg adapt`, or a network of the registry: its shipped weights, or "
+        "checked against --weights (fetalbrainseg models lists both)",
     )
     _add_weights_and_device(p)
     if whole_stacks:
@@ -288,6 +289,20 @@ def _add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) ->
         help="magnification of the head on the network grid; auto (whole stacks): a second pass magnifies "
         "a head the first finds small, or shrinks a large one; 1: none (default: %(default)s)",
     )
+    p.add_argument(
+        "--margin-mm",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="grow each slice's mask by this distance in-plane, for pipelines that want a looser mask; recorded "
+        "in the mask's header (default: %(default)s)",
+    )
+    p.add_argument(
+        "--any-modality",
+        action="store_true",
+        help="with a site model: use it on stacks of every modality; by default a stack of a modality it did "
+        "not learn (T2W or EPI, by the pixel size) is segmented with its base weights",
+    )
 
 
 def _segmenter_recipe(args):
@@ -296,10 +311,13 @@ def _segmenter_recipe(args):
     import functools
 
     from .engine.inference import Segmenter
+    from .engine.site_models import site_model_path
     from .resources import default_weights_path
 
     weights = args.weights
-    if args.model and weights is None:
+    if args.model and weights is None and site_model_path(args.model).is_file():
+        weights = site_model_path(args.model)
+    elif args.model and weights is None:
         weights = default_weights_path(args.model)
         if not weights.is_file() and not weights.with_suffix(".onnx").is_file():
             # only here, as the registry needs PyTorch and shipped weights run without it
@@ -322,6 +340,8 @@ def _segmenter_recipe(args):
         postprocess=getattr(args, "postprocess", "none"),
         tta=args.tta,
         zoom=args.zoom,
+        any_modality=args.any_modality,
+        margin_mm=args.margin_mm,
     )
 
 
@@ -329,7 +349,7 @@ def _make_segmenter(args):
     recipe = _segmenter_recipe(args)
     segmenter = recipe()
     held = segmenter.metadata["model"]
-    if args.model and held != args.model.lower():
+    if args.model and segmenter.site is None and held != args.model.lower():
         raise SystemExit(f"error: {recipe.args[0]} holds a {held} network, not {args.model}")
     return segmenter
 
@@ -796,12 +816,135 @@ def _benchmark(args) -> int:
 
 
 def _add_models(commands) -> None:
-    p = commands.add_parser("models", help="the model registry: parameters and GFLOPs beside the paper's")
-    p.add_argument("-o", "--output", type=Path, default=None, help="also write the table to this Markdown file")
+    p = commands.add_parser(
+        "models", help="site models (export, import) and the network registry: parameters and GFLOPs beside the paper's"
+    )
+    p.add_argument("-o", "--output", type=Path, default=None, help="also write the registry to this Markdown file")
+    p.add_argument("--sites-only", action="store_true", help="list the site models only")
+    p.add_argument("--export", nargs=2, metavar=("NAME", "FILE"), help="write a site model to one file")
+    p.add_argument("--import", dest="import_file", type=Path, metavar="FILE", help="add an exported site model")
+    p.add_argument("--name", default=None, help="with --import: the name to add it under (default: its own)")
     p.set_defaults(run=_models)
 
 
+def _add_adapt(commands) -> None:
+    from .training.adapt import ADAPT_FROZEN, AdaptSettings
+
+    defaults = AdaptSettings(name="x")
+    p = commands.add_parser(
+        "adapt",
+        help="learn a site model from your corrected masks",
+        description="Fine-tune the shipped weights on your own stacks and their corrected brain masks, into a "
+        "site model in your data folder (never the repository): the early layers stay frozen, the rest is "
+        "pulled toward the base weights, and every 4th corrected slice is held out to decide when to stop and "
+        "whether to keep the result; the site model is kept only if it beats the base weights there. It learns "
+        "one modality: stacks of another are segmented with the base weights. Use it with --model NAME.",
+    )
+    p.add_argument("stacks", nargs="+", type=Path, help="the stacks (NIfTI or NRRD)")
+    p.add_argument(
+        "--masks",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="their corrected masks, in the same order (default: NAME_brainmask.* beside each stack, as exported)",
+    )
+    p.add_argument("-o", "--name", required=True, help="the site model's name, e.g. my-hospital-t2w")
+    p.add_argument("--base", type=Path, default=None, help="weights to start from (default: the shipped model)")
+    p.add_argument("--minutes", type=float, default=defaults.minutes, help="time budget (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="most steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate (default: %(default)s)")
+    p.add_argument("--l2sp", type=float, default=defaults.l2sp, help="pull toward the base (default: %(default)s)")
+    p.add_argument(
+        "--freeze",
+        nargs="*",
+        default=list(ADAPT_FROZEN),
+        metavar="MODULE",
+        help="sub-modules left as they are (default: %(default)s)",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    p.add_argument("--any-modality", action="store_true", help="allow corrected stacks of T2W and EPI together")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_adapt)
+
+
+def _adapt(args) -> int:
+    from .engine.outputs import MASK_TAG
+    from .engine.volume_io import volume_suffix
+    from .progress import ProgressBar
+    from .training.adapt import AdaptSettings, adapt
+
+    masks = args.masks
+    if masks is None:
+        masks = []
+        for stack in args.stacks:
+            suffix = volume_suffix(stack)
+            found = stack.with_name(stack.name[: -len(suffix)] + MASK_TAG + suffix)
+            if not found.is_file():
+                print(
+                    f"error: no corrected mask for {stack.name} ({found.name}); name it with --masks", file=sys.stderr
+                )
+                return 2
+            masks.append(found)
+    if len(masks) != len(args.stacks):
+        print(f"error: {len(args.stacks)} stacks but {len(masks)} masks; give one mask per stack", file=sys.stderr)
+        return 2
+    settings = AdaptSettings(
+        name=args.name,
+        base=str(args.base or ""),
+        minutes=args.minutes,
+        steps=args.steps,
+        lr=args.lr,
+        l2sp=args.l2sp,
+        frozen=tuple(args.freeze),
+        device=args.device,
+        any_modality=args.any_modality,
+    )
+    bar = ProgressBar(args.steps, f"adapting {args.name}", "step", enabled=not args.quiet)
+
+    def progress(step: int, steps: int, score: float | None) -> None:
+        if step:
+            bar.update(1, f"held-out Dice {score:.4f}" if score is not None else "")
+
+    result = adapt(list(zip(args.stacks, masks)), settings, progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
 def _models(args) -> int:
+    from .engine.site_models import export_site_model, import_site_model, list_site_models
+
+    if args.export:
+        print(f"wrote {export_site_model(args.export[0], Path(args.export[1]))}")
+        return 0
+    if args.import_file:
+        imported = import_site_model(args.import_file, args.name)
+        print(f"imported site model {imported.name}: {imported.path}")
+        return 0
+    sites = list_site_models()
+    print("Site models (fetalbrainseg adapt; use with --model NAME):")
+    for site in sites:
+        record = site.site
+        print(
+            f"  {site.name}: {record['modality']}, from {len(record['stacks'])} corrected stack(s), "
+            f"{record['steps']} steps in {record['minutes']:.1f} min; held-out Dice {record['held_out_before']:.3f} "
+            f"-> {record['held_out_after']:.3f}; base {Path(record['base']).name}"
+        )
+    if not sites:
+        print("  none yet")
+    if args.sites_only:
+        return 0
+    try:
+        import torch  # noqa: F401  (the registry builds networks)
+    except ImportError:
+        print("(the network registry needs PyTorch)")
+        return 0
+    print()
+    return _network_registry(args)
+
+
+def _network_registry(args) -> int:
     from .models.complexity import count_macs, count_parameters
     from .models.registry import DEVIATIONS, MODELS, PAPER_GFLOPS, PAPER_PARAMETERS, build_model
     from .provenance import provenance_markdown
@@ -915,6 +1058,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(commands)
     _add_evaluate(commands)
     _add_train(commands)
+    _add_adapt(commands)
     _add_demo(commands)
     _add_serve(commands)
     _add_stream(commands)

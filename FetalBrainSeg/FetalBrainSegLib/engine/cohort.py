@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -158,7 +159,9 @@ def segment_to_file(segmenter, image: Path, output: Path, progress: bool = False
 
     result = segmenter.segment(volume, image.name, on_chunk=show)
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_mask(volume, result.mask, output)
+    write_mask(volume, result.mask, output, segmenter.mask_description())
+    if result.base_instead:
+        print(f"note: {result.base_instead}", file=sys.stderr)
     return volume, result
 
 

@@ -26,8 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from .postprocess import POSTPROCESSING, postprocess
+from .postprocess import POSTPROCESSING, add_margin, postprocess
 from .review import SliceReview, mask_disagreement, review_slices
+from .site_models import modality_of, site_record
 from .stack import InPlaneOrder, Stack, acquired_centres
 from .stack import intensity_scale as acquired_std
 from .volume_io import Volume, read_volume
@@ -84,6 +85,8 @@ class SegmentationResult:
     disagreement: np.ndarray | None = None  # per slice, with flip averaging (see Chunk)
     zoom: float = 1.0  # the magnification of the pass that made the mask
     pass_disagreement: np.ndarray | None = None  # per slice, when two passes ran (see Chunk)
+    # a site model's base weights segmented this stack, of a modality the site model did not learn
+    base_instead: str = ""
 
     @property
     def num_slices(self) -> int:
@@ -102,7 +105,11 @@ class Segmenter:
         postprocess: str = POSTPROCESSING[0],
         tta: bool = False,
         zoom: str | float = "auto",
+        any_modality: bool = False,
+        margin_mm: float = 0.0,
     ):
+        """`weights` may be a site model (site_models.py): a stack of a modality it did not learn is then
+        segmented with its base weights, unless `any_modality`."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         check_threshold(threshold)
@@ -120,6 +127,25 @@ class Segmenter:
         self.postprocess = postprocess
         self.tta = tta
         self.zoom = check_zoom(zoom)
+        if margin_mm < 0:
+            raise ValueError(f"the margin must be 0 mm or more, not {margin_mm:g}")
+        self.margin_mm = float(margin_mm)
+        self.site = site_record(self.metadata)
+        self.any_modality = any_modality
+        self._base_options = dict(
+            device=device, batch_size=batch_size, threshold=threshold, backend=backend, precision=precision,
+            postprocess=postprocess, tta=tta, zoom=zoom, margin_mm=margin_mm,
+        )  # fmt: skip
+        self._base: Segmenter | None = None
+
+    def for_stack(self, stack: Stack) -> Segmenter:
+        """The segmenter for this stack: this one, or for a site model given a stack of a modality it did not
+        learn (by the stack's pixel size), one with the site model's base weights."""
+        if self.site is None or self.any_modality or modality_of(min(stack.spacing)) in self.site["modality"]:
+            return self
+        if self._base is None:
+            self._base = Segmenter(self.site["base"], **self._base_options)
+        return self._base
 
     @property
     def first_zoom(self) -> float:
@@ -143,6 +169,9 @@ class Segmenter:
     def iter_chunks(self, stack: Stack, threshold: float | None = None) -> Iterator[Chunk]:
         """Each chunk's probabilities as computed; with zoom "auto", then the second pass's, if any (decided
         on the first pass's mask at `threshold`, by default the segmenter's), and the choice between them."""
+        if self.for_stack(stack) is not self:
+            yield from self.for_stack(stack).iter_chunks(stack, threshold)
+            return
         first = ChunkedProbabilities(stack.slices().shape, self.tta)
         for chunk in self._pass(stack, self.first_zoom, 1):
             first.add(chunk)
@@ -182,8 +211,16 @@ class Segmenter:
             yield Chunk(start, stop, total, seen.from_network(probs, slice(start, stop)), disagreement, zoom, number)
 
     def final_mask(self, stack: Stack, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """The binarized, post-processed mask on the volume grid, from (n, A, B) slice-first probabilities."""
-        return postprocess(self.binarize(stack.assemble(probabilities), threshold), stack.axis, self.postprocess)
+        """The binarized, post-processed mask on the volume grid, from (n, A, B) slice-first probabilities, grown
+        by the margin, if any."""
+        mask = postprocess(self.binarize(stack.assemble(probabilities), threshold), stack.axis, self.postprocess)
+        return add_margin(mask, stack.axis, stack.volume.spacing, self.margin_mm)
+
+    def mask_description(self) -> str:
+        """How this segmenter's masks were made, for their file header."""
+        margin = f", margin {self.margin_mm:g} mm" if self.margin_mm else ""
+        site = f", site model {self.site['name']}" if self.site else ""
+        return f"FetalBrainSeg brain mask{margin}{site}"
 
     def finish(
         self,
@@ -215,6 +252,7 @@ class Segmenter:
         """Segment every slice of a stack; `on_chunk` sees each chunk as it completes."""
         begin = time.perf_counter()
         stack = self.stack(volume, name)
+        used = self.for_stack(stack)
         latest = ChunkedProbabilities(stack.slices().shape, self.tta)
         for chunk in self.iter_chunks(stack):
             if cancel is not None and cancel.is_set():
@@ -222,7 +260,7 @@ class Segmenter:
             latest.add(chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
-        mask, review = self.finish(
+        mask, review = used.finish(
             stack, latest.probabilities, latest.disagreement, pass_disagreement=latest.pass_disagreement
         )
         return SegmentationResult(
@@ -234,6 +272,10 @@ class Segmenter:
             latest.disagreement,
             latest.zoom,
             latest.pass_disagreement,
+            ""
+            if used is self
+            else f"{name} looks {modality_of(min(stack.spacing))} and the site model learnt {self.site['modality']}: "
+            "segmented with its base weights",
         )
 
     def segment_file(self, path: str | os.PathLike, **options) -> tuple[Volume, SegmentationResult]:

@@ -126,3 +126,30 @@ def postprocess(mask: np.ndarray, slice_axis: int, method: str) -> np.ndarray:
         per_slice = np.moveaxis(mask, slice_axis, 0)
         return np.moveaxis(np.stack([largest_component(s) for s in per_slice]), 0, slice_axis)
     raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}, not {method!r}")
+
+
+def add_margin(mask: np.ndarray, axis: int, spacing: tuple[float, ...], margin_mm: float) -> np.ndarray:
+    """The mask grown in-plane by `margin_mm` on the stack's own grid: every voxel within that distance of the
+    mask on its slice (an ellipse of voxels where the pixels are not square). Some pipelines want a looser
+    mask than the brain's outline; 0 returns the mask as it is."""
+    if margin_mm < 0:
+        raise ValueError(f"the margin must be 0 mm or more, not {margin_mm:g}")
+    if margin_mm == 0 or not mask.any():
+        return mask
+    a, b = (k for k in range(3) if k != axis)
+    reach = [int(np.floor(margin_mm / spacing[k])) for k in (a, b)]
+    grown = mask.astype(bool).copy()
+    for da in range(-reach[0], reach[0] + 1):
+        for db in range(-reach[1], reach[1] + 1):
+            if (da * spacing[a]) ** 2 + (db * spacing[b]) ** 2 > margin_mm**2 or (da, db) == (0, 0):
+                continue
+            shifted = np.zeros_like(grown)
+            target = [slice(None)] * 3
+            origin = [slice(None)] * 3
+            for k, d in ((a, da), (b, db)):
+                n = mask.shape[k]
+                target[k] = slice(max(d, 0), n + min(d, 0))
+                origin[k] = slice(max(-d, 0), n - max(d, 0))
+            shifted[tuple(target)] = mask[tuple(origin)] > 0
+            grown |= shifted
+    return grown.astype(mask.dtype)

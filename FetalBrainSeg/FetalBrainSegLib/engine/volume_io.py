@@ -77,15 +77,22 @@ def read_volume(path: str | os.PathLike) -> Volume:
     raise VolumeError(f"{path.name}: not a NIfTI (.nii, .nii.gz, .hdr/.img) or NRRD (.nrrd, .nhdr) file")
 
 
-def write_mask(source: Volume, mask: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a uint8 mask on the source's grid with the source's header, in the source's format, atomically."""
+def write_mask(source: Volume, mask: np.ndarray, path: str | os.PathLike, description: str = "") -> None:
+    """Write a uint8 mask on the source's grid with the source's header, in the source's format, atomically;
+    `description` (how it was made, such as its margin) goes in the header: NIfTI descrip (80 bytes), NRRD
+    content."""
     if mask.shape != source.data.shape:
         raise ValueError(f"mask shape {mask.shape} differs from the source's {source.data.shape}")
     mask = np.asarray(mask, dtype=np.uint8)
     if source.format == "nrrd":
-        _write_nrrd(mask, _mask_fields(source.header), Path(path))
+        _write_nrrd(
+            mask, {**_mask_fields(source.header), **({"content": description} if description else {})}, Path(path)
+        )
     else:
-        _write_nifti(_nifti_mask_image(source.header, mask), Path(path))
+        image = _nifti_mask_image(source.header, mask)
+        if description:
+            image.header["descrip"] = description.encode()[:80]
+        _write_nifti(image, Path(path))
 
 
 def write_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
