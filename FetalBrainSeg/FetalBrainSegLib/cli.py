@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
+INTERRUPTED = "interrupted: no mask was half-written; finished masks are kept"  # commands that write masks
 
 
 def _add_train(commands) -> None:
@@ -171,7 +172,7 @@ def _add_train(commands) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_train)
+    p.set_defaults(run=_train, interrupted="interrupted: the last finished epoch's checkpoint is kept (--resume)")
 
 
 def _parse_options(pairs: list[str]) -> dict:
@@ -588,7 +589,7 @@ def _add_serve(commands) -> None:
     p.add_argument(
         "--max-upload-mb", type=float, default=500, help="largest stack accepted from the page (default: %(default)s)"
     )
-    p.set_defaults(run=_serve)
+    p.set_defaults(run=_serve, interrupted="interrupted: the web app stopped; exported masks are kept")
 
 
 def _serve(args) -> int:
@@ -648,7 +649,7 @@ def _add_stream(commands) -> None:
         "to the network",
     )
     _add_model_options(p, whole_stacks=False)
-    p.set_defaults(run=_stream)
+    p.set_defaults(run=_stream, interrupted="interrupted: the stream stopped; no file was written")
 
 
 def _stream(args) -> int:
@@ -864,7 +865,7 @@ def _add_adapt(commands) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument("--any-modality", action="store_true", help="allow corrected stacks of T2W and EPI together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_adapt)
+    p.set_defaults(run=_adapt, interrupted="interrupted: no site model was written")
 
 
 def _adapt(args) -> int:
@@ -1092,13 +1093,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:  # a setting or install to fix
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:  # a setting or install
         print(f"error: {in_flag_words(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if sys.stderr.isatty():
             print(file=sys.stderr)  # end a progress bar's line
-        print("interrupted: no mask was half-written; finished masks are kept", file=sys.stderr)
+        print(getattr(args, "interrupted", INTERRUPTED), file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,133 @@
+"""Site adaptation (training/adapt.py, engine/site_models.py): a site model learnt from corrected stacks, kept
+only when it beats the base weights on held-out corrections, used for its modality only, and movable."""
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import dice
+
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.postprocess import add_margin
+from FetalBrainSegLib.engine.site_models import list_site_models, resolve_model
+from FetalBrainSegLib.engine.volume_io import VolumeError, read_volume, write_volume
+from FetalBrainSegLib.training.adapt import AdaptationCancelled, AdaptSettings, adapt
+
+
+def pairs(manifest, *names):
+    records = {r.name: r for r in manifest}
+    return [(records[n].image, records[n].mask) for n in names]
+
+
+QUICK = dict(steps=40, check_every=20, minutes=5, device="cpu", batch_size=4, lr=5e-4)
+
+
+@pytest.fixture(scope="module")
+def chuv(manifest):
+    """A site model from the second hospital's axial and sagittal stacks, a few steps long."""
+    return adapt(pairs(manifest, "mial_t30_axial1", "mial_t30_sagittal1"), AdaptSettings("chuv-test", **QUICK))
+
+
+def test_a_site_model_records_where_it_came_from_and_is_listed(chuv, manifest):
+    assert chuv.kept and chuv.path.is_file() and chuv.modality == "T2W"
+    assert chuv.held_out_after >= chuv.held_out_before + 0.005 and chuv.history[0] == (0, chuv.held_out_before)
+    assert "site model written" in chuv.summary()
+    listed = {m.name: m for m in list_site_models()}
+    site = listed["chuv-test"].site
+    assert site["modality"] == "T2W" and site["steps"] == chuv.steps and len(site["stacks"]) == 2
+    assert all(len(s["image_sha256"]) == 64 and len(s["mask_sha256"]) == 64 for s in site["stacks"])
+    assert site["held_out_before"] == round(chuv.held_out_before, 4) and site["base"].endswith("rfbsnet_fetal_brain.pt")
+    assert resolve_model("chuv-test") == chuv.path
+    with pytest.raises(FileExistsError, match="exists"):
+        adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("chuv-test", **QUICK))
+    with pytest.raises(ValueError, match="no site model named 'nowhere'; site models: .*chuv-test"):
+        resolve_model("nowhere")
+
+
+def test_a_stack_of_another_modality_is_segmented_with_the_base_weights(chuv, manifest):
+    """The trial's forgetting: a T2W site model lost the brain on EPI. It is never used there unless asked."""
+    epi = read_volume(next(r for r in manifest if r.name == "e2mip_testing_0560").image)
+    site, base = Segmenter(chuv.path, device="cpu", zoom=1.0), Segmenter(device="cpu", zoom=1.0)
+    result = site.segment(epi, "epi")
+    assert "looks EPI and the site model learnt T2W" in result.base_instead
+    assert np.array_equal(result.mask, base.segment(epi).mask)
+    insisted = Segmenter(chuv.path, device="cpu", zoom=1.0, any_modality=True).segment(epi, "epi")
+    assert insisted.base_instead == ""
+    coronal = read_volume(next(r for r in manifest if r.name == "mial_t30_coronal1").image)
+    assert site.segment(coronal).base_instead == ""  # its own modality: the site model
+
+
+def test_a_site_model_that_does_not_beat_the_base_is_not_written(manifest):
+    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("no-gain", **{**QUICK, "lr": 0.0, "l2sp": 0.0, "steps": 2, "check_every": 1}))
+    assert not result.kept and result.path is None and result.held_out_after == result.held_out_before
+    assert "base weights kept, nothing written" in result.summary()
+    assert "no-gain" not in {m.name for m in list_site_models()}
+
+
+def test_cancel_writes_nothing_and_bad_corrections_get_clear_errors(manifest, tmp_path):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(AdaptationCancelled, match="nothing was written"):
+        adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("cancelled", **QUICK), cancel=cancel)
+    assert "cancelled" not in {m.name for m in list_site_models()}
+    with pytest.raises(ValueError, match="several modalities"):
+        adapt(pairs(manifest, "mial_t30_axial1", "e2mip_train_slice_DWI_vol0000"), AdaptSettings("mixed", **QUICK))
+    image, mask = pairs(manifest, "mial_t30_axial1")[0]
+    source = read_volume(mask)
+    write_volume(np.zeros_like(source.data), source.affine, tmp_path / "empty.nii.gz")
+    with pytest.raises(VolumeError, match="holds no brain"):
+        adapt([(image, tmp_path / "empty.nii.gz")], AdaptSettings("empty", **QUICK))
+    other = pairs(manifest, "mial_t30_coronal1")[0][1]
+    with pytest.raises(VolumeError, match="not on the grid of mial_t30_axial1"):
+        adapt([(image, other)], AdaptSettings("mismatch", **QUICK))
+    with pytest.raises(ValueError, match="name is 1-64 letters"):
+        adapt([(image, mask)], AdaptSettings("../escape", **QUICK))
+
+
+def test_site_models_move_between_machines_as_one_file(chuv, tmp_path, capsys):
+    from FetalBrainSegLib.cli import main
+
+    assert main(["models", "--export", "chuv-test", str(tmp_path / "chuv.onnx")]) == 0
+    assert main(["models", "--import", str(tmp_path / "chuv.onnx"), "--name", "chuv-copy"]) == 0
+    assert main(["models", "--sites-only"]) == 0
+    listing = capsys.readouterr().out
+    assert "chuv-copy: T2W, from 2 corrected stack(s)" in listing and "chuv-test: T2W" in listing
+    assert main(["models", "--import", str(tmp_path / "chuv.onnx"), "--name", "chuv-copy"]) != 0  # never replaced
+    assert "exists" in capsys.readouterr().err
+
+
+def test_the_margin_grows_each_slice_in_plane_by_millimetres_on_anisotropic_pixels():
+    mask = np.zeros((40, 60, 3), np.uint8)
+    mask[20, 30, 1] = 1
+    grown = add_margin(mask, 2, (0.5, 1.0, 3.0), 2.0)  # 2 mm: 4 pixels along the first axis, 2 along the second
+    assert grown[:, :, 0].sum() == 0 and grown[:, :, 2].sum() == 0  # in-plane only
+    rows, columns = np.nonzero(grown[:, :, 1])
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (16, 24, 28, 32)
+    assert np.array_equal(add_margin(mask, 2, (0.5, 1.0, 3.0), 0.0), mask)
+    with pytest.raises(ValueError, match="0 mm or more"):
+        add_margin(mask, 2, (0.5, 1.0, 3.0), -1)
+
+
+def test_the_margin_in_the_cli_is_recorded_in_the_mask_header(t2w_test_record, tmp_path):
+    import nibabel
+
+    from FetalBrainSegLib.cli import main
+
+    args = ["segment", str(t2w_test_record.image), "--quiet", "--zoom", "1"]
+    assert main([*args, "-o", str(tmp_path / "tight")]) == 0
+    assert main([*args, "-o", str(tmp_path / "loose"), "--margin-mm", "3"]) == 0
+    tight = read_volume(tmp_path / "tight" / "e2mip_testing_0000_brainmask.nii.gz").data
+    loose_file = tmp_path / "loose" / "e2mip_testing_0000_brainmask.nii.gz"
+    loose = read_volume(loose_file).data
+    assert (loose >= tight).all() and loose.sum() > 1.1 * tight.sum() and dice(loose, tight) > 0.8
+    assert b"margin 3 mm" in nibabel.load(loose_file).header["descrip"].tobytes()
+
+
+def test_an_interrupted_command_says_what_applies_to_it():
+    """Ctrl-C in `stream` said "no mask was half-written; finished masks are kept", though stream writes none."""
+    from FetalBrainSegLib.cli import INTERRUPTED, build_parser
+
+    parser = build_parser()
+    assert "mask" not in parser.parse_args(["stream", "--listen", "18944"]).interrupted
+    assert "no site model was written" in parser.parse_args(["adapt", "a.nii.gz", "-o", "x"]).interrupted
+    assert not hasattr(parser.parse_args(["segment", "a.nii.gz"]), "interrupted") and "mask" in INTERRUPTED
