@@ -12,6 +12,7 @@ slices, recall, and brain slices the base found that come out empty.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from FetalBrainSegLib.evaluation.dataset import read_labelled, read_manifest, se
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
 from FetalBrainSegLib.training.adapt import AdaptSettings, adapt  # noqa: E402
+from FetalBrainSegLib.user_folders import DATA_ENV  # noqa: E402
 
 # (experiment, corrected stacks, the site's unseen stacks); the EPI stacks are train stacks held out of the
 # shipped weights' training (their validation stacks), so neither side was trained on
@@ -80,9 +82,7 @@ def main() -> int:
     ]
     for title, corrected, unseen in EXPERIMENTS:
         with tempfile.TemporaryDirectory() as scratch:
-            import os
-
-            os.environ["FETALBRAINSEG_DATA_DIR"] = scratch
+            os.environ[DATA_ENV] = scratch  # the experiments' site models are not the user's
             pairs = [(records[n].image, records[n].mask) for n in corrected]
             result = adapt(pairs, AdaptSettings("experiment", minutes=args.minutes, device="cpu"))
             print(title, result.summary(), flush=True)
@@ -106,9 +106,12 @@ def main() -> int:
                     + " | ".join(cells)
                     + " |"
                 )
-                rows.append({"experiment": title, "group": group, "steps": result.steps, "minutes": result.minutes,
-                             **{f"base_{k}": v for k, v in before.items()}, **{f"site_{k}": v for k, v in users.items()},
-                             **{f"any_{k}": v for k, v in forced.items()}})  # fmt: skip
+                rows.append(
+                    {"experiment": title, "group": group, "steps": result.steps, "minutes": result.minutes}
+                    | {f"base_{k}": v for k, v in before.items()}
+                    | {f"site_{k}": v for k, v in users.items()}
+                    | {f"any_{k}": v for k, v in forced.items()}
+                )
                 print(lines[-1], flush=True)
     write_results(args.out, "site_adaptation", rows, lines + [""])
     return 0

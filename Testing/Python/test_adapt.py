@@ -58,7 +58,8 @@ def test_a_stack_of_another_modality_is_segmented_with_the_base_weights(chuv, ma
 
 
 def test_a_site_model_that_does_not_beat_the_base_is_not_written(manifest):
-    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("no-gain", **{**QUICK, "lr": 0.0, "l2sp": 0.0, "steps": 2, "check_every": 1}))
+    still = {**QUICK, "lr": 0.0, "l2sp": 0.0, "steps": 2, "check_every": 1}  # nothing learnt
+    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("no-gain", **still))
     assert not result.kept and result.path is None and result.held_out_after == result.held_out_before
     assert "base weights kept, nothing written" in result.summary()
     assert "no-gain" not in {m.name for m in list_site_models()}
