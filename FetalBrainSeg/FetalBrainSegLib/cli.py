@@ -11,7 +11,31 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
+SPLITS = ("train", "test", "unlabelled", "validation")  # evaluate's: the manifest's, and the weights' own
 INTERRUPTED = "interrupted: no mask was half-written; finished masks are kept"  # commands that write masks
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535 (0 and beyond 65535 failed later with OverflowError)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 1-65535")
+    return port
+
+
+def port_in_use(host: str, port: int) -> str:
+    """Why `port` on `host` cannot be listened on ("" when it can), found by binding it for a moment."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
+    return ""
 
 
 def _add_train(commands) -> None:
@@ -325,9 +349,9 @@ def _segmenter_recipe(args):
             from .models.registry import build_model
 
             build_model(args.model)  # an unknown name fails here, with the registry's names
-            raise SystemExit(
-                f"error: no shipped weights for {args.model} (only rfbsnet ships); train them with "
-                f"`fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
+            raise ValueError(
+                f"no shipped weights for {args.model} (only rfbsnet ships, and no site model has that name); "
+                f"train them with `fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
                 f"--weights runs/{args.model}/best.pt"
             )
     return functools.partial(
@@ -351,7 +375,7 @@ def _make_segmenter(args):
     segmenter = recipe()
     held = segmenter.metadata["model"]
     if args.model and segmenter.site is None and held != args.model.lower():
-        raise SystemExit(f"error: {recipe.args[0]} holds a {held} network, not {args.model}")
+        raise ValueError(f"{recipe.args[0]} holds a {held} network, not {args.model}")
     return segmenter
 
 
@@ -398,7 +422,7 @@ def _segment(args) -> int:
     inputs = collect_inputs(args.inputs)
     if not inputs:
         print("error: no NIfTI or NRRD stacks found in the given inputs", file=sys.stderr)
-        return 1
+        return 2
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -492,9 +516,17 @@ def _evaluate(args) -> int:
     from .evaluation.dataset import named_stacks, read_manifest, select
     from .evaluation.scores import evaluate_records, markdown_summary, write_csv
     from .models.file_format import recorded_validation_stacks
+    from .resources import shared_manifest_path
 
+    if args.split not in SPLITS:
+        raise ValueError(f"unknown split {args.split!r}; the splits are {', '.join(SPLITS)}")
+    manifest = args.manifest
+    if manifest == DEFAULT_MANIFEST and not manifest.is_file():  # run from elsewhere than the repository root
+        manifest = shared_manifest_path()
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest}; pass the data set's with --manifest")
     segmenter = _make_segmenter(args)
-    records = read_manifest(args.manifest)
+    records = read_manifest(manifest)
     if args.split == "validation":
         name = str(args.weights or "the shipped weights")
         recorded = recorded_validation_stacks(segmenter.metadata, name)
@@ -573,7 +605,7 @@ def _add_serve(commands) -> None:
         default=Path("fetalbrainseg-exports"),
         help="exports go into this folder (or folders inside it); default: %(default)s",
     )
-    p.add_argument("--port", type=int, default=8080, help="default: %(default)s")
+    p.add_argument("--port", type=port_number, default=8080, help="default: %(default)s")
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -598,6 +630,9 @@ def _serve(args) -> int:
 
     if not args.stacks:
         print("error: name the stacks or folders of stacks to offer", file=sys.stderr)
+        return 2
+    if problem := port_in_use(args.host, args.port):  # before any URL is printed as if the app were up
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     # pip's VTK renders offscreen through EGL (Mesa), so no display is needed
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
@@ -640,7 +675,9 @@ def _add_stream(commands) -> None:
         "name or in-plane geometry starts a new series. Slicer's OpenIGTLinkIF connects to it as a client.",
     )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--listen", type=int, metavar="PORT", help="wait for a sender on this port (Slicer: 18944)")
+    where.add_argument(
+        "--listen", type=port_number, metavar="PORT", help="wait for a sender on this port (Slicer: 18944)"
+    )
     where.add_argument("--connect", metavar="HOST:PORT", help="connect to a sender that listens (reconnects)")
     p.add_argument(
         "--host",
@@ -687,10 +724,11 @@ def _add_info(commands) -> None:
 
 def _info(args) -> int:
     from .models.complexity import count_macs, count_parameters
+    from .models.file_format import weights_file
     from .models.weights import load_weights
     from .resources import default_weights_path
 
-    path = args.weights or default_weights_path()
+    path = weights_file(Path(args.weights or default_weights_path()))  # the file read: the shipped one is ONNX
     model, meta = load_weights(path)
     training = meta.get("training", {})
     print(

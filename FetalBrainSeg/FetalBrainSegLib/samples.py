@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from .atomic import atomic_path
+from .user_folders import cache_folder
 
 SAMPLE_NAME = "f0832s1_fetus_03.nii.gz"
 SAMPLE_URL = (
@@ -16,7 +16,6 @@ SAMPLE_URL = (
     "ae618efeb93a9da8b1ac988fccf783fabc8a6ede/dataset/f0832s1/fetus_03.nii.gz"
 )
 SAMPLE_SHA256 = "a807027f2e84d3deb732711ccf94b1f08db752056caef01fd69be4fd9a3e708c"
-CACHE_ENV = "FETALBRAINSEG_CACHE"
 
 
 class DownloadError(RuntimeError):
@@ -24,9 +23,7 @@ class DownloadError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fetalbrainseg"
+    return cache_folder()
 
 
 def sha256(path: Path) -> str:

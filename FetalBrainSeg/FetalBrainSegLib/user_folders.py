@@ -1,10 +1,10 @@
 """The user's own folders (platformdirs): what the product builds and learns on their machine lives there,
 never in the repository or the installed extension, which may be read-only and are replaced on update.
 
-- cache: files derived from the shipped ones and rebuilt when missing (the INT8 model);
+- cache: what can be fetched or rebuilt when missing (the INT8 model, the demo's sample stack);
 - data: what the user's work made and cannot be rebuilt (site weights adapted from their corrections).
 
-FETALBRAINSEG_CACHE_DIR and FETALBRAINSEG_DATA_DIR move them (a shared cluster disk, or tests).
+FETALBRAINSEG_CACHE and FETALBRAINSEG_DATA_DIR move them (a shared cluster disk, or tests).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CACHE_ENV = "FETALBRAINSEG_CACHE_DIR"
+CACHE_ENV = "FETALBRAINSEG_CACHE"
 DATA_ENV = "FETALBRAINSEG_DATA_DIR"
 
 

@@ -24,7 +24,7 @@ SHARED_DATA = Path(os.environ.get("FETALBRAINSEG_SHARED_DATA", REPO_ROOT.parent 
 # the user's cache (the INT8 build) and data folders (site weights): the suite's own, empty at its start and
 # inherited by the programs it runs, never the user's
 USER_FOLDERS = Path(tempfile.mkdtemp(prefix="fetalbrainseg-tests-"))
-os.environ["FETALBRAINSEG_CACHE_DIR"] = str(USER_FOLDERS / "cache")
+os.environ["FETALBRAINSEG_CACHE"] = str(USER_FOLDERS / "cache")
 os.environ["FETALBRAINSEG_DATA_DIR"] = str(USER_FOLDERS / "data")
 
 

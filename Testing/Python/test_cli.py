@@ -530,3 +530,39 @@ def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_
     gone = run_cli("segment", folder, "-o", masks, "--dask-scheduler", address)
     assert gone.returncode == 2 and f"error: no Dask scheduler answers at '{address}'" in gone.stderr
     assert "Traceback" not in gone.stderr
+
+
+def test_first_hour_faults_get_one_line_and_the_documented_exit_status(tmp_path, t2w_test_record, capsys, monkeypatch):
+    """Found trying the CLI as a new user: an empty folder and a network without weights exited 1 (settings and
+    empty inputs exit 2); a bogus split was called unlabelled; evaluate's default manifest was only found from
+    the repository root; `info` named a .pt that does not exist."""
+    (tmp_path / "empty").mkdir()
+    assert main(["segment", str(tmp_path / "empty")]) == 2
+    assert "no NIfTI or NRRD stacks" in capsys.readouterr().err
+    assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "o"), "--model", "unet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no shipped weights for unet") and err.count("\n") == 1
+    assert main(["evaluate", "--split", "bogus", "-o", str(tmp_path / "e")]) == 2
+    assert "unknown split 'bogus'; the splits are train, test, unlabelled, validation" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # not the repository root: the default manifest is found all the same
+    assert main(["evaluate", "--split", "train", "--modalities", "XYZ", "-o", str(tmp_path / "e")]) == 2
+    assert "no labelled XYZ stacks in split 'train'" in capsys.readouterr().err
+    assert main(["info"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("weights/rfbsnet_fetal_brain.onnx")
+
+
+def test_ports_are_checked_before_anything_starts(tmp_path, capsys):
+    """`serve --port 99999` and `stream --listen -5` ended in OverflowError; a busy port printed the URL first."""
+    import socket
+
+    for command in (["serve", str(tmp_path), "--port", "99999"], ["stream", "--listen", "-5"]):
+        with pytest.raises(SystemExit) as exited:
+            main(command)
+        assert exited.value.code == 2 and "is not a port number" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "http" not in captured.out
