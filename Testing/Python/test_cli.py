@@ -245,21 +245,11 @@ def test_segment_runs_any_registered_model_named_with_model(tmp_path, t2w_test_r
     )
     mask = read_volume(tmp_path / "out" / "e2mip_testing_0000_brainmask.nii.gz")
     assert mask.data.shape == read_volume(t2w_test_record.image).data.shape
-    with pytest.raises(SystemExit, match="holds a rfbsnet network, not dfanet"):
-        main(
-            [
-                "segment",
-                str(t2w_test_record.image),
-                "-o",
-                str(tmp_path / "x"),
-                "--model",
-                "dfanet",
-                "--weights",
-                str(default_weights_path()),
-            ]
-        )
-    with pytest.raises(SystemExit, match="no shipped weights for unet .* --weights runs/unet/best.pt"):
-        main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet"])
+    dfanet = ["--model", "dfanet", "--weights", str(default_weights_path())]
+    assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), *dfanet]) == 2
+    assert "holds a rfbsnet network, not dfanet" in capsys.readouterr().err
+    assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet"]) == 2
+    assert re.search("no shipped weights for unet .* --weights runs/unet/best.pt", capsys.readouterr().err)
     assert main(["segment", str(t2w_test_record.image), "-o", str(tmp_path / "x"), "--model", "unet3d"]) != 0
     assert "unknown model 'unet3d'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
