@@ -19,7 +19,8 @@ BELOW = {
     "evaluation": {"base", "models", "engine"},
     "training": {"base", "models", "engine", "evaluation"},
     "study": {"base", "models", "engine", "evaluation", "training"},
-    "slicer": {"base", "models", "engine"},
+    # site adaptation (training/adapt.py) from the panel's "Improve from my corrections", imported when asked
+    "slicer": {"base", "models", "engine", "evaluation", "training"},
     "web": {"base", "models", "engine", "slicer"},
     "scanner": {"base", "models", "engine"},
 }

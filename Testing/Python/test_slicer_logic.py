@@ -18,6 +18,7 @@ from FetalBrainSegLib.slicer.logic import (
     EditedSegmentError,
     find_brain_segment,
     ijk_to_ras,
+    mask_digest,
     segment_mask,
     segment_tag,
     slice_center_ras,
@@ -426,3 +427,38 @@ def test_live_mode_never_runs_the_network_on_the_main_thread(headless, gated_log
     mask = segment_mask(live.segmentation_node, live.segment_id, volume)
     assert mask.any()
     live.stop()
+
+
+def test_the_panel_improves_the_model_from_the_users_corrections_and_offers_it(headless, logic, manifest):
+    """Improve from my corrections: the stacks whose Brain segment the user edited, and only those, teach a site
+    model on a worker thread; it joins the model list, the shipped weights stay selectable, and nothing of the
+    user's changes."""
+    records = {r.name: r for r in manifest}
+    nodes = {}
+    for name in ("mial_t30_axial1", "mial_t30_sagittal1", "e2mip_testing_0000"):
+        volume = headless.load(records[name].image, name)
+        job = logic.process(volume, None, device="cpu")
+        nodes[name] = (volume, job.segmentation_node, job.segment_id)
+    for name in ("mial_t30_axial1", "mial_t30_sagittal1"):  # the user corrects these two, draws nothing on the third
+        volume, segmentation, segment_id = nodes[name]
+        manual = read_volume(records[name].mask)
+        shape = tuple(volume.GetImageData().GetDimensions())
+        edit(segmentation, segment_id, volume, reorder_to_grid(manual.data, manual.affine, ijk_to_ras(volume), shape))
+    corrections = logic.editedCorrections(headless.scene)
+    assert {v.GetName() for v, _ in corrections} == {"mial_t30_axial1", "mial_t30_sagittal1"}
+    before = {n: mask_digest(segment_mask(s, i, v)) for n, (v, s, i) in nodes.items()}
+
+    quick = dict(steps=40, check_every=20, batch_size=4, lr=5e-4, device="cpu")
+    job = logic.improveFromCorrections(corrections, "panel-site", waitForCompletion=False, **quick)
+    assert job.text().startswith("Improving from your corrections")
+    job.wait(timeout=900)
+    assert job.state == "done" and job.result.kept and "site model written" in job.text(), job.text()
+    assert "panel-site" in logic.siteModels()
+    assert {n: mask_digest(segment_mask(s, i, v)) for n, (v, s, i) in nodes.items()} == before
+    site = BrainSegmentationLogic()  # the real factory: a site model by name, the shipped weights without
+    volume = nodes["mial_t30_axial1"][0]
+    adapted = site.process(volume, None, device="cpu", model="panel-site")
+    assert adapted.state == "done" and site.segmenter("cpu", "fp32", "panel-site").site["name"] == "panel-site"
+    assert site.segmenter("cpu", "fp32").site is None
+    with pytest.raises(ValueError, match="no corrected stacks"):
+        logic.improveFromCorrections([], "nothing")

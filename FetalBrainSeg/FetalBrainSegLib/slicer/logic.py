@@ -31,6 +31,7 @@ from vtk.util import numpy_support
 from ..engine.inference import DEFAULT_THRESHOLD, Chunk, ChunkedProbabilities, Segmenter, check_threshold
 from ..engine.outputs import output_problem
 from ..engine.review import SliceReview, provisional_reviews
+from ..engine.site_models import list_site_models, resolve_model
 from ..engine.stack import reorder_to_grid, slice_axis, slice_to_world
 from ..engine.streaming import SliceResult, SliceStream, StreamingSegmenter
 from ..engine.volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask, write_volume
@@ -443,6 +444,71 @@ class LiveSegmentation:
         self._stream.close(timeout=0, drop_pending=True)
 
 
+class AdaptationJob:
+    """Improving the model from the user's corrections (training/adapt.py) on a worker thread: the corrected
+    stacks are written to a scratch folder first (on the caller's thread, the only one touching MRML); `poll`
+    or `wait` follow it, `cancel` stops it writing nothing. Once done, `result` says what was kept."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], settings, scratch):
+        self.pairs, self.settings, self._scratch = pairs, settings, scratch
+        self.state, self.error, self.result = "running", "", None
+        self.step, self.steps, self.held_out = 0, settings.steps, None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    def _progress(self, step: int, steps: int, score: float | None) -> None:
+        self.step, self.steps = step, steps
+        if score is not None:
+            self.held_out = score
+
+    def _work(self) -> None:
+        from ..training.adapt import AdaptationCancelled, adapt
+
+        try:
+            self.result = adapt(self.pairs, self.settings, self._progress, self._cancel)
+            self.state = "done"
+        except AdaptationCancelled:
+            self.state = "cancelled"
+        except Exception as exc:  # reported to the panel, never a crash
+            self.state, self.error = "failed", str(exc)
+        finally:
+            self._scratch.cleanup()
+
+    def run(self) -> AdaptationJob:
+        self._work()
+        return self
+
+    def start(self) -> AdaptationJob:
+        self._thread = threading.Thread(target=self._work, name="FetalBrainSeg adapt", daemon=True)
+        self._thread.start()
+        return self
+
+    def poll(self) -> bool:
+        return self.finished
+
+    def wait(self, poll_interval: float = 0.1, timeout: float | None = None) -> AdaptationJob:
+        poll_until(self.poll, "adaptation did not finish in time", poll_interval, timeout)
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def text(self) -> str:
+        """What the panel shows of it."""
+        if self.state == "running":
+            score = f", held-out Dice {self.held_out:.3f}" if self.held_out is not None else ""
+            return f"Improving from your corrections: step {self.step} of at most {self.steps}{score}"
+        if self.state == "done":
+            return self.result.summary()
+        if self.state == "cancelled":
+            return "Cancelled: no site model was written."
+        return f"Failed: no site model was written. {self.error}"
+
+
 class BrainSegmentationLogic:
     """`process` a volume into a segmentation; export masks for annotation and reconstruction."""
 
@@ -468,11 +534,62 @@ class BrainSegmentationLogic:
             live.stop()
         self._lives = []
 
-    def segmenter(self, device: str = "auto", precision: str = "fp32") -> Segmenter:
-        """Weights are loaded once per device and precision and reused across runs."""
-        if (device, precision) not in self._segmenters:
-            self._segmenters[device, precision] = self._segmenter_factory(device=device, precision=precision)
-        return self._segmenters[device, precision]
+    def segmenter(self, device: str = "auto", precision: str = "fp32", model: str = "") -> Segmenter:
+        """Weights are loaded once per device, precision and model (a site model's name; "": the shipped
+        weights) and reused across runs."""
+        key = (device, precision) + ((model,) if model else ())
+        if key not in self._segmenters:
+            options = {"weights": resolve_model(model)} if model else {}
+            self._segmenters[key] = self._segmenter_factory(device=device, precision=precision, **options)
+        return self._segmenters[key]
+
+    @staticmethod
+    def siteModels() -> list[str]:
+        """The site models made on this machine (fetalbrainseg adapt, or improveFromCorrections)."""
+        return [model.name for model in list_site_models()]
+
+    @staticmethod
+    def editedCorrections(scene) -> list[tuple[object, object]]:
+        """(volume node, segmentation node) of each stack whose FetalBrainSeg brain segment the user has edited
+        since it was written: the corrections a site model can learn from."""
+        pairs = []
+        for node in scene.GetNodesByClass("vtkMRMLSegmentationNode") if scene else []:
+            segment_id = find_brain_segment(node)
+            if segment_id is None:
+                continue
+            segment = node.GetSegmentation().GetSegment(segment_id)
+            volume = scene.GetNodeByID(segment_tag(segment, SOURCE_TAG) or "")
+            if volume is None or volume.GetImageData() is None:
+                continue
+            if mask_digest(segment_mask(node, segment_id, volume)) != segment_tag(segment, DIGEST_TAG):
+                pairs.append((volume, node))
+        return pairs
+
+    def improveFromCorrections(
+        self, corrections, name: str, waitForCompletion: bool = True, **settings
+    ) -> AdaptationJob:
+        """Learn the site model `name` from (volume node, segmentation node) pairs whose brain segments hold the
+        user's corrections (editedCorrections); nothing of the user's is changed. `settings` are
+        training.adapt.AdaptSettings fields (minutes, steps, device...). Needs PyTorch."""
+        import tempfile
+
+        from ..training.adapt import AdaptSettings
+
+        if not corrections:
+            raise ValueError("no corrected stacks: edit the Brain segment of a segmented stack first")
+        scratch = tempfile.TemporaryDirectory(prefix="fetalbrainseg-corrections-")
+        pairs = []
+        for index, (volume_node, segmentation_node) in enumerate(corrections):
+            segment_id = find_brain_segment(segmentation_node)
+            if segment_id is None:
+                raise ValueError(f"{segmentation_node.GetName()}: no FetalBrainSeg brain segment")
+            matrix, view = ijk_to_ras(volume_node), volume_from_node(volume_node)
+            image, mask = Path(scratch.name) / f"{index}.nii.gz", Path(scratch.name) / f"{index}_mask.nii.gz"
+            write_volume(np.array(view.data), matrix, image)
+            write_volume(segment_mask(segmentation_node, segment_id, volume_node), matrix, mask)
+            pairs.append((image, mask))
+        job = AdaptationJob(pairs, AdaptSettings(name=name, **settings), scratch)
+        return job.run() if waitForCompletion else job.start()
 
     def process(
         self,
@@ -484,6 +601,7 @@ class BrainSegmentationLogic:
         replaceEdits: bool = False,
         onProgress: Callable[[SegmentationJob], None] | None = None,
         precision: str = "fp32",
+        model: str = "",
     ) -> SegmentationJob:
         """Segment the brain on every slice of `inputVolume` into `outputSegmentation` (new if None).
 
@@ -491,10 +609,11 @@ class BrainSegmentationLogic:
         polled (`job.poll()` from a timer, or `job.wait()`); MRML changes only in those calls.
         Raises EditedSegmentError if the brain segment was edited since it was written and
         replaceEdits is False; other segments are never touched. precision="int8" runs the
-        shipped INT8 model (about 2.7x faster on CPUs, masks within Dice 0.99 of fp32's).
+        shipped INT8 model (about 2.7x faster on CPUs, masks within Dice 0.99 of fp32's). `model` names a site
+        model (siteModels); "" is the shipped weights.
         """
         check_threshold(threshold)
-        segmenter = self.segmenter(device, precision)
+        segmenter = self.segmenter(device, precision, model)
         segmentation, segment_id, previous = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
         job = SegmentationJob(segmenter, inputVolume, segmentation, segment_id, previous, onProgress, threshold)
         self._last_runs[segmentation.GetID()] = job
