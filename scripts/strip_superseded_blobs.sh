@@ -16,7 +16,7 @@ git clone --quiet --no-local --single-branch "$source_repo" "$work/repo"
 cd "$work/repo"
 echo "before: $(size_mib .) MiB"
 git ls-tree -r HEAD | awk '{print $3}' | sort -u > "$work/current"
-git rev-list --objects --all \
+git rev-list --objects --all | cut -d' ' -f1 \
   | git cat-file --batch-check='%(objecttype) %(objectname) %(objectsize)' \
   | awk -v min="$min_bytes" '$1 == "blob" && $3 > min {print $2}' | sort -u > "$work/large"
 comm -23 "$work/large" "$work/current" > "$work/superseded"
