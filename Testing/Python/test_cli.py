@@ -434,17 +434,19 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
-def _stacks_and_single_process_masks(manifest, tmp_path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def stacks_and_single_process_masks(manifest, tmp_path_factory) -> tuple[Path, Path]:
     """Two copies of the T2W test stacks (enough that some are still queued when a worker is killed),
-    and their masks from one process."""
-    folder = tmp_path / "stacks"
+    and their masks from one process, made once for the workers and the Dask tests (in this process:
+    which process runs the single-process reference is not what they test)."""
+    root = tmp_path_factory.mktemp("cohort")
+    folder = root / "stacks"
     folder.mkdir()
     for n in range(2):
         for record in (r for r in manifest if r.split == "test" and r.modality == "T2W"):
             shutil.copy(record.image, folder / f"{n}_{record.image.name}")
-    single = run_cli("segment", folder, "-o", tmp_path / "single", "--quiet")
-    assert single.returncode == 0, single.stderr
-    return folder, tmp_path / "single"
+    assert main(["segment", str(folder), "-o", str(root / "single"), "--quiet"]) == 0
+    return folder, root / "single"
 
 
 def _run_killing_a_worker(arguments: list, report: Path, worker_pids) -> tuple[str, int]:
@@ -481,22 +483,24 @@ def _assert_every_stack_done_as_in_one_process(report: Path, masks: Path, single
     return rows
 
 
-def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(manifest, tmp_path):
+def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(stacks_and_single_process_masks, tmp_path):
     """Issue 14: `--workers 2`, each worker with its own model; a worker killed mid-run costs nothing
     but time: every stack is done, nothing is half-written."""
-    folder, single = _stacks_and_single_process_masks(manifest, tmp_path)
+    folder, single = stacks_and_single_process_masks
     report = tmp_path / "report.csv"
     out, _ = _run_killing_a_worker([folder, "-o", tmp_path / "pool", "--workers", 2], report, _worker_pids)
     _assert_every_stack_done_as_in_one_process(report, tmp_path / "pool", single)
     assert "on 2 workers" in out
 
 
-def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_and_resumes(manifest, tmp_path):
+def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_and_resumes(
+    stacks_and_single_process_masks, tmp_path
+):
     """Issue 14: `--dask-scheduler` on a real LocalCluster, 2 worker processes: masks equal one process's
     voxel for voxel, a worker killed mid-run costs nothing but time, and a rerun skips every stack."""
     from distributed import Client, LocalCluster
 
-    folder, single = _stacks_and_single_process_masks(manifest, tmp_path)
+    folder, single = stacks_and_single_process_masks
     report, masks = tmp_path / "report.csv", tmp_path / "cluster"
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, Client(cluster) as client:
