@@ -618,6 +618,7 @@ def _add_serve(commands) -> None:
         help="require the access token on loopback too (a shared machine, an SSH tunnel)",
     )
     _add_weights_and_device(p)
+    p.add_argument("--model", default=None, metavar="NAME", help="a site model made by `fetalbrainseg adapt`")
     p.add_argument(
         "--max-upload-mb", type=float, default=500, help="largest stack accepted from the page (default: %(default)s)"
     )
@@ -659,7 +660,10 @@ def _serve(args) -> int:
             "can read the offered stacks and write into the output folder",
             file=sys.stderr,
         )
-    logic = BrainSegmentationLogic(functools.partial(Segmenter, args.weights))
+    from .engine.site_models import resolve_model
+
+    weights = resolve_model(args.model) if args.model else args.weights
+    logic = BrainSegmentationLogic(functools.partial(Segmenter, weights))
     serve(library, args.host, args.port, args.device, logic, token)
     return 0
 

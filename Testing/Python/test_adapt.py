@@ -132,3 +132,11 @@ def test_an_interrupted_command_says_what_applies_to_it():
     assert "mask" not in parser.parse_args(["stream", "--listen", "18944"]).interrupted
     assert "no site model was written" in parser.parse_args(["adapt", "a.nii.gz", "-o", "x"]).interrupted
     assert not hasattr(parser.parse_args(["segment", "a.nii.gz"]), "interrupted") and "mask" in INTERRUPTED
+
+
+def test_serve_and_stream_take_a_site_model_by_name(tmp_path, capsys):
+    from FetalBrainSegLib.cli import build_parser, main
+
+    assert main(["serve", str(tmp_path), "--port", "18231", "--model", "nowhere"]) == 2
+    assert "no site model named 'nowhere'" in capsys.readouterr().err
+    assert build_parser().parse_args(["stream", "--listen", "18944", "--model", "chuv"]).model == "chuv"
