@@ -50,7 +50,7 @@ class AdaptationCancelled(Exception):
 class AdaptSettings:
     name: str
     base: str = ""  # base weights (default: the shipped ones)
-    minutes: float = 8.0  # stop at the first check past this much time
+    minutes: float = 8.0  # stop at the first step past this much time (scored, and kept if it is the best)
     steps: int = 2000
     lr: float = 1e-4
     l2sp: float = 1e-3
@@ -189,14 +189,15 @@ def adapt(
         if cancel is not None and cancel.is_set():
             raise AdaptationCancelled(f"adaptation cancelled at step {step}; nothing was written")
         score = None
-        if step % settings.check_every == 0 or step == settings.steps:
+        out_of_time = time.perf_counter() - start > 60 * settings.minutes
+        if step % settings.check_every == 0 or step == settings.steps or out_of_time:
             score = held_out_dice(model, check_images, check_masks, device)
             history.append((step, score))
             if score > best[0]:
                 best = (score, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if on_progress:
             on_progress(step, settings.steps, score)
-        if score is not None and time.perf_counter() - start > 60 * settings.minutes:
+        if out_of_time:  # scored just now: the budget is kept to a step, not to the next check
             break
     minutes = (time.perf_counter() - start) / 60
     after, best_step, state = best
