@@ -140,3 +140,8 @@ def test_serve_and_stream_take_a_site_model_by_name(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--port", "18231", "--model", "nowhere"]) == 2
     assert "no site model named 'nowhere'" in capsys.readouterr().err
     assert build_parser().parse_args(["stream", "--listen", "18944", "--model", "chuv"]).model == "chuv"
+
+
+def test_the_time_budget_ends_the_work_at_the_first_step_past_it(manifest):
+    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("budget", **{**QUICK, "minutes": 0.0}))
+    assert [step for step, _ in result.history] == [0, 1]  # the step past the budget is scored, then it stops
