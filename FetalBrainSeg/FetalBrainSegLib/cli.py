@@ -871,7 +871,7 @@ def _add_models(commands) -> None:
 
 
 def _add_adapt(commands) -> None:
-    from .training.adapt import ADAPT_FROZEN, AdaptSettings
+    from .training.config import ADAPT_FROZEN, AdaptSettings
 
     defaults = AdaptSettings(name="x")
     p = commands.add_parser(
@@ -914,7 +914,8 @@ def _adapt(args) -> int:
     from .engine.outputs import MASK_TAG
     from .engine.volume_io import volume_suffix
     from .progress import ProgressBar
-    from .training.adapt import AdaptSettings, adapt
+    from .training.adapt import adapt
+    from .training.config import AdaptSettings
 
     masks = args.masks
     if masks is None:

@@ -573,7 +573,7 @@ class BrainSegmentationLogic:
         training.adapt.AdaptSettings fields (minutes, steps, device...). Needs PyTorch."""
         import tempfile
 
-        from ..training.adapt import AdaptSettings
+        from ..training.config import AdaptSettings
 
         if not corrections:
             raise ValueError("no corrected stacks: edit the Brain segment of a segmented stack first")

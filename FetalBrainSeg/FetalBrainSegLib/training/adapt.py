@@ -34,32 +34,13 @@ from ..evaluation.metrics import dice_iou
 from ..models.torch_runtime import foreground_probability, resolve_device
 from ..models.weights import load_weights, save_weights
 from .augment import AugmentSettings, brain_points, training_batch
+from .config import HELD_OUT_EVERY, MIN_GAIN, AdaptSettings
 from .l2sp import StartingPointPenalty
 from .trainer import freeze, segmentation_loss
-
-ADAPT_FROZEN = ("downsample", "encoders", "bottleneck", "shallow")
-HELD_OUT_EVERY = 4
-MIN_GAIN = 0.005  # held-out Dice the site model must gain over the base weights to be kept
 
 
 class AdaptationCancelled(Exception):
     """Raised when the cancel event is set; nothing is written."""
-
-
-@dataclass
-class AdaptSettings:
-    name: str
-    base: str = ""  # base weights (default: the shipped ones)
-    minutes: float = 8.0  # stop at the first step past this much time (scored, and kept if it is the best)
-    steps: int = 2000
-    lr: float = 1e-4
-    l2sp: float = 1e-3
-    frozen: tuple[str, ...] = ADAPT_FROZEN
-    batch_size: int = 8
-    check_every: int = 25  # steps between scores on the held-out slices
-    seed: int = 0
-    device: str = "auto"
-    any_modality: bool = False  # corrections of several modalities (one site model for both)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""A training run's settings, importable without PyTorch (the command line builds its options from them)."""
+"""A training run's and a site adaptation's settings, importable without PyTorch (the command line builds its
+options from them)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,25 @@ class TrainConfig:
     ema_decay: float = 0.998  # validated and saved: the exponential moving average of the weights (0: none)
     epoch_steps: int = 0  # steps between validations and checkpoints; 0: one pass over the training slices
     time_limit_minutes: float = 0  # stop at the first epoch end past this much wall time (0: none); resumable
+
+
+# site adaptation (adapt.py): what it leaves frozen, which corrected slices it holds out, what it must gain
+ADAPT_FROZEN = ("downsample", "encoders", "bottleneck", "shallow")
+HELD_OUT_EVERY = 4
+MIN_GAIN = 0.005  # held-out Dice the site model must gain over the base weights to be kept
+
+
+@dataclass
+class AdaptSettings:
+    name: str
+    base: str = ""  # base weights (default: the shipped ones)
+    minutes: float = 8.0  # stop at the first step past this much time (scored, and kept if it is the best)
+    steps: int = 2000
+    lr: float = 1e-4
+    l2sp: float = 1e-3
+    frozen: tuple[str, ...] = ADAPT_FROZEN
+    batch_size: int = 8
+    check_every: int = 25  # steps between scores on the held-out slices
+    seed: int = 0
+    device: str = "auto"
+    any_modality: bool = False  # corrections of several modalities (one site model for both)
