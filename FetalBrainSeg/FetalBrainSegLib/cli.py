@@ -911,8 +911,7 @@ def _add_adapt(commands) -> None:
 
 
 def _adapt(args) -> int:
-    from .engine.outputs import MASK_TAG
-    from .engine.volume_io import volume_suffix
+    from .engine.outputs import mask_path_for
     from .progress import ProgressBar
     from .training.adapt import adapt
     from .training.config import AdaptSettings
@@ -921,8 +920,7 @@ def _adapt(args) -> int:
     if masks is None:
         masks = []
         for stack in args.stacks:
-            suffix = volume_suffix(stack)
-            found = stack.with_name(stack.name[: -len(suffix)] + MASK_TAG + suffix)
+            found = mask_path_for(stack, None)  # where segment and the exports put a stack's mask
             if not found.is_file():
                 print(
                     f"error: no corrected mask for {stack.name} ({found.name}); name it with --masks", file=sys.stderr

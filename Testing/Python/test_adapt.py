@@ -145,3 +145,17 @@ def test_serve_and_stream_take_a_site_model_by_name(tmp_path, capsys):
 def test_the_time_budget_ends_the_work_at_the_first_step_past_it(manifest):
     result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("budget", **{**QUICK, "minutes": 0.0}))
     assert [step for step, _ in result.history] == [0, 1]  # the step past the budget is scored, then it stops
+
+
+def test_the_adapt_command_pairs_stacks_with_their_exported_masks(manifest, tmp_path, capsys):
+    import shutil
+
+    from FetalBrainSegLib.cli import main
+
+    image, mask = pairs(manifest, "mial_t30_axial1")[0]
+    shutil.copy(image, tmp_path / "site.nii.gz")
+    assert main(["adapt", str(tmp_path / "site.nii.gz"), "-o", "cli-site", "--steps", "2", "--quiet"]) == 2
+    assert "no corrected mask for site.nii.gz (site_brainmask.nii.gz)" in capsys.readouterr().err
+    shutil.copy(mask, tmp_path / "site_brainmask.nii.gz")  # as segment and the exports name it
+    assert main(["adapt", str(tmp_path / "site.nii.gz"), "-o", "cli-site", "--steps", "2", "--quiet"]) == 0
+    assert "held-out corrected slices, mean Dice: base 0.9" in capsys.readouterr().out
