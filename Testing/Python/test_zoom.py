@@ -82,3 +82,12 @@ def test_a_fixed_zoom_is_checked_and_used_as_given(t2w_test_record):
     chunks = []
     result = Segmenter(device="cpu", zoom=1.5).segment(volume, on_chunk=chunks.append)
     assert result.zoom == 1.5 and {c.zoom for c in chunks} == {1.5} and len(chunks) == -(-result.num_slices // 8)
+
+
+def test_the_command_line_says_when_the_first_pass_is_kept(shared_data, tmp_path, capsys):
+    """Its progress showed "second pass, zoom 1.38" on fetus_04, which a user reads as the mask they get."""
+    from FetalBrainSegLib.cli import main
+
+    stack = shared_data / "samples" / "f0832s1_fetus_04.nii.gz"
+    assert main(["segment", str(stack), "-o", str(tmp_path), "--backend", "onnxruntime"]) == 0
+    assert "f0832s1_fetus_04.nii.gz: the second pass looked bitten; the first pass is kept" in capsys.readouterr().err

@@ -151,6 +151,8 @@ def segment_to_file(segmenter, image: Path, output: Path, progress: bool = False
 
     def show(chunk) -> None:
         if chunk.choice:  # nothing computed: the kept pass's slices, sent again
+            if chunk.pass_number == 1 and progress:  # the second pass's bar said it ran: say it was not kept
+                print(f"{image.name}: the second pass looked bitten; the first pass is kept", file=sys.stderr)
             return
         if chunk.pass_number not in bars:
             label = f"{image.name} ({pass_label(chunk.zoom)})" if bars else image.name
