@@ -21,6 +21,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD
+from FetalBrainSegLib.engine.postprocess import MAX_MARGIN_MM
 from FetalBrainSegLib.slicer.logic import BrainSegmentationLogic
 
 
@@ -49,6 +50,7 @@ class FetalBrainSegParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     precision: Annotated[str, Choice(["fp32", "int8"])] = "fp32"
     threshold: Annotated[float, WithinRange(0.01, 0.99)] = DEFAULT_THRESHOLD
+    marginMm: Annotated[float, WithinRange(0.0, MAX_MARGIN_MM)] = 0.0
 
 
 class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -39,7 +39,7 @@ class Fakes:
         self.installed.add("torch")
         return "torch module"
 
-    def run(self, torch_utils=False, gpu=False, precision="fp32"):
+    def run(self, torch_utils=False, gpu=False, precision="fp32", training=False):
         return ensure_dependencies(
             self.confirm,
             self.pip_install,
@@ -48,6 +48,7 @@ class Fakes:
             self.find_spec,
             gpu,
             precision,
+            training,
         )
 
 
@@ -172,3 +173,14 @@ def test_the_self_test_offline_says_plainly_what_is_missing(monkeypatch):
     monkeypatch.setenv(STACK_ENV, "/no/such/stack.nii.gz")
     with pytest.raises(SelfTestUnavailable, match="not a file"):
         prepare_self_test(ready.pip_install, ready.find_spec, fetch=no_network)
+
+
+def test_learning_from_corrections_asks_for_pytorch_even_where_onnx_runtime_segments():
+    fakes = Fakes(installed={"onnxruntime"})
+    assert fakes.run(torch_utils=True, training=True)
+    assert fakes.torch_utils == [False] and "learn from your corrections" in fakes.asked[0]
+    declined = Fakes(installed={"onnxruntime"}, answer=False)
+    assert not declined.run(training=True)
+    assert "cannot learn from your corrections" in declined.reports[0]
+    assert "Improve from my corrections" in declined.reports[0]
+    assert Fakes(installed={"torch"}).run(training=True)

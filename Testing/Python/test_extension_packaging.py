@@ -69,7 +69,7 @@ def test_ui_parameters_are_the_parameter_nodes_fields():
     tree = ast.parse((MODULE_DIR / "FetalBrainSeg.py").read_text())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FetalBrainSegParameterNode")
     fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
-    assert bound == fields == {"inputVolume", "outputSegmentation", "device", "precision", "threshold"}
+    assert bound == fields == {"inputVolume", "outputSegmentation", "device", "precision", "threshold", "marginMm"}
 
 
 def test_the_module_shell_has_module_widget_logic_and_test_classes():

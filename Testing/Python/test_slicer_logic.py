@@ -462,3 +462,41 @@ def test_the_panel_improves_the_model_from_the_users_corrections_and_offers_it(h
     assert site.segmenter("cpu", "fp32").site is None
     with pytest.raises(ValueError, match="no corrected stacks"):
         logic.improveFromCorrections([], "nothing")
+
+
+def test_the_panels_mask_margin_widens_the_segment_in_plane_and_is_recorded_in_the_export(
+    headless, t2w_test_record, tmp_path
+):
+    """Mask margin (the panel's and the web app's): each slice's mask grown by the margin in mm, other slices
+    untouched, and the exported mask's header says so; undo puts the previous description back."""
+    import nibabel
+
+    def factory(device, precision, **options):
+        return Segmenter(device=device, precision=precision, zoom=1, **options)
+
+    logic = BrainSegmentationLogic(factory)
+    volume = headless.load(t2w_test_record.image)
+    plain = logic.process(volume, None, device="cpu")
+    wide = logic.process(volume, None, device="cpu", marginMm=3.0)
+    plain_mask = segment_mask(plain.segmentation_node, plain.segment_id, volume) > 0
+    wide_mask = segment_mask(wide.segmentation_node, wide.segment_id, volume) > 0
+    assert logic.segmenter("cpu", "fp32", marginMm=3.0) is not logic.segmenter("cpu", "fp32")
+    assert (wide_mask >= plain_mask).all()
+    axis = plain.slice_axis
+    brain_slices = np.flatnonzero(plain_mask.any(axis=tuple(k for k in range(3) if k != axis)))
+    grown = np.moveaxis(wide_mask, axis, 0).sum(axis=(1, 2)) - np.moveaxis(plain_mask, axis, 0).sum(axis=(1, 2))
+    assert (grown[brain_slices] > 0).all() and (np.delete(grown, brain_slices) == 0).all()
+    pixel_mm2 = np.delete(np.linalg.norm(ijk_to_ras(volume)[:3, :3], axis=0), axis).prod()
+    # a 3 mm ring around a convex section of area A holds 3 P + 9 pi mm², P >= 2 sqrt(pi A): at least 2 mm's worth
+    areas = np.moveaxis(plain_mask, axis, 0).sum(axis=(1, 2))[brain_slices] * pixel_mm2
+    assert (grown[brain_slices] * pixel_mm2 >= 2 * 2 * np.sqrt(np.pi * areas)).all()
+
+    for job, expected in ((plain, "FetalBrainSeg brain mask"), (wide, "FetalBrainSeg brain mask, margin 3 mm")):
+        path = logic.exportMask(job.segmentation_node, volume, tmp_path / f"{job.segment_id}.nii.gz")
+        assert nibabel.load(path).header["descrip"].item().decode() == expected
+    again = logic.process(volume, wide.segmentation_node, device="cpu")  # the margin off again, then undone
+    logic.undoLastRun(again.segmentation_node)
+    path = logic.exportMask(wide.segmentation_node, volume, tmp_path / "undone.nrrd")
+    import nrrd
+
+    assert nrrd.read_header(str(path))["content"] == "FetalBrainSeg brain mask, margin 3 mm"

@@ -59,3 +59,21 @@ def test_a_scanner_feed_is_answered_in_order_with_scanner_coordinates(segmenter,
         assert np.all(low <= r.centroid_ras) and np.all(r.centroid_ras <= high)
     empty = [k for k in range(30) if not results[k].mask.any()]
     assert all(results[k].centroid_ras is None and results[k].bbox_ras is None for k in empty)
+
+
+def test_a_margin_widens_each_streamed_slice_as_it_widens_a_stack(manifest):
+    """`--margin-mm` in stream and Live mode: the slice answer is grown in-plane on the slice's own grid, exactly
+    as the whole-stack mask is grown (postprocess.add_margin on that slice)."""
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.engine.postprocess import add_margin
+
+    record = next(r for r in manifest if r.name == "e2mip_testing_0000")
+    volume = read_volume(record.image)
+    plain, wide = Segmenter(device="cpu", zoom=1), Segmenter(device="cpu", zoom=1, margin_mm=2.5)
+    spacing = tuple(volume.spacing[:2])
+    for k in range(volume.data.shape[2]):
+        image = volume.data[:, :, k]
+        _, mask = plain.segment_slice(image, spacing)
+        _, grown = wide.segment_slice(image, spacing)
+        assert np.array_equal(grown, add_margin(mask[None], 0, (1.0, *spacing), 2.5)[0])
+        assert grown.sum() > mask.sum() or not mask.any()

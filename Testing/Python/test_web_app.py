@@ -4,6 +4,7 @@ segment, review, paint, erase, undo, export; and what the server refuses."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -262,6 +263,37 @@ def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmente
     assert mask_file.read_bytes() == before
 
 
+def test_learn_from_my_corrections_in_a_browser(server, page, tmp_path):
+    """The web app's Improve from my corrections (issue 32) on a stack corrected in the browser: it learns within
+    the time budget set on the page and says what it kept; a written site model joins the Model list."""
+    _, stack, _, _ = server
+    choose_stack(page, stack.name)
+    page.get_by_label("Replace my edits").check()  # a fresh result to correct, whatever earlier tests left
+    page.click("#fbs-segment")
+    wait_status(page, "Done")
+    areas = np.array([float(r[1]) for r in slice_rows(page)])
+    page.locator("#fbs-slices tbody tr").nth(int(np.argmax(areas))).click()
+    centre_y, centre_x = brain_pixels(page).mean(axis=0)
+    page.locator(".flex-row button:has(.mdi-brush)").click()
+    drag(page, (centre_x - 40, centre_y - 60), (centre_x + 40, centre_y - 60))  # the brain drawn wider there
+
+    page.get_by_text("Learn from my corrections").click()
+    page.fill("#fbs-site-name", "browser-site")
+    page.fill("#fbs-adapt-minutes", "0.2")
+    page.click("#fbs-improve")
+    page.wait_for_function(
+        "document.querySelector('#fbs-adapt-status').textContent.includes('held-out corrected slices')",
+        timeout=300_000,
+    )
+    page.screenshot(path=str(tmp_path / "learn_from_corrections.png"))
+    said = page.inner_text("#fbs-adapt-status")
+    minutes = float(re.search(r"\(step \d+, ([\d.]+) min\)", said).group(1))
+    assert minutes <= 0.5, said  # stopped at the first step past the 0.2-minute budget, then scored
+    models = page.evaluate("window.trame.state.get('fbs_models')")
+    assert models[0].startswith("Shipped weights") and ("browser-site" in models) == ("site model written" in said)
+    assert page.locator("#fbs-error").count() == 0
+
+
 def test_the_panel_fits_a_1280x800_window_with_an_error_showing(server, browser, tmp_path):
     """Issue 12, item 8: an error box pushed Export below the fold, and the editing toolbar appeared twice."""
     page = open_app(browser, server[0], viewport={"width": 1280, "height": 800})
@@ -483,3 +515,70 @@ def test_switching_stacks_in_the_browser_brings_each_stacks_work_back(server, pa
     assert slice_rows(page) == rows
     page.locator("#fbs-slices tbody tr").nth(largest).click()
     assert len(brain_pixels(page)) > 500  # the mask is back in the view
+
+
+def test_the_app_learns_a_site_model_from_the_stacks_corrected_in_it(shared_data, manifest, tmp_path, monkeypatch):
+    """Learn from my corrections (issue 32): the shown stack's edits and those of a stack shown before teach a
+    site model, which joins the model list; the user's segments stay as they were. Segmenting with it and a
+    margin is recorded in the exported mask; a margin out of range is refused."""
+    import nibabel
+
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    from trame.app import get_server
+
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.engine.stack import reorder_to_grid
+    from FetalBrainSegLib.slicer.logic import (
+        SHIPPED_MODEL_LABEL,
+        BrainSegmentationLogic,
+        find_brain_segment,
+        ijk_to_ras,
+        mask_digest,
+        segment_mask,
+        write_segment,
+    )
+    from FetalBrainSegLib.web.app import WebApp
+
+    records = {r.name: r for r in manifest}
+    first, second = records["mial_t30_axial1"], records["mial_t30_sagittal1"]
+
+    def factory(device, precision, **options):
+        return Segmenter(device=device, precision=precision, zoom=1, **options)
+
+    logic = BrainSegmentationLogic(factory)
+    library = StackLibrary([first.image, second.image], tmp_path / "out")
+    app = WebApp(library, logic, device="cpu", server=get_server("fbs-improve-test"))
+    assert app.improve() is None and "no corrected stacks" in app.state.fbs_error
+    for record in (first, second):  # each segmented, then corrected to its manual mask
+        app.load_stack(record.image.name)
+        app.segment().wait(timeout=300)
+        volume, segmentation = app.volume_node, app.segmentation_node
+        manual = read_volume(record.mask)
+        shape = tuple(volume.GetImageData().GetDimensions())
+        corrected = reorder_to_grid(manual.data, manual.affine, ijk_to_ras(volume), shape)
+        write_segment(segmentation, find_brain_segment(segmentation), corrected, ijk_to_ras(volume))
+    volume, segmentation = app.volume_node, app.segmentation_node
+    shown = mask_digest(segment_mask(segmentation, find_brain_segment(segmentation), volume))
+
+    app.state.fbs_site_name = "web-site"
+    job = app.improve(steps=40, check_every=20, batch_size=4, lr=5e-4)
+    assert app.improve() is None  # a second click while it learns does nothing
+    assert sorted(len(read_volume(image).data.shape) for image, _ in job.pairs) == [3, 3]  # both stacks
+    job.wait(timeout=900)
+    app._adaptation_finished(job)
+    assert job.state == "done" and job.result.kept, job.text()
+    assert "site model written" in app.state.fbs_adapt_status and not app.state.fbs_adapting
+    assert app.state.fbs_models == [SHIPPED_MODEL_LABEL, "web-site"] and app.state.fbs_model == SHIPPED_MODEL_LABEL
+    assert mask_digest(segment_mask(segmentation, find_brain_segment(segmentation), volume)) == shown
+    app.state.fbs_site_name = "web-site"
+    assert app.improve() is None and "exists" in app.state.fbs_error  # never replaced
+
+    app.state.update({"fbs_model": "web-site", "fbs_replace_edits": True, "fbs_margin": "-1"})
+    assert app.segment() is None and "margin" in app.state.fbs_error
+    app.state.fbs_margin = "2"
+    assert app.segment().wait(timeout=300).state == "done"
+    assert logic.segmenter("cpu", "fp32", "web-site", 2.0).site["name"] == "web-site"
+    app.state.fbs_out_folder = "site"
+    mask = next(path for path in app.export() if "_brainmask" in path.name)
+    descrip = nibabel.load(mask).header["descrip"].item().decode()
+    assert descrip == "FetalBrainSeg brain mask, margin 2 mm, site model web-site"

@@ -311,7 +311,8 @@ class Segmenter:
         centre = acquired_centres(shown)
         probs, _ = self.predict(grid.to_network(shown, centre) / np.float32(scale))
         probabilities = np.ascontiguousarray(order.stored(grid.from_network(probs, centre))[0])
-        return probabilities, self.binarize(probabilities, threshold)
+        mask = add_margin(self.binarize(probabilities, threshold)[None], 0, (1.0, *spacing), self.margin_mm)[0]
+        return probabilities, mask
 
     def binarize(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """The mask at `threshold`, by default the segmenter's (callers sharing a segmenter pass their own)."""

@@ -128,6 +128,9 @@ def postprocess(mask: np.ndarray, slice_axis: int, method: str) -> np.ndarray:
     raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}, not {method!r}")
 
 
+MAX_MARGIN_MM = 20.0  # the panels' limit: a wider margin is no longer a brain mask
+
+
 def add_margin(mask: np.ndarray, axis: int, spacing: tuple[float, ...], margin_mm: float) -> np.ndarray:
     """The mask grown in-plane by `margin_mm` on the stack's own grid: every voxel within that distance of the
     mask on its slice (an ellipse of voxels where the pixels are not square). Some pipelines want a looser

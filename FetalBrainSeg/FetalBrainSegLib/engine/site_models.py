@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def check_name(name: str) -> str:
             f"a site model's name is 1-64 letters, digits, '.', '_' or '-', not a built-in model: {name!r}"
         )
     return name
+
+
+def check_new_name(name: str) -> str:
+    """A valid name that no site model has yet (a site model is never replaced)."""
+    if site_model_path(name).exists():
+        raise FileExistsError(f"a site model named {name!r} exists ({site_model_path(name)}); choose another name")
+    return name
+
+
+def default_site_name() -> str:
+    """A new site model's name when the user gives none: the date and minute it was made."""
+    return time.strftime("site-%Y%m%d-%H%M")
 
 
 def sites_folder() -> Path:

@@ -95,8 +95,9 @@ def write_mask(source: Volume, mask: np.ndarray, path: str | os.PathLike, descri
         _write_nifti(image, Path(path))
 
 
-def write_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a new volume with this affine (NIfTI with sform and qform, or NRRD in LPS space)."""
+def write_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, description: str = "") -> None:
+    """Write a new volume with this affine (NIfTI with sform and qform, or NRRD in LPS space); `description` as
+    write_mask's."""
     path = Path(path)
     data, affine = np.asarray(data), np.asarray(affine, dtype=float)
     if volume_suffix(path) in NRRD_SUFFIXES:
@@ -106,6 +107,7 @@ def write_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) 
             "space directions": lps[:, :3].T,
             "space origin": lps[:, 3],
             "kinds": ["domain"] * 3,
+            **({"content": description} if description else {}),
         }
         _write_nrrd(data, fields, path)
     else:
@@ -115,6 +117,8 @@ def write_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) 
         image.header.set_qform(affine, code=1)
         image.header.set_sform(affine, code=1)
         image.header.set_xyzt_units("mm", "sec")
+        if description:
+            image.header["descrip"] = description.encode()[:80]
         _write_nifti(image, path)
 
 

@@ -33,12 +33,12 @@ BUNDLED_WITH_SLICER = ("numpy", "vtk", "SimpleITK")
 
 
 def missing_requirements(
-    gpu: bool = False, find_spec: Callable = importlib.util.find_spec, precision: str = "fp32"
+    gpu: bool = False, find_spec: Callable = importlib.util.find_spec, precision: str = "fp32", training: bool = False
 ) -> list[str]:
     """The modules to install: image readers that are missing, and a runtime for this device and precision
-    if none that serves is importable."""
+    if none that serves is importable (learning from corrections, `training`, needs PyTorch)."""
     missing = [name for name in READERS if not find_spec(name)]
-    if gpu:
+    if gpu or training:
         return missing + ([] if find_spec(GPU_RUNTIME) else [GPU_RUNTIME])
     if precision == "int8":
         runtime = [] if any(find_spec(name) for name in INT8_RUNTIMES) else [LIGHT_RUNTIME]
@@ -54,21 +54,21 @@ def ensure_dependencies(
     find_spec: Callable = importlib.util.find_spec,
     gpu: bool = False,
     precision: str = "fp32",
+    training: bool = False,
 ) -> bool:
-    """True when a runtime for the chosen device and precision is importable, asking before installing anything."""
-    missing = missing_requirements(gpu, find_spec, precision)
+    """True when a runtime for the chosen device and precision (or, `training`, PyTorch) is importable, asking
+    before installing anything."""
+    missing = missing_requirements(gpu, find_spec, precision, training)
     if not missing:
         return True
     names = ", ".join(PIP_REQUIREMENTS[name].split(">")[0] for name in missing)
     size = "several hundred megabytes to a few gigabytes" if GPU_RUNTIME in missing else "about 80 megabytes"
-    question = (
-        f"FetalBrainSeg needs {names} (not bundled with Slicer) to segment"
-        f"{' on the GPU' if gpu else ''}. Install it now? This downloads {size}."
-    )
+    task = "learn from your corrections" if training else f"segment{' on the GPU' if gpu else ''}"
+    question = f"FetalBrainSeg needs {names} (not bundled with Slicer) to {task}. Install it now? It downloads {size}."
     if not confirm(question):
         report(
-            f"{names} not installed: FetalBrainSeg cannot segment{' on the GPU' if gpu else ''} until it is. "
-            "Click Segment again to be asked again."
+            f"{names} not installed: FetalBrainSeg cannot {task} until it is. "
+            f"Click {'Improve from my corrections' if training else 'Segment'} again to be asked again."
         )
         return False
     try:
@@ -86,7 +86,7 @@ def ensure_dependencies(
         )
         return False
     importlib.invalidate_caches()
-    still_missing = missing_requirements(gpu, find_spec, precision)
+    still_missing = missing_requirements(gpu, find_spec, precision, training)
     if still_missing:
         report(f"{', '.join(still_missing)} still cannot be imported after installing; restart Slicer and retry.")
         return False

@@ -31,15 +31,21 @@ from vtk.util import numpy_support
 from ..engine.inference import DEFAULT_THRESHOLD, Chunk, ChunkedProbabilities, Segmenter, check_threshold
 from ..engine.outputs import output_problem
 from ..engine.review import SliceReview, provisional_reviews
-from ..engine.site_models import list_site_models, resolve_model
+from ..engine.site_models import check_new_name, list_site_models, resolve_model
 from ..engine.stack import reorder_to_grid, slice_axis, slice_to_world
 from ..engine.streaming import SliceResult, SliceStream, StreamingSegmenter
 from ..engine.volume_io import Volume, VolumeError, read_volume, volume_suffix, write_mask, write_volume
+from ..training.config import AdaptSettings
 
 BRAIN_SEGMENT_NAME = "Brain"
 BRAIN_COLOR = (0.95, 0.35, 0.2)
 SOURCE_TAG = "FetalBrainSeg.source"  # on our segment: the input volume node's ID
 DIGEST_TAG = "FetalBrainSeg.maskDigest"  # on our segment: digest of the mask we last wrote
+DESCRIPTION_TAG = "FetalBrainSeg.description"  # on our segment: how its mask was made (model, margin), for exports
+
+
+SHIPPED_MODEL_LABEL = "Shipped weights"  # how model lists name the shipped weights
+ADAPT_MINUTES = AdaptSettings.minutes  # a site model's default time budget, as the panels offer it
 
 
 class EditedSegmentError(RuntimeError):
@@ -160,6 +166,19 @@ def restore_segments(segmentation_node, volume_node, snapshots: list[SegmentSnap
             segment.SetTag(DIGEST_TAG, kept.digest)
 
 
+def write_correction(volume_node, segmentation_node, stem: Path) -> tuple[Path, Path]:
+    """A corrected stack as the files adaptation reads (`stem`.nii.gz and `stem`_mask.nii.gz): the image and its
+    brain segment on the image's grid."""
+    segment_id = find_brain_segment(segmentation_node)
+    if segment_id is None:
+        raise ValueError(f"{segmentation_node.GetName()}: no FetalBrainSeg brain segment")
+    matrix = ijk_to_ras(volume_node)
+    image, mask = stem.with_name(f"{stem.name}.nii.gz"), stem.with_name(f"{stem.name}_mask.nii.gz")
+    write_volume(np.array(volume_from_node(volume_node).data), matrix, image)
+    write_volume(segment_mask(segmentation_node, segment_id, volume_node), matrix, mask)
+    return image, mask
+
+
 def slice_center_ras(volume_node, slice_axis: int, index: int) -> tuple[float, float, float]:
     """RAS position of the centre of one slice, to move the slice views there."""
     ijk = (np.array(volume_node.GetImageData().GetDimensions(), float) - 1) / 2
@@ -210,6 +229,7 @@ class SegmentationJob:
         self.seconds = 0.0
         segment = self.segmentation_node.GetSegmentation().GetSegment(self.segment_id)
         self.previous_digest = segment_tag(segment, DIGEST_TAG) if self.previous_mask is not None else None
+        self.previous_description = segment_tag(segment, DESCRIPTION_TAG) or ""
 
     @property
     def finished(self) -> bool:
@@ -319,6 +339,7 @@ class SegmentationJob:
             )
             self._write(self.mask)
             segment.SetTag(DIGEST_TAG, mask_digest(self.mask))
+            segment.SetTag(DESCRIPTION_TAG, self.segmenter.for_stack(self.stack).mask_description())
         elif self.previous_mask is None:
             self.segmentation_node.GetSegmentation().RemoveSegment(self.segment_id)
         else:
@@ -344,6 +365,7 @@ class SegmentationJob:
         else:
             self._write(self.previous_mask)
             segment.SetTag(DIGEST_TAG, self.previous_digest or "")  # an edited segment stays protected as edited
+            segment.SetTag(DESCRIPTION_TAG, self.previous_description)
         self.state = "undone"
 
 
@@ -455,10 +477,17 @@ class AdaptationJob:
         self.step, self.steps, self.held_out = 0, settings.steps, None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
 
     @property
     def finished(self) -> bool:
         return self.state != "running"
+
+    @property
+    def fraction(self) -> float:
+        """How far it is, 0-1: by steps, or by the time budget when that runs out first."""
+        elapsed = (time.monotonic() - self._started) / (60 * self.settings.minutes)
+        return 1.0 if self.state == "done" else min(max(self.step / max(self.steps, 1), elapsed), 1.0)
 
     def _progress(self, step: int, steps: int, score: float | None) -> None:
         self.step, self.steps = step, steps
@@ -534,12 +563,16 @@ class BrainSegmentationLogic:
             live.stop()
         self._lives = []
 
-    def segmenter(self, device: str = "auto", precision: str = "fp32", model: str = "") -> Segmenter:
-        """Weights are loaded once per device, precision and model (a site model's name; "": the shipped
-        weights) and reused across runs."""
-        key = (device, precision) + ((model,) if model else ())
+    def segmenter(
+        self, device: str = "auto", precision: str = "fp32", model: str = "", marginMm: float = 0.0
+    ) -> Segmenter:
+        """Weights are loaded once per device, precision, model (a site model's name; "": the shipped
+        weights) and mask margin in mm, and reused across runs."""
+        key = (device, precision) + ((model,) if model else ()) + ((marginMm,) if marginMm else ())
         if key not in self._segmenters:
             options = {"weights": resolve_model(model)} if model else {}
+            if marginMm:
+                options["margin_mm"] = marginMm
             self._segmenters[key] = self._segmenter_factory(device=device, precision=precision, **options)
         return self._segmenters[key]
 
@@ -547,6 +580,16 @@ class BrainSegmentationLogic:
     def siteModels() -> list[str]:
         """The site models made on this machine (fetalbrainseg adapt, or improveFromCorrections)."""
         return [model.name for model in list_site_models()]
+
+    @classmethod
+    def modelChoices(cls) -> list[str]:
+        """A model list's entries: the shipped weights first, then the site models by name."""
+        return [SHIPPED_MODEL_LABEL, *cls.siteModels()]
+
+    @staticmethod
+    def modelName(choice: str) -> str:
+        """The `model` argument of process for a model list's entry ("" for the shipped weights)."""
+        return "" if choice in ("", None, SHIPPED_MODEL_LABEL) else choice
 
     @staticmethod
     def editedCorrections(scene) -> list[tuple[object, object]]:
@@ -566,29 +609,25 @@ class BrainSegmentationLogic:
         return pairs
 
     def improveFromCorrections(
-        self, corrections, name: str, waitForCompletion: bool = True, **settings
+        self, corrections, name: str, waitForCompletion: bool = True, files=(), **settings
     ) -> AdaptationJob:
         """Learn the site model `name` from (volume node, segmentation node) pairs whose brain segments hold the
-        user's corrections (editedCorrections); nothing of the user's is changed. `settings` are
-        training.adapt.AdaptSettings fields (minutes, steps, device...). Needs PyTorch."""
+        user's corrections (editedCorrections), and from `files`, (image, mask) pairs of corrected stacks
+        written earlier (write_correction); nothing of the user's is changed. `settings` are
+        training.config.AdaptSettings fields (minutes, steps, device...). Needs PyTorch."""
+        import importlib.util
         import tempfile
 
-        from ..training.config import AdaptSettings
-
-        if not corrections:
+        if not corrections and not files:
             raise ValueError("no corrected stacks: edit the Brain segment of a segmented stack first")
+        check_new_name(name)  # before any work: a site model is never replaced
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError("learning from corrections needs PyTorch (pip install torch), which is not installed")
         scratch = tempfile.TemporaryDirectory(prefix="fetalbrainseg-corrections-")
-        pairs = []
-        for index, (volume_node, segmentation_node) in enumerate(corrections):
-            segment_id = find_brain_segment(segmentation_node)
-            if segment_id is None:
-                raise ValueError(f"{segmentation_node.GetName()}: no FetalBrainSeg brain segment")
-            matrix, view = ijk_to_ras(volume_node), volume_from_node(volume_node)
-            image, mask = Path(scratch.name) / f"{index}.nii.gz", Path(scratch.name) / f"{index}_mask.nii.gz"
-            write_volume(np.array(view.data), matrix, image)
-            write_volume(segment_mask(segmentation_node, segment_id, volume_node), matrix, mask)
-            pairs.append((image, mask))
-        job = AdaptationJob(pairs, AdaptSettings(name=name, **settings), scratch)
+        pairs = [write_correction(v, s, Path(scratch.name) / str(i)) for i, (v, s) in enumerate(corrections)]
+        job = AdaptationJob(
+            pairs + [tuple(map(Path, pair)) for pair in files], AdaptSettings(name=name, **settings), scratch
+        )
         return job.run() if waitForCompletion else job.start()
 
     def process(
@@ -602,6 +641,7 @@ class BrainSegmentationLogic:
         onProgress: Callable[[SegmentationJob], None] | None = None,
         precision: str = "fp32",
         model: str = "",
+        marginMm: float = 0.0,
     ) -> SegmentationJob:
         """Segment the brain on every slice of `inputVolume` into `outputSegmentation` (new if None).
 
@@ -610,10 +650,10 @@ class BrainSegmentationLogic:
         Raises EditedSegmentError if the brain segment was edited since it was written and
         replaceEdits is False; other segments are never touched. precision="int8" runs the
         shipped INT8 model (about 2.7x faster on CPUs, masks within Dice 0.99 of fp32's). `model` names a site
-        model (siteModels); "" is the shipped weights.
+        model (siteModels); "" is the shipped weights. `marginMm` widens the mask in-plane by that many mm.
         """
         check_threshold(threshold)
-        segmenter = self.segmenter(device, precision, model)
+        segmenter = self.segmenter(device, precision, model, marginMm)
         segmentation, segment_id, previous = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
         job = SegmentationJob(segmenter, inputVolume, segmentation, segment_id, previous, onProgress, threshold)
         self._last_runs[segmentation.GetID()] = job
@@ -641,9 +681,12 @@ class BrainSegmentationLogic:
         threshold: float = DEFAULT_THRESHOLD,
         replaceEdits: bool = False,
         precision: str = "fp32",
+        model: str = "",
+        marginMm: float = 0.0,
     ) -> LiveSegmentation:
         """Keep the brain segment current while `inputVolume` changes (OpenIGTLink, a growing sequence)."""
-        streaming = StreamingSegmenter(self.segmenter(device, precision), check_threshold(threshold))
+        segmenter = self.segmenter(device, precision, model, marginMm)
+        streaming = StreamingSegmenter(segmenter, check_threshold(threshold))
         segmentation, segment_id, _ = self._prepare_segment(inputVolume, outputSegmentation, replaceEdits)
         live = LiveSegmentation(streaming, inputVolume, segmentation, segment_id)
         self._lives.append(live)
@@ -678,7 +721,8 @@ class BrainSegmentationLogic:
         return outputSegmentation, segment_id, previous
 
     def exportMask(self, segmentationNode, inputVolume, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """The brain segment as a 0/1 mask on the input's exact voxel grid (NIfTI or NRRD).
+        """The brain segment as a 0/1 mask on the input's exact voxel grid (NIfTI or NRRD), its header saying
+        how it was made (model, margin).
 
         When the input was loaded from a NIfTI or NRRD file of the same grid, that file's
         header is copied, so reconstruction tools see the stack's own geometry bit for bit.
@@ -694,15 +738,16 @@ class BrainSegmentationLogic:
         if problem:
             raise FileExistsError(problem)
         mask = segment_mask(segmentationNode, segment_id, inputVolume)
+        description = segment_tag(segmentationNode.GetSegmentation().GetSegment(segment_id), DESCRIPTION_TAG) or ""
         matrix = ijk_to_ras(inputVolume)
         source, on_source_grid = self._source_grid(source_file, mask, matrix)
         path.parent.mkdir(parents=True, exist_ok=True)
         if source is None:
-            write_volume(mask, matrix, path)
+            write_volume(mask, matrix, path, description)
         elif (source.format == "nrrd") == (volume_suffix(path) == ".nrrd"):
-            write_mask(source, on_source_grid, path)
+            write_mask(source, on_source_grid, path, description)
         else:
-            write_volume(on_source_grid, source.affine, path)
+            write_volume(on_source_grid, source.affine, path, description)
         return path
 
     def exportSegmentation(self, segmentationNode, path: str | os.PathLike, overwrite: bool = False) -> Path:

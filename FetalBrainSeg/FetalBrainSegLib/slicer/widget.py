@@ -1,7 +1,7 @@
-"""The module panel: pick a stack, Segment (then Cancel), watch masks appear, review slices,
-edit in the Segment Editor, export. Qt and Slicer GUI calls only; the work is done by
-`BrainSegmentationLogic` on a worker thread, and MRML is updated by a timer on the main
-thread, so the GUI never freezes."""
+"""The module panel: pick a stack and a model, Segment (then Cancel), watch masks appear, review slices,
+edit in the Segment Editor, export, and improve a site model from the corrections. Qt and Slicer GUI calls
+only; the work is done by `BrainSegmentationLogic` on worker threads, and MRML and the panel are updated by
+timers on the main thread, so the GUI never freezes."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import qt
 import slicer
 
 from ..engine.outputs import mask_path_for
+from ..engine.site_models import default_site_name
 from ..engine.volume_io import VolumeError
 from ..resources import resource_path
 from .dependencies import ensure_dependencies
 from .job_messages import finished_text, progress_text, slice_cells
-from .logic import BrainSegmentationLogic, EditedSegmentError, find_brain_segment, slice_center_ras
+from .logic import ADAPT_MINUTES, BrainSegmentationLogic, EditedSegmentError, find_brain_segment, slice_center_ras
 
 POLL_INTERVAL_MS = 50
 REVIEW_COLOR = (255, 214, 140)
@@ -37,6 +38,7 @@ class SegmentationWidget(qt.QWidget):
         self.logic = logic or BrainSegmentationLogic()
         self.job = None
         self.live = None
+        self.adaptation = None
         self._parameterNode = None
         self._guiConnection = None
         layout = qt.QVBoxLayout(self)
@@ -54,6 +56,11 @@ class SegmentationWidget(qt.QWidget):
         self.liveTimer = qt.QTimer()  # Live mode's answers come from its worker thread; written here
         self.liveTimer.setInterval(POLL_INTERVAL_MS)
         self.liveTimer.timeout.connect(self.onLivePoll)
+        self.adaptTimer = qt.QTimer()  # the adaptation runs on its worker thread; its progress is shown from here
+        self.adaptTimer.setInterval(POLL_INTERVAL_MS)
+        self.adaptTimer.timeout.connect(self.onAdaptPoll)
+        self.ui.improveButton.clicked.connect(self.onImproveClicked)
+        self.ui.adaptMinutesSpinBox.value = ADAPT_MINUTES
         self.ui.segmentButton.clicked.connect(self.onSegmentClicked)
         self.ui.liveCheckBox.toggled.connect(self.onLiveToggled)
         self.ui.sliceTable.cellClicked.connect(self.onSliceClicked)
@@ -63,6 +70,7 @@ class SegmentationWidget(qt.QWidget):
         self.ui.exportSegmentationButton.clicked.connect(self.onExportSegmentation)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButtons)
         self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.updateButtons)
+        self.refreshModels()
         self.updateButtons()
 
     # -------------------------------------------------------------- parameter node
@@ -83,12 +91,28 @@ class SegmentationWidget(qt.QWidget):
         self.stopLive()
         if self.job is not None:
             self.job.cancel_now()  # never waits: the worker's later chunks are simply not read
+        if self.adapting:
+            self.adaptation.cancel()  # writes nothing; the worker stops at its next step
+        self.adaptTimer.stop()
         self.updateButtons()
 
     # -------------------------------------------------------------- state
     @property
     def running(self) -> bool:
         return self.job is not None and not self.job.finished
+
+    @property
+    def adapting(self) -> bool:
+        return self.adaptation is not None and not self.adaptation.finished
+
+    def refreshModels(self) -> None:
+        """The model list: the shipped weights, then this machine's site models; the choice is kept."""
+        combo = self.ui.modelComboBox
+        chosen = combo.currentText
+        combo.clear()
+        for choice in self.logic.modelChoices():
+            combo.addItem(choice)
+        combo.setCurrentIndex(max(combo.findText(chosen), 0))
 
     def updateButtons(self, *_) -> None:
         volume = self.ui.inputVolumeSelector.currentNode()
@@ -108,15 +132,19 @@ class SegmentationWidget(qt.QWidget):
             self.ui.deviceComboBox,
             self.ui.precisionComboBox,
             self.ui.thresholdSliderWidget,
+            self.ui.modelComboBox,
+            self.ui.marginSpinBox,
         ):
             widget.enabled = not self.running and self.live is None
+        self.ui.improveButton.text = "Cancel" if self.adapting else "Improve from my corrections"
+        self.ui.siteNameLineEdit.enabled = self.ui.adaptMinutesSpinBox.enabled = not self.adapting
         self.ui.editButton.enabled = not self.running and volume is not None and hasResult
         self.ui.undoRunButton.enabled = not self.running and self.logic.canUndoLastRun(segmentation)
         self.ui.exportMaskButton.enabled = not self.running and volume is not None and hasResult
         self.ui.exportSegmentationButton.enabled = not self.running and segmentation is not None
 
     # -------------------------------------------------------------- segment / cancel
-    def dependenciesReady(self) -> bool:
+    def dependenciesReady(self, training: bool = False) -> bool:
         return ensure_dependencies(
             confirm=slicer.util.confirmOkCancelDisplay,
             pip_install=slicer.util.pip_install,
@@ -124,6 +152,7 @@ class SegmentationWidget(qt.QWidget):
             report=slicer.util.errorDisplay,
             gpu=self.ui.deviceComboBox.currentText == "cuda",
             precision=self.ui.precisionComboBox.currentText,
+            training=training,
         )
 
     def onSegmentClicked(self) -> None:
@@ -176,6 +205,8 @@ class SegmentationWidget(qt.QWidget):
             "device": self.ui.deviceComboBox.currentText,
             "threshold": self.ui.thresholdSliderWidget.value,
             "precision": self.ui.precisionComboBox.currentText,
+            "model": self.logic.modelName(self.ui.modelComboBox.currentText),
+            "marginMm": self.ui.marginSpinBox.value,
         }
 
     def _withConsent(self, action, failure: str):
@@ -313,3 +344,51 @@ class SegmentationWidget(qt.QWidget):
             slicer.util.errorDisplay(f"Export failed: {exc}")
             return
         self.ui.statusLabel.text = f"Segmentation written: {written}"
+
+    # -------------------------------------------------------------- learn from corrections
+    def onImproveClicked(self) -> None:
+        if self.adapting:
+            self.adaptation.cancel()
+            self.ui.adaptStatusLabel.text = "Cancelling…"
+            return
+        corrections = self.logic.editedCorrections(slicer.mrmlScene)
+        if not corrections:
+            slicer.util.errorDisplay(
+                "No corrected stacks yet: segment a stack, fix its Brain segment in the Segment Editor, then "
+                "click Improve from my corrections."
+            )
+            return
+        if not self.dependenciesReady(training=True):
+            return
+        name = self.ui.siteNameLineEdit.text.strip() or default_site_name()
+        try:
+            job = self.logic.improveFromCorrections(
+                corrections,
+                name,
+                waitForCompletion=False,
+                minutes=self.ui.adaptMinutesSpinBox.value,
+                device=self.ui.deviceComboBox.currentText,
+            )
+        except (ValueError, FileExistsError, VolumeError, OSError) as exc:
+            slicer.util.errorDisplay(f"Cannot improve the model: {exc}")
+            return
+        self.adaptation = job
+        stacks = ", ".join(volume.GetName() for volume, _ in corrections)
+        self.ui.adaptStatusLabel.text = f"Learning '{name}' from your corrections of {stacks}…"
+        self.ui.adaptProgressBar.value = 0
+        self.adaptTimer.start()
+        self.updateButtons()
+
+    def onAdaptPoll(self) -> None:
+        job = self.adaptation
+        self.ui.adaptProgressBar.value = round(100 * job.fraction)
+        self.ui.adaptStatusLabel.text = job.text()
+        if not job.poll():
+            return
+        self.adaptTimer.stop()
+        if job.state == "done" and job.result.kept:  # offered, not chosen: the user picks it for the next run
+            self.refreshModels()
+            self.ui.adaptStatusLabel.text = f"{job.text()} It is now in the Model list as '{job.settings.name}'."
+        elif job.state == "failed":
+            slicer.util.errorDisplay(job.text())
+        self.updateButtons()

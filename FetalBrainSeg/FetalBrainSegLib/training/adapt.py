@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine.site_models import check_name, modality_of, site_model_path
+from ..engine.site_models import check_new_name, modality_of, site_model_path
 from ..engine.stack import Stack
 from ..engine.volume_io import VolumeError, read_volume
 from ..evaluation.dataset import pad_centred
@@ -114,10 +114,8 @@ def adapt(
     from ..resources import default_weights_path
 
     start = time.perf_counter()
-    name = check_name(settings.name)
+    name = check_new_name(settings.name)
     target = site_model_path(name)
-    if target.exists():
-        raise FileExistsError(f"a site model named {name!r} exists ({target}); choose another name")
     if not pairs:
         raise ValueError("adaptation needs at least one corrected stack")
     base = Path(settings.base) if settings.base else default_weights_path()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from trame.app import get_server
@@ -21,11 +23,14 @@ from trame_slicer.app.ui import LayoutButtonState, PaintEffectState, Segmentatio
 from trame_slicer.core import SlicerApp
 
 from ..engine.outputs import mask_path_for, output_problem
+from ..engine.postprocess import MAX_MARGIN_MM
+from ..engine.site_models import default_site_name
 from ..engine.stack import slice_axis
 from ..engine.volume_io import VolumeError, strip_suffix
 from ..resources import resource_path
 from ..slicer.job_messages import finished_text, progress_text, slice_cells
 from ..slicer.logic import (
+    ADAPT_MINUTES,
     BrainSegmentationLogic,
     EditedSegmentError,
     SegmentSnapshot,
@@ -33,6 +38,7 @@ from ..slicer.logic import (
     restore_segments,
     slice_center_ras,
     snapshot_segments,
+    write_correction,
 )
 from .access import protect
 from .library import PathRefused, StackLibrary
@@ -55,8 +61,12 @@ class WebApp:
         self.logic = logic or BrainSegmentationLogic()
         self.device = device
         self.job = None
+        self.adaptation = None
         self.loaded_stack: str | None = None
         self._kept: dict[str, KeptWork] = {}  # by stack name: work on stacks not shown now
+        # by stack name: the image and corrected mask of each stack not shown now whose brain segment was edited
+        self._corrected: dict[str, tuple[Path, Path]] = {}
+        self._corrections = tempfile.TemporaryDirectory(prefix="fetalbrainseg-web-corrections-")
         self.server = server or get_server(client_type="vue3")
         self.server.enable_module(trame_slicer_module)
         self.slicer_app = SlicerApp()
@@ -82,6 +92,14 @@ class WebApp:
                 "fbs_overwrite": False,
                 "fbs_exported": [],
                 "fbs_owner": "",  # the tab that works; every tab shows the one shared state
+                "fbs_models": self.logic.modelChoices(),
+                "fbs_model": self.logic.modelChoices()[0],
+                "fbs_margin": 0,
+                "fbs_site_name": "",
+                "fbs_adapt_minutes": ADAPT_MINUTES,
+                "fbs_adapting": False,
+                "fbs_adapt_progress": 0,
+                "fbs_adapt_status": "",
             }
         )
         self.state.client_only("fbs_me")  # each tab's own random name, never shared
@@ -141,9 +159,16 @@ class WebApp:
         return self.volume_node
 
     def _keep_work(self) -> None:
-        """Keep the shown stack's segments and slice list before the scene is cleared."""
+        """Keep the shown stack's segments and slice list before the scene is cleared, and its corrections as
+        files a site model can learn from."""
         if self.loaded_stack is None or self.volume_node is None or self.segmentation_node is None:
             return
+        edited = self.logic.editedCorrections(self.slicer_app.scene)
+        if edited:
+            stem = Path(self._corrections.name) / strip_suffix(self.loaded_stack)
+            self._corrected[self.loaded_stack] = write_correction(*edited[0], stem)
+        else:
+            self._corrected.pop(self.loaded_stack, None)
         segments = snapshot_segments(self.segmentation_node, self.volume_node)
         if segments:
             self._kept[self.loaded_stack] = KeptWork(segments, list(self.state.fbs_slices))
@@ -164,6 +189,8 @@ class WebApp:
                 waitForCompletion=False,
                 replaceEdits=self.state.fbs_replace_edits,
                 onProgress=self._on_progress,
+                model=self.logic.modelName(self.state.fbs_model),
+                marginMm=self._margin_mm(),
             )
         except EditedSegmentError as exc:
             self.state.fbs_error = f"{exc}. Tick 'Replace my edits' to segment again."
@@ -176,6 +203,51 @@ class WebApp:
             {"fbs_running": True, "fbs_slices": [], "fbs_progress": 0, "fbs_status": f"Segmenting {job.total} slices…"}
         )
         return job
+
+    def _margin_mm(self) -> float:
+        try:
+            margin = float(self.state.fbs_margin or 0)
+        except (TypeError, ValueError):
+            margin = -1.0
+        if not 0 <= margin <= MAX_MARGIN_MM:
+            raise ValueError(f"the mask margin is a number of mm from 0 to {MAX_MARGIN_MM:g}")
+        return margin
+
+    def improve(self, **settings):
+        """Learn a site model from the stacks corrected in this session (the one shown, if its brain segment was
+        edited, and those kept from before); returns the job (poll it, or let the server do it), or None with
+        the reason in fbs_error. Nothing of the user's changes. `settings`: AdaptSettings fields beyond the
+        panel's name and minutes."""
+        if self.adaptation is not None and not self.adaptation.finished:
+            return None
+        self.state.fbs_error = ""
+        shown = self.logic.editedCorrections(self.slicer_app.scene) if self.volume_node is not None else []
+        kept = [files for name, files in self._corrected.items() if name != self.loaded_stack]
+        name = (self.state.fbs_site_name or "").strip() or default_site_name()
+        try:
+            job = self.logic.improveFromCorrections(
+                shown,
+                name,
+                waitForCompletion=False,
+                files=kept,
+                **{"minutes": float(self.state.fbs_adapt_minutes), "device": self.device, **settings},
+            )
+        except (ValueError, TypeError, FileExistsError, ImportError, VolumeError, OSError) as exc:
+            self.state.fbs_error = f"Cannot improve the model: {exc}"
+            return None
+        self.adaptation = job
+        self.state.update(
+            {
+                "fbs_adapting": True,
+                "fbs_adapt_progress": 0,
+                "fbs_adapt_status": f"Learning '{name}' from {len(shown) + len(kept)} corrected stacks…",
+            }
+        )
+        return job
+
+    def cancel_improve(self):
+        if self.adaptation is not None and not self.adaptation.finished:
+            self.adaptation.cancel()
 
     def upload(self, files):
         """A stack sent from the page: checked like any input, then offered and shown."""
@@ -278,6 +350,28 @@ class WebApp:
             if job.state == "failed":
                 self.state.fbs_error = job.error
 
+    def _on_improve_clicked(self):
+        if self.improve() is not None:
+            asyncio.ensure_future(self._watch_adaptation(self.adaptation))
+
+    async def _watch_adaptation(self, job):
+        while not job.poll():
+            with self.state:
+                self.state.fbs_adapt_progress = round(100 * job.fraction)
+                self.state.fbs_adapt_status = job.text()
+            await asyncio.sleep(POLL_SECONDS)
+        self._adaptation_finished(job)
+
+    def _adaptation_finished(self, job):
+        """The new site model joins the model list (the choice stays as it was); a failure is an error."""
+        with self.state:
+            self.state.fbs_adapting = False
+            self.state.fbs_adapt_progress = 100 if job.state == "done" else 0
+            self.state.fbs_adapt_status = job.text()
+            self.state.fbs_models = self.logic.modelChoices()
+            if job.state == "failed":
+                self.state.fbs_error = job.text()
+
     def _on_progress(self, job):
         rows = [dict(zip(("index", "area", "confidence", "review"), slice_cells(s))) for s in job.statistics]
         with self.state:
@@ -328,7 +422,7 @@ class WebApp:
         # and scrolls, so an error box never pushes Export out of sight
         column = "display: flex; flex-direction: column; min-height: 0;"
         with layout, v3.VNavigationDrawer(location="right", permanent=True, width=360):
-            with v3.VCard(classes="pa-2", variant="flat", style=f"{column} height: 100%;"):
+            with v3.VCard(classes="pa-2", variant="flat", style=f"{column} height: 100%; overflow-y: auto;"):
                 v3.VCardTitle("Fetal brain", classes="px-2 py-1")
                 with v3.VCardText(classes="px-2 py-1", style=f"{column} flex: 1 1 0;"):
                     with html.Div(style="flex: none;"):
@@ -361,7 +455,30 @@ class WebApp:
                                 "[$event.target.files]); }"
                             ),
                         )
-                        with html.Div(classes="d-flex ga-2"):
+                        with html.Div(classes="d-flex ga-2 mt-2"):
+                            v3.VSelect(
+                                label="Model",
+                                items=("fbs_models",),
+                                v_model=("fbs_model",),
+                                disabled=("fbs_running",),
+                                density="compact",
+                                hide_details=True,
+                                id="fbs-model",
+                            )
+                            v3.VTextField(
+                                label="Margin (mm)",
+                                v_model=("fbs_margin",),
+                                type="number",
+                                min=0,
+                                max=MAX_MARGIN_MM,
+                                step=0.5,
+                                disabled=("fbs_running",),
+                                density="compact",
+                                hide_details=True,
+                                style="flex: 0 0 104px;",
+                                id="fbs-margin",
+                            )
+                        with html.Div(classes="d-flex ga-2 mt-2"):
                             v3.VBtn(
                                 "Segment",
                                 click=self._on_segment_clicked,
@@ -438,7 +555,48 @@ class WebApp:
                             disabled=("fbs_running || !fbs_stack",),
                         )
                         html.Div("{{ fbs_exported.join(', ') }}", id="fbs-exported", classes="text-caption")
+                        self._build_improve()
         layout.flush_content()
+
+    def _build_improve(self):
+        """Learn from my corrections: a site model from the stacks whose brain segment was edited here."""
+        with v3.VExpansionPanels(variant="accordion", classes="mt-2", id="fbs-improve-panel"):
+            with v3.VExpansionPanel(title="Learn from my corrections"):
+                with v3.VExpansionPanelText():
+                    with html.Div(classes="d-flex ga-2"):
+                        v3.VTextField(
+                            label="Site model name",
+                            v_model=("fbs_site_name",),
+                            placeholder="site-date-time",
+                            disabled=("fbs_adapting",),
+                            density="compact",
+                            hide_details=True,
+                            id="fbs-site-name",
+                        )
+                        v3.VTextField(
+                            label="Minutes",
+                            v_model=("fbs_adapt_minutes",),
+                            type="number",
+                            min=0.1,
+                            disabled=("fbs_adapting",),
+                            density="compact",
+                            hide_details=True,
+                            style="flex: 0 0 90px;",
+                            id="fbs-adapt-minutes",
+                        )
+                    with html.Div(classes="d-flex ga-2 mt-2"):
+                        v3.VBtn(
+                            "Improve",
+                            title="Fine-tune a site model on the stacks whose brain segment you edited here",
+                            click=self._on_improve_clicked,
+                            id="fbs-improve",
+                            disabled=("fbs_adapting || fbs_running",),
+                        )
+                        v3.VBtn(
+                            "Cancel", click=self.cancel_improve, id="fbs-improve-cancel", disabled=("!fbs_adapting",)
+                        )
+                    v3.VProgressLinear(model_value=("fbs_adapt_progress",), height=6, classes="my-2")
+                    html.Div("{{ fbs_adapt_status }}", id="fbs-adapt-status", classes="text-caption")
 
     def _build_ownership(self):
         """The server holds one stack, one run and one scene for every tab that opens it: a second tab
