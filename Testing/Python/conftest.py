@@ -92,6 +92,22 @@ def segmenter():
     return Segmenter(device="cpu")
 
 
+def subset_manifest(manifest_path: Path, keep, folder: Path) -> Path:
+    """A manifest of the rows `keep(row)` accepts, beside links to the shared images and masks: training and the
+    comparison load only what a test needs, however large the shared data grows."""
+    import csv
+
+    rows = list(csv.DictReader(manifest_path.open()))
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub_folder in ("images", "masks"):
+        (folder / sub_folder).symlink_to(manifest_path.parent / sub_folder)
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(row for row in rows if keep(row))
+    return folder / "manifest.csv"
+
+
 def rotation(angles_deg) -> np.ndarray:
     """A 3D rotation matrix from three Euler angles: oblique acquisitions in tests."""
     ax, ay, az = np.deg2rad(angles_deg)

@@ -1,8 +1,10 @@
 """The command line end to end on real shared stacks, with the shipped weights."""
 
+import contextlib
 import csv
 import functools
 import http.server
+import io
 import os
 import re
 import shutil
@@ -22,7 +24,19 @@ from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256, sha256
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
+    """The command line in this process (`main`, what the console script calls): its exit status and what it
+    printed, without an interpreter and a model load per call. Signals and killed processes use run_cli_process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main([str(arg) for arg in args])
+        except SystemExit as exit_:  # argparse: --version, --help, bad usage
+            status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
+
+
+def run_cli_process(*args) -> subprocess.CompletedProcess:
+    """The installed console script in its own process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "FetalBrainSegLib", *map(str, args)], capture_output=True, text=True, timeout=600
     )
@@ -514,14 +528,14 @@ def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_
         assert f"on the Dask cluster at {address}" in out
 
         stamps = {p: p.stat().st_mtime_ns for p in masks.iterdir()}
-        again = run_cli("segment", folder, "-o", masks, "--dask-scheduler", address, "--report", report)
+        again = run_cli_process("segment", folder, "-o", masks, "--dask-scheduler", address, "--report", report)
         assert again.returncode == 0, again.stderr
         assert {p: p.stat().st_mtime_ns for p in masks.iterdir()} == stamps
         rerun = list(csv.DictReader(report.open()))[len(rows) :]
         assert [r["status"] for r in rerun] == ["skipped"] * len(rows)
 
     (masks / next(single.iterdir()).name).unlink()  # one stack left to do, and no scheduler there any more
-    gone = run_cli("segment", folder, "-o", masks, "--dask-scheduler", address)
+    gone = run_cli_process("segment", folder, "-o", masks, "--dask-scheduler", address)
     assert gone.returncode == 2 and f"error: no Dask scheduler answers at '{address}'" in gone.stderr
     assert "Traceback" not in gone.stderr
 

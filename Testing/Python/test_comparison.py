@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+from conftest import subset_manifest
 
 from FetalBrainSegLib.engine.stack import slice_axis
 from FetalBrainSegLib.engine.volume_io import read_volume
@@ -74,8 +75,11 @@ def test_montage_slices_run_from_the_largest_brain_into_the_challenging_subset(m
 
 
 def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path):
+    # two train stacks per modality (one of each is validated on) and the whole T2W test split, which it scores
+    few = {"e2mip_training_0003", "e2mip_training_0004"} | {f"e2mip_train_slice_DWI_vol000{k}" for k in (3, 4)}
+    small = subset_manifest(manifest_path, lambda row: row["name"] in few or row["split"] == "test", tmp_path / "data")
     config = ComparisonConfig(
-        manifest_path,
+        small,
         tmp_path / "runs",
         tmp_path / "results",
         steps=2,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import subset_manifest
 
 from FetalBrainSegLib.models.weights import load_weights
 from FetalBrainSegLib.training.augment import AugmentSettings, brain_points, training_batch
@@ -257,14 +258,14 @@ def test_epochs_of_set_steps_and_a_time_limit_that_stops_at_an_epoch_end(manifes
     assert resumed.step == 6 and [h["step"] for h in resumed.history] == [2, 4, 6]
 
 
-def test_validation_can_weigh_heads_presented_smaller_or_larger(manifest, manifest_path, tmp_path, capsys):
+def test_validation_can_weigh_heads_presented_smaller_or_larger(manifest, small_manifest, tmp_path, capsys):
     """--val-head-sizes: an epoch that gains on the stacks as they are by losing small heads is not kept
     (a GPU fine-tune of 2026-11-26 did that: docs/results/gpu_h200/README.md)."""
     from FetalBrainSegLib.resources import default_weights_path
 
     model, meta = load_weights(default_weights_path())
     # a whole T2W stack the weights segment well, so that only the head's size can lower its score
-    stacks = load_validation([r for r in manifest if r.name == "mial_t30_axial1"])
+    stacks = load_validation([r for r in manifest if r.name == "e2mip_training_0003"])
     pixel = meta["preprocessing"]["pixel_size_mm"]
     as_is = validate(model, stacks, torch.device("cpu"), pixel)["T2W"]
     same = validate(model, stacks, torch.device("cpu"), pixel, head_sizes=(1.0,))["T2W"]
@@ -278,7 +279,7 @@ def test_validation_can_weigh_heads_presented_smaller_or_larger(manifest, manife
 
     from FetalBrainSegLib.cli import main
 
-    common = ["train", "--manifest", str(manifest_path), "--steps", "1", "--crop-size", "64", "--val-stacks", VAL[0]]
+    common = ["train", "--manifest", str(small_manifest), "--steps", "1", "--crop-size", "64", "--val-stacks", VAL[0]]
     assert main([*common, "--quiet", "--val-head-sizes", "0.8", "-o", str(tmp_path)]) == 0
     assert "other head sizes" in capsys.readouterr().out
     assert "dice_brain_sizes" in load_weights(tmp_path / "best.pt")[1]["training"]["val"]["T2W"]
@@ -348,19 +349,8 @@ json.dump({"seen": seen, "weights": weights}, open(sys.argv[2], "w"))
 @pytest.fixture
 def small_manifest(manifest_path, tmp_path):
     """Three T2W train stacks and one to validate on, with the shared images and masks in place."""
-    import csv
-
-    rows = list(csv.DictReader(manifest_path.open()))
     names = {"e2mip_training_0003", "e2mip_training_0004", "e2mip_training_0005", VAL[0]}
-    small = tmp_path / "data"
-    small.mkdir()
-    for folder in ("images", "masks"):
-        (small / folder).symlink_to(manifest_path.parent / folder)
-    with (small / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(r for r in rows if r["name"] in names)
-    return small / "manifest.csv"
+    return subset_manifest(manifest_path, lambda row: row["name"] in names, tmp_path / "data")
 
 
 def _free_port() -> int:

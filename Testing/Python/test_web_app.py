@@ -561,14 +561,15 @@ def test_the_app_learns_a_site_model_from_the_stacks_corrected_in_it(shared_data
     shown = mask_digest(segment_mask(segmentation, find_brain_segment(segmentation), volume))
 
     app.state.fbs_site_name = "web-site"
-    job = app.improve(steps=40, check_every=20, batch_size=4, lr=5e-4)
+    job = app.improve(steps=2, check_every=1, batch_size=2, min_gain=-1.0)  # always written: learning is test_adapt's
     assert app.improve() is None  # a second click while it learns does nothing
     assert sorted(len(read_volume(image).data.shape) for image, _ in job.pairs) == [3, 3]  # both stacks
     job.wait(timeout=900)
     app._adaptation_finished(job)
     assert job.state == "done" and job.result.kept, job.text()
     assert "site model written" in app.state.fbs_adapt_status and not app.state.fbs_adapting
-    assert app.state.fbs_models == [SHIPPED_MODEL_LABEL, "web-site"] and app.state.fbs_model == SHIPPED_MODEL_LABEL
+    assert app.state.fbs_models[0] == app.state.fbs_model == SHIPPED_MODEL_LABEL  # offered, not chosen
+    assert "web-site" in app.state.fbs_models[1:]
     assert mask_digest(segment_mask(segmentation, find_brain_segment(segmentation), volume)) == shown
     app.state.fbs_site_name = "web-site"
     assert app.improve() is None and "exists" in app.state.fbs_error  # never replaced

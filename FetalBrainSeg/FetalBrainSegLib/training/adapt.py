@@ -53,12 +53,14 @@ class AdaptResult:
     minutes: float
     modality: str
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out Dice)
+    min_gain: float = MIN_GAIN
 
     def summary(self) -> str:
         verdict = (
             f"site model written: {self.path}"
             if self.kept
-            else f"the site model did not beat the base weights by {MIN_GAIN} there: base weights kept, nothing written"
+            else f"the site model did not beat the base weights by {self.min_gain:g} there: base weights kept, "
+            "nothing written"
         )
         return (
             f"held-out corrected slices, mean Dice: base {self.held_out_before:.4f}, adapted "
@@ -181,7 +183,8 @@ def adapt(
     minutes = (time.perf_counter() - start) / 60
     after, best_step, state = best
     modality = "/".join(sorted(modalities))
-    result = AdaptResult(after >= before + MIN_GAIN, None, before, after, best_step, minutes, modality, history)
+    kept = after >= before + settings.min_gain
+    result = AdaptResult(kept, None, before, after, best_step, minutes, modality, history, settings.min_gain)
     if not result.kept:
         return result
     model.load_state_dict(state)

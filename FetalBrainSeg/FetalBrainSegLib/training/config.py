@@ -61,6 +61,7 @@ class AdaptSettings:
     frozen: tuple[str, ...] = ADAPT_FROZEN
     batch_size: int = 8
     check_every: int = 25  # steps between scores on the held-out slices
+    min_gain: float = MIN_GAIN  # below this held-out gain the base weights are kept
     seed: int = 0
     device: str = "auto"
     any_modality: bool = False  # corrections of several modalities (one site model for both)
