@@ -4,7 +4,8 @@ Each experiment adapts the shipped weights on a few corrected stacks of one site
 masks stand for the corrections), then segments, with the default settings, the site's other stacks and the
 E2MIP test split (T2W and EPI), with the base weights and with the site model as users run it (`--model`:
 its base weights on a stack of the other modality) and as it is (any modality). Per group: Dice over brain
-slices, recall, and brain slices the base found that come out empty.
+slices, recall, and brain slices the base found that come out empty. With two corrected stacks one is held out
+whole (training/adapt.py); each experiment's curve lists, per check, the held-out slices' Dice and that stack's.
 
     python scripts/site_adaptation.py [--minutes 8] [-o DIR]    # writes DIR/site_adaptation.{md,csv}
 """
@@ -76,19 +77,27 @@ def main() -> int:
         "which segments a stack of the modality the site model did not learn with the base weights; "
         "'any modality': `--any-modality`.",
         "",
-        "| experiment | held-out corrections (base -> adapted) | steps, minutes | scored | stacks | base | site model, "
-        "as users run it | site model, any modality |",
-        "|---|---|---|---|---|---|---|---|",
+        "| experiment | held-out corrections (base -> adapted) | held out whole (base -> adapted) | steps, minutes "
+        "| scored | stacks | base | site model, as users run it | site model, any modality |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    curves = ["", "## Curves: held-out slices / the stack held out whole, per check", ""]
     for title, corrected, unseen in EXPERIMENTS:
         with tempfile.TemporaryDirectory() as scratch:
             os.environ[DATA_ENV] = scratch  # the experiments' site models are not the user's
             pairs = [(records[n].image, records[n].mask) for n in corrected]
             result = adapt(pairs, AdaptSettings("experiment", minutes=args.minutes, device="cpu"))
             print(title, result.summary(), flush=True)
+            curves.append(f"- {title}: " + ", ".join(
+                f"step {step} {slices:.4f}" + ("" if whole is None else f" / {whole:.4f}")
+                for step, slices, whole in result.history
+            ))  # fmt: skip
+            held_out = f"{result.held_out_before:.4f} -> {result.held_out_after:.4f}"
+            unseen = (f"{result.unseen}: {result.unseen_before:.4f} -> {result.unseen_after:.4f}"
+                      if result.unseen else "none (one stack)")  # fmt: skip
             if not result.kept:
-                lines.append(f"| {title} | {result.held_out_before:.4f} -> {result.held_out_after:.4f}: not kept "
-                             f"| {result.steps}, {result.minutes:.1f} | | | | | |")  # fmt: skip
+                lines.append(f"| {title} | {held_out}: not kept | {unseen} | {result.steps}, {result.minutes:.1f} "
+                             "| | | | | |")  # fmt: skip
                 continue
             site = Segmenter(result.path, device="cpu", backend="onnxruntime")
             anywhere = Segmenter(result.path, device="cpu", backend="onnxruntime", any_modality=True)
@@ -101,10 +110,8 @@ def main() -> int:
                 cells = [f"{f['dice_brain']:.3f} / {f['recall']:.3f} / {f.get('lost_slices', 0)}"
                          for f in (before, users, forced)]  # fmt: skip
                 lines.append(
-                    f"| {title} | {result.held_out_before:.4f} -> {result.held_out_after:.4f} | {result.steps}, "
-                    f"{result.minutes:.1f} | {group} | {', '.join(r.name for r in chosen)} | "
-                    + " | ".join(cells)
-                    + " |"
+                    f"| {title} | {held_out} | {unseen} | {result.steps}, {result.minutes:.1f} | {group} | "
+                    f"{', '.join(r.name for r in chosen)} | " + " | ".join(cells) + " |"
                 )
                 rows.append(
                     {"experiment": title, "group": group, "steps": result.steps, "minutes": result.minutes}
@@ -113,7 +120,7 @@ def main() -> int:
                     | {f"any_{k}": v for k, v in forced.items()}
                 )
                 print(lines[-1], flush=True)
-    write_results(args.out, "site_adaptation", rows, lines + [""])
+    write_results(args.out, "site_adaptation", rows, lines + curves + [""])
     return 0
 
 

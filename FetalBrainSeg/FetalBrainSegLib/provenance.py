@@ -80,7 +80,7 @@ def write_results(out_dir: Path, name: str, rows: list[dict], markdown_lines: li
     footer = provenance_markdown()  # first: the revision is read once, before any results file changes
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / f"{name}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
+        writer = csv.DictWriter(handle, list(rows[0]) if rows else [])
         writer.writeheader()
         writer.writerows(rows)
     path = out_dir / f"{name}.md"

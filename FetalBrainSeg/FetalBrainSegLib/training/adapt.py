@@ -8,6 +8,10 @@ not show (in a trial, EPI recall fell from 0.99 to 0 after adapting on T2W):
   weights (L2-SP, training/l2sp.py), at a low learning rate;
 - every HELD_OUT_EVERY-th slice of each corrected stack is held out: the steps are scored on them, the
   best is kept, and if it does not beat the base weights there by MIN_GAIN the base weights are kept;
+- slices held out of a stack the model trains on flatter it: they neighbour its training slices. Adapting on
+  one EPI stack raised its held-out slices by a point while another stack of that site fell 9 points
+  (docs/results/site_adaptation.md). So with two or more corrected stacks, one (the one with the fewest
+  slices) is held out whole: a step that loses more than UNSEEN_STACK_TOLERANCE there is never kept;
 - the site model records the modality it learnt (engine/site_models.py); a stack of another modality is
   segmented with the base weights.
 The result is a site model in the user's data folder, never in the repository.
@@ -34,7 +38,7 @@ from ..evaluation.metrics import dice_iou
 from ..models.torch_runtime import foreground_probability, resolve_device
 from ..models.weights import load_weights, save_weights
 from .augment import AugmentSettings, brain_points, training_batch
-from .config import HELD_OUT_EVERY, MIN_GAIN, AdaptSettings
+from .config import HELD_OUT_EVERY, MIN_GAIN, UNSEEN_STACK_TOLERANCE, AdaptSettings
 from .l2sp import StartingPointPenalty
 from .trainer import freeze, segmentation_loss
 
@@ -52,19 +56,28 @@ class AdaptResult:
     steps: int  # of the kept state
     minutes: float
     modality: str
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out Dice)
+    # (step, held-out slices' Dice, the unseen stack's Dice or None)
+    history: list[tuple[int, float, float | None]] = field(default_factory=list)
     min_gain: float = MIN_GAIN
+    unseen: str = ""  # the corrected stack held out whole ("" with one corrected stack)
+    unseen_before: float | None = None
+    unseen_after: float | None = None  # of the kept step
 
     def summary(self) -> str:
+        guard = f" without losing more than {UNSEEN_STACK_TOLERANCE:g} on {self.unseen}" if self.unseen else ""
         verdict = (
             f"site model written: {self.path}"
             if self.kept
-            else f"the site model did not beat the base weights by {self.min_gain:g} there: base weights kept, "
-            "nothing written"
+            else f"no step beat the base weights by {self.min_gain:g} there{guard}: base weights kept, nothing written"
+        )
+        unseen = (
+            f"; {self.unseen}, held out whole: base {self.unseen_before:.4f}, adapted {self.unseen_after:.4f}"
+            if self.unseen
+            else ""
         )
         return (
             f"held-out corrected slices, mean Dice: base {self.held_out_before:.4f}, adapted "
-            f"{self.held_out_after:.4f} (step {self.steps}, {self.minutes:.1f} min); {verdict}"
+            f"{self.held_out_after:.4f} (step {self.steps}, {self.minutes:.1f} min){unseen}; {verdict}"
         )
 
 
@@ -73,8 +86,9 @@ def sha256(path: Path) -> str:
 
 
 def corrected_slices(pairs: list[tuple[Path, Path]], pixel_size: float):
-    """Network-grid images, masks, the held-out flag per slice, and a record per stack (name, checksums)."""
-    images, masks, held_out, stacks, modalities = [], [], [], [], set()
+    """Network-grid images, masks, the held-out flag per slice, a record per stack (name, checksums), the
+    modalities, and the index of each slice's stack."""
+    images, masks, held_out, stacks, modalities, stack_of = [], [], [], [], set(), []
     for image_path, mask_path in pairs:
         volume, mask = read_volume(image_path), read_volume(mask_path)
         if mask.data.shape != volume.data.shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
@@ -87,12 +101,21 @@ def corrected_slices(pairs: list[tuple[Path, Path]], pixel_size: float):
         images.append(stack.network_input())
         masks.append(stack.to_network(truth) > 0.5)
         held_out += [i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 for i in range(stack.num_slices)]
+        stack_of += [len(stacks)] * stack.num_slices
         stacks.append({"image": str(image_path), "mask": str(mask_path), "image_sha256": sha256(image_path),
                        "mask_sha256": sha256(mask_path), "slices": stack.num_slices})  # fmt: skip
     side = max(max(i.shape[1:]) for i in images)
     images = np.concatenate([pad_centred(i, (side, side)) for i in images])
     masks = np.concatenate([pad_centred(m, (side, side)) for m in masks]).astype(np.uint8)
-    return images, masks, np.array(held_out), stacks, modalities
+    return images, masks, np.array(held_out), stacks, modalities, np.array(stack_of)
+
+
+def unseen_stack(stacks: list[dict]) -> int | None:
+    """The corrected stack held out whole (the one with the fewest slices, the last of equals), or None when
+    there is only one."""
+    if len(stacks) < 2:
+        return None
+    return min(reversed(range(len(stacks))), key=lambda k: stacks[k]["slices"])
 
 
 def held_out_dice(model, images, masks, device) -> float:
@@ -123,13 +146,17 @@ def adapt(
     base = Path(settings.base) if settings.base else default_weights_path()
     model, metadata = load_weights(base)
     pixel_size = float(metadata["preprocessing"]["pixel_size_mm"])
-    images, masks, held_out, stacks, modalities = corrected_slices(pairs, pixel_size)
+    images, masks, held_out, stacks, modalities, stack_of = corrected_slices(pairs, pixel_size)
     if len(modalities) > 1 and not settings.any_modality:
         raise ValueError(
             "the corrected stacks are of several modalities (T2W and EPI, by their pixel size); adapt one "
             "modality at a time, or allow it (any_modality)"
         )
-    if held_out.all() or not held_out.any():
+    whole = unseen_stack(stacks)
+    unseen = stack_of == whole  # all False with one corrected stack
+    held_out &= ~unseen
+    trains = ~held_out & ~unseen
+    if not trains.any() or not held_out.any():
         raise ValueError(f"too few corrected slices: every {HELD_OUT_EVERY}th is held out and the rest trains")
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
@@ -138,16 +165,21 @@ def adapt(
     penalty = StartingPointPenalty(model, settings.l2sp) if settings.l2sp else None
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=settings.lr)
-    train_images = torch.from_numpy(images[~held_out])[:, None]
-    train_masks = torch.from_numpy(masks[~held_out])[:, None].float()
-    points = brain_points(masks[~held_out], settings.seed)
-    check_images, check_masks = images[held_out], masks[held_out]
+    train_images = torch.from_numpy(images[trains])[:, None]
+    train_masks = torch.from_numpy(masks[trains])[:, None].float()
+    points = brain_points(masks[trains], settings.seed)
+
+    def scores() -> tuple[float, float | None]:
+        """Held-out slices' Dice, and the unseen stack's (None without one)."""
+        slices = held_out_dice(model, images[held_out], masks[held_out], device)
+        return slices, (held_out_dice(model, images[unseen], masks[unseen], device) if unseen.any() else None)
+
     generator = torch.Generator().manual_seed(settings.seed)
     augmentation = AugmentSettings(crop_size=0)
 
-    before = held_out_dice(model, check_images, check_masks, device)
-    best = (before, 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    history = [(0, before)]
+    before, unseen_before = scores()
+    best = (before, 0, unseen_before, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    history = [(0, before, unseen_before)]
     if on_progress:
         on_progress(0, settings.steps, before)
     step = 0
@@ -172,19 +204,22 @@ def adapt(
         score = None
         out_of_time = time.perf_counter() - start > 60 * settings.minutes
         if step % settings.check_every == 0 or step == settings.steps or out_of_time:
-            score = held_out_dice(model, check_images, check_masks, device)
-            history.append((step, score))
-            if score > best[0]:
-                best = (score, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            score, unseen_score = scores()
+            history.append((step, score, unseen_score))
+            safe = unseen_score is None or unseen_score >= unseen_before - UNSEEN_STACK_TOLERANCE
+            if score > best[0] and safe:
+                best = (score, step, unseen_score, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if on_progress:
             on_progress(step, settings.steps, score)
         if out_of_time:  # scored just now: the budget is kept to a step, not to the next check
             break
     minutes = (time.perf_counter() - start) / 60
-    after, best_step, state = best
+    after, best_step, unseen_after, state = best
     modality = "/".join(sorted(modalities))
     kept = after >= before + settings.min_gain
-    result = AdaptResult(kept, None, before, after, best_step, minutes, modality, history, settings.min_gain)
+    unseen_name = Path(stacks[whole]["image"]).name if whole is not None else ""
+    result = AdaptResult(kept, None, before, after, best_step, minutes, modality, history, settings.min_gain,
+                         unseen_name, unseen_before, unseen_after)  # fmt: skip
     if not result.kept:
         return result
     model.load_state_dict(state)
@@ -198,6 +233,9 @@ def adapt(
         "minutes": round(minutes, 2),
         "held_out_before": round(before, 4),
         "held_out_after": round(after, 4),
+        "unseen_stack": unseen_name,
+        "unseen_before": None if unseen_before is None else round(unseen_before, 4),
+        "unseen_after": None if unseen_after is None else round(unseen_after, 4),
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("name",)},
     }
     training = {**metadata.get("training", {}), "site": site}

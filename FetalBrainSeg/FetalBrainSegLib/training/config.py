@@ -48,6 +48,7 @@ class TrainConfig:
 ADAPT_FROZEN = ("downsample", "encoders", "bottleneck", "shallow")
 HELD_OUT_EVERY = 4
 MIN_GAIN = 0.005  # held-out Dice the site model must gain over the base weights to be kept
+UNSEEN_STACK_TOLERANCE = 0.005  # Dice a kept step may lose on the corrected stack held out whole
 
 
 @dataclass
