@@ -89,14 +89,14 @@ def main() -> int:
             result = adapt(pairs, AdaptSettings("experiment", minutes=args.minutes, device="cpu"))
             print(title, result.summary(), flush=True)
             curves.append(f"- {title}: " + ", ".join(
-                f"step {step} {slices:.4f}" + ("" if whole is None else f" / {whole:.4f}")
-                for step, slices, whole in result.history
+                f"step {step} {slices:.4f}" + ("" if held is None else f" / {held:.4f}")
+                for step, slices, held in result.history
             ))  # fmt: skip
             held_out = f"{result.held_out_before:.4f} -> {result.held_out_after:.4f}"
-            unseen = (f"{result.unseen}: {result.unseen_before:.4f} -> {result.unseen_after:.4f}"
-                      if result.unseen else "none (one stack)")  # fmt: skip
+            whole = (f"{result.unseen}: {result.unseen_before:.4f} -> {result.unseen_after:.4f}"
+                     if result.unseen else "none (one stack)")  # fmt: skip
             if not result.kept:
-                lines.append(f"| {title} | {held_out}: not kept | {unseen} | {result.steps}, {result.minutes:.1f} "
+                lines.append(f"| {title} | {held_out}: not kept | {whole} | {result.steps}, {result.minutes:.1f} "
                              "| | | | | |")  # fmt: skip
                 continue
             site = Segmenter(result.path, device="cpu", backend="onnxruntime")
@@ -110,7 +110,7 @@ def main() -> int:
                 cells = [f"{f['dice_brain']:.3f} / {f['recall']:.3f} / {f.get('lost_slices', 0)}"
                          for f in (before, users, forced)]  # fmt: skip
                 lines.append(
-                    f"| {title} | {held_out} | {unseen} | {result.steps}, {result.minutes:.1f} | {group} | "
+                    f"| {title} | {held_out} | {whole} | {result.steps}, {result.minutes:.1f} | {group} | "
                     f"{', '.join(r.name for r in chosen)} | " + " | ".join(cells) + " |"
                 )
                 rows.append(

@@ -626,7 +626,6 @@ def _add_serve(commands) -> None:
 
 
 def _serve(args) -> int:
-    import functools
     import os
 
     if not args.stacks:
@@ -651,6 +650,11 @@ def _serve(args) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from .engine.outputs import output_folder_problem
+
+    if problem := output_folder_problem(library.out_dir):  # before any work that Export could not save
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from .web.access import LOOPBACK, new_token
 
     token = new_token() if args.require_token or args.host not in LOOPBACK else None
@@ -662,9 +666,13 @@ def _serve(args) -> int:
         )
     from .engine.site_models import resolve_model
 
-    weights = resolve_model(args.model) if args.model else args.weights
-    logic = BrainSegmentationLogic(functools.partial(Segmenter, weights))
-    serve(library, args.host, args.port, args.device, logic, token)
+    if args.model:
+        resolve_model(args.model)  # an unknown name fails here, with the names there are
+
+    def segmenter(weights=args.weights, **options):  # the panel's Model list passes a site model's weights
+        return Segmenter(weights, **options)
+
+    serve(library, args.host, args.port, args.device, BrainSegmentationLogic(segmenter), token, args.model or "")
     return 0
 
 

@@ -431,6 +431,11 @@ def test_a_server_that_requires_its_token_refuses_page_websocket_and_uploads_wit
         holder.set_input_files("#fbs-upload", str(upload))
         wait_status(holder, f"{upload.name} loaded")
         holder.close()
+        # issue 30, item 5: one URL, the one with the token; no start-up warnings, no callback exception
+        log = (tmp_path / "serve.log").read_text()
+        assert re.findall(r"http://\S+", log) == [url], log
+        for noise in ("App running at", "launcher", "WindowResizeEvent", "Warning", "exception"):
+            assert noise not in log, log
 
 
 def test_switching_stacks_keeps_each_stacks_segments_and_edits(shared_data, tmp_path, monkeypatch):
@@ -583,3 +588,12 @@ def test_the_app_learns_a_site_model_from_the_stacks_corrected_in_it(shared_data
     mask = next(path for path in app.export() if "_brainmask" in path.name)
     descrip = nibabel.load(mask).header["descrip"].item().decode()
     assert descrip == "FetalBrainSeg brain mask, margin 2 mm, site model web-site"
+
+
+def test_serve_refuses_an_output_folder_it_cannot_write_before_any_work(shared_data, capsys):
+    """Issue 30, item 11: Export failed only after the work was done ([Errno 1] Operation not permitted)."""
+    from FetalBrainSegLib.cli import main
+
+    stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
+    assert main(["serve", str(stack), "-o", "/sys/fetalbrainseg-exports", "--port", "18233"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot create the output folder /sys/fetalbrainseg-exports (")

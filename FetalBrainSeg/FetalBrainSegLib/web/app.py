@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_server.utils.typed_state import TypedState
 from trame_slicer import module as trame_slicer_module
-from trame_slicer.app.logic import SegmentationAppLogic
+from trame_slicer.app.logic import SegmentationAppLogic, VolumePropertyLogic
 from trame_slicer.app.ui import LayoutButtonState, PaintEffectState, SegmentationAppUI
 from trame_slicer.core import SlicerApp
+from vtk import vtkObject
 
 from ..engine.outputs import mask_path_for, output_problem
 from ..engine.postprocess import MAX_MARGIN_MM
@@ -44,6 +46,33 @@ from .access import protect
 from .library import PathRefused, StackLibrary
 
 POLL_SECONDS = 0.1
+
+
+@contextmanager
+def _quiet_vtk():
+    """trame-slicer's views observe WindowResizeEvent, which this VTK warns about once per view at start-up
+    (a deprecation, in colour, three times): nothing a user can act on, so silenced while they are built."""
+    previous = vtkObject.GetGlobalWarningDisplay()
+    vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtkObject.SetGlobalWarningDisplay(previous)
+
+
+def _crop_rendered_volumes_only(set_crop):
+    """trame-slicer 2.0.0 toggles the volume-rendering crop on page load, with no volume rendered, and fails on
+    the missing ROI ('NoneType' object has no attribute 'GetROINode'): this app renders no volume in 3D."""
+
+    def guarded(logic, active: bool) -> None:
+        volume = logic._volume_node
+        if volume is not None and logic._volume_rendering.get_vr_display_node(volume) is not None:
+            set_crop(logic, active)
+
+    return guarded
+
+
+VolumePropertyLogic._set_volume_crop_active = _crop_rendered_volumes_only(VolumePropertyLogic._set_volume_crop_active)
 MASK_FORMATS = [".nii.gz", ".nrrd"]
 
 
@@ -55,8 +84,14 @@ class KeptWork:
 
 class WebApp:
     def __init__(
-        self, library: StackLibrary, logic: BrainSegmentationLogic | None = None, device: str = "auto", server=None
+        self,
+        library: StackLibrary,
+        logic: BrainSegmentationLogic | None = None,
+        device: str = "auto",
+        server=None,
+        model: str = "",
     ):
+        """`model`: the site model chosen at start (serve --model); the Model list offers the others."""
         self.library = library
         self.logic = logic or BrainSegmentationLogic()
         self.device = device
@@ -69,10 +104,11 @@ class WebApp:
         self._corrections = tempfile.TemporaryDirectory(prefix="fetalbrainseg-web-corrections-")
         self.server = server or get_server(client_type="vue3")
         self.server.enable_module(trame_slicer_module)
-        self.slicer_app = SlicerApp()
-        self._viewer = SegmentationAppLogic(self.server, self.slicer_app)
-        self._ui = SegmentationAppUI(self.server, self._viewer.layout_manager)
-        self._viewer.set_ui(self._ui)
+        with _quiet_vtk():
+            self.slicer_app = SlicerApp()
+            self._viewer = SegmentationAppLogic(self.server, self.slicer_app)
+            self._ui = SegmentationAppUI(self.server, self._viewer.layout_manager)
+            self._viewer.set_ui(self._ui)
         # trame-slicer's title and favicon point at the internet; ours is served with the page
         icon = base64.b64encode(resource_path("Icons/FetalBrainSeg.png").read_bytes()).decode()
         self.state.update({"trame__title": "FetalBrainSeg", "trame__favicon": f"data:image/png;base64,{icon}"})
@@ -93,7 +129,7 @@ class WebApp:
                 "fbs_exported": [],
                 "fbs_owner": "",  # the tab that works; every tab shows the one shared state
                 "fbs_models": self.logic.modelChoices(),
-                "fbs_model": self.logic.modelChoices()[0],
+                "fbs_model": model or self.logic.modelChoices()[0],
                 "fbs_margin": 0,
                 "fbs_site_name": "",
                 "fbs_adapt_minutes": ADAPT_MINUTES,
@@ -634,12 +670,17 @@ def serve(
     device: str = "auto",
     logic: BrainSegmentationLogic | None = None,
     token: str | None = None,
+    model: str = "",
 ) -> None:
-    """Serve until Ctrl+C; with a `token`, only to browsers that hold it (see access.py)."""
-    app = WebApp(library, logic, device)
+    """Serve until Ctrl+C; with a `token`, only to browsers that hold it (see access.py). One line says where,
+    once the server listens: trame's own lines would name the URL without its token."""
+    app = WebApp(library, logic, device, model=model)
     query = ""
     if token:
         protect(app.server, token)
         query = f"?token={token}"
-    print(f"FetalBrainSeg web app: http://{host}:{port}/{query}  (Ctrl+C to stop)", flush=True)
-    app.server.start(host=host, port=port, open_browser=False)
+    url = f"http://{host}:{port}/{query}"
+    app.server.controller.on_server_ready.add(
+        lambda **_: print(f"FetalBrainSeg web app: {url}  (Ctrl+C to stop)", flush=True)
+    )
+    app.server.start(host=host, port=port, open_browser=False, show_connection_info=False)
