@@ -246,6 +246,8 @@ def test_segment_review_edit_undo_and_export_in_a_browser(server, page, segmente
     on_slice, engine_slice = edited.data[..., shown] > 0, engine[..., shown] > 0
     assert (on_slice & ~engine_slice).sum() > 20  # painted
     assert (engine_slice & ~on_slice).sum() > 20  # erased
+    listed = float(slice_rows(page)[largest][1])  # the slice list follows the strokes (issue 30, item 10)
+    assert listed == pytest.approx(on_slice.sum() * volume.spacing[0] * volume.spacing[1], abs=1)
 
     page.locator("button:has(.mdi-undo)").last.click()
     time.sleep(1)
@@ -597,3 +599,37 @@ def test_serve_refuses_an_output_folder_it_cannot_write_before_any_work(shared_d
     stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
     assert main(["serve", str(stack), "-o", "/sys/fetalbrainseg-exports", "--port", "18233"]) == 2
     assert capsys.readouterr().err.startswith("error: cannot create the output folder /sys/fetalbrainseg-exports (")
+
+
+def test_the_slice_list_follows_edits_of_the_result(shared_data, tmp_path, monkeypatch):
+    """Issue 30, item 10: after painting, slice 29 still listed 3,377 mm² where the exported mask had 4,970.
+    Each edit of the finished result updates the edited slices' area and review flags."""
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    from trame.app import get_server
+
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.slicer.logic import BrainSegmentationLogic, ijk_to_ras, segment_mask, write_segment
+    from FetalBrainSegLib.web.app import WebApp
+
+    stack = shared_data / "fetal-mri" / "images" / "e2mip_testing_0000.nii.gz"
+    logic = BrainSegmentationLogic(lambda device, precision: Segmenter(device=device, precision=precision, zoom=1))
+    app = WebApp(StackLibrary([stack], tmp_path), logic, device="cpu", server=get_server("fbs-edit-rows-test"))
+    app.load_stack(stack.name)
+    job = app.segment().wait(timeout=300)
+    app._finished(job)
+    volume, segmentation = app.volume_node, app.segmentation_node
+    before = [float(row["area"]) for row in app.state.fbs_slices]
+    mask = segment_mask(segmentation, job.segment_id, volume)
+    axis, largest = job.slice_axis, int(np.argmax(before))
+    edited = np.moveaxis(mask.copy(), axis, 0)
+    rows, columns = np.nonzero(edited[largest])
+    edited[largest, rows.min() : rows.max() + 1, columns.min() : columns.max() + 1] = 1  # painted to its bounding box
+    edited[0] = 0  # and the first slice erased
+    write_segment(segmentation, job.segment_id, np.moveaxis(edited, 0, axis), ijk_to_ras(volume))
+    assert app._slices_stale  # seen; the server's event loop refreshes a moment later, here the test does
+    app.refresh_slices()
+    after = [float(row["area"]) for row in app.state.fbs_slices]
+    pixel_mm2 = np.prod(np.delete(np.linalg.norm(ijk_to_ras(volume)[:3, :3], axis=0), axis))
+    assert after[largest] == pytest.approx(edited[largest].sum() * pixel_mm2, abs=1)
+    assert after[largest] > before[largest]
+    assert after[0] == 0 and all(a == b for k, (a, b) in enumerate(zip(after, before)) if k not in (0, largest))

@@ -30,7 +30,7 @@ from vtk.util import numpy_support
 
 from ..engine.inference import DEFAULT_THRESHOLD, Chunk, ChunkedProbabilities, Segmenter, check_threshold
 from ..engine.outputs import output_problem
-from ..engine.review import SliceReview, provisional_reviews
+from ..engine.review import SliceReview, provisional_reviews, review_slices
 from ..engine.site_models import check_new_name, list_site_models, resolve_model
 from ..engine.stack import reorder_to_grid, slice_axis, slice_to_world
 from ..engine.streaming import SliceResult, SliceStream, StreamingSegmenter
@@ -346,6 +346,19 @@ class SegmentationJob:
             self._write(self.previous_mask)
         if self.on_progress is not None:
             self.on_progress(self)
+
+    def review_now(self) -> list[SliceReview]:
+        """The slice list of a finished run for its brain segment as it is now, edits included: areas and review
+        flags from the current mask, confidence from this run's probabilities."""
+        current = segment_mask(self.segmentation_node, self.segment_id, self.volume_node)
+        collected = self._collected
+        return review_slices(
+            collected.probabilities,
+            np.moveaxis(current, self.slice_axis, 0),
+            self.stack.pixel_area,
+            collected.disagreement,
+            pass_disagreement=collected.pass_disagreement,
+        )
 
     def undo(self, replace_edits: bool = False) -> None:
         """Put the brain segment back as it was before this finished run; refuses to lose edits made since."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from slicer import vtkSegmentation
 from trame.app import get_server
 from trame.app.file_upload import ClientFile
 from trame.widgets import client, html
@@ -46,6 +47,12 @@ from .access import protect
 from .library import PathRefused, StackLibrary
 
 POLL_SECONDS = 0.1
+EDIT_REFRESH_SECONDS = 0.3  # the slice list follows edits this long after a stroke's first change
+
+
+def slice_rows(statistics) -> list[dict]:
+    """The slice list's rows, as the panel shows them."""
+    return [dict(zip(("index", "area", "confidence", "review"), slice_cells(s))) for s in statistics]
 
 
 @contextmanager
@@ -97,6 +104,7 @@ class WebApp:
         self.device = device
         self.job = None
         self.adaptation = None
+        self._slices_stale = False  # the brain segment was edited since the slice list was made
         self.loaded_stack: str | None = None
         self._kept: dict[str, KeptWork] = {}  # by stack name: work on stacks not shown now
         # by stack name: the image and corrected mask of each stack not shown now whose brain segment was edited
@@ -377,6 +385,7 @@ class WebApp:
         editor = self.slicer_app.segmentation_editor
         if job.state == "done":  # the editor's segment list and tools follow the new brain segment
             editor.set_active_segment_id(job.segment_id)
+            self._follow_edits(job)
         editor.trigger_all_signals()
         with self.state:
             self.state.fbs_running = False
@@ -409,11 +418,35 @@ class WebApp:
                 self.state.fbs_error = job.text()
 
     def _on_progress(self, job):
-        rows = [dict(zip(("index", "area", "confidence", "review"), slice_cells(s))) for s in job.statistics]
         with self.state:
             self.state.fbs_progress = round(100 * job.done_slices / job.total)
             self.state.fbs_status = progress_text(job)
-            self.state.fbs_slices = rows
+            self.state.fbs_slices = slice_rows(job.statistics)
+
+    def _follow_edits(self, job):
+        """Each edit of the finished run's brain segment (paint, erase, undo) brings a refresh_slices a moment later,
+        never inside VTK's modification (reading the segment there crashes)."""
+
+        def edited(*_):
+            if self.job is not job or self._slices_stale:  # a stroke fires many events: one refresh after it
+                return
+            self._slices_stale = True
+            try:
+                asyncio.get_running_loop().call_later(EDIT_REFRESH_SECONDS, self.refresh_slices)
+            except RuntimeError:  # no event loop (the app driven from Python): its caller refreshes
+                pass
+
+        job.segmentation_node.GetSegmentation().AddObserver(vtkSegmentation.SourceRepresentationModified, edited)
+
+    def refresh_slices(self) -> None:
+        """The slice list of the shown result as its brain segment is now, edits included: areas and review
+        flags of edited slices recomputed."""
+        self._slices_stale = False
+        job = self.job
+        segmentation = job.segmentation_node.GetSegmentation() if job is not None else None
+        if job is not None and job.state == "done" and segmentation.GetSegment(job.segment_id) is not None:
+            with self.state:
+                self.state.fbs_slices = slice_rows(job.review_now())
 
     def _slice_nodes(self):
         return [
