@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from web_server import launch_chromium, running_server
 
-from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
+from FetalBrainSegLib.engine.volume_io import VolumeError, read_volume, write_volume
 from FetalBrainSegLib.web.library import PathRefused, StackLibrary
 
 
@@ -31,6 +31,10 @@ def test_the_library_offers_only_its_stacks_and_writes_only_inside_its_folder(sh
             library.output_folder(sub_folder)
     with pytest.raises(FileNotFoundError, match="no such stack"):
         StackLibrary([images / "missing.nii.gz"], tmp_path)
+    for upload, garbage in (("a.nii.gz", b"not gzip" * 50), ("b.nii", b"x" * 400)):  # issue 30, item 13
+        with pytest.raises(VolumeError) as refused:
+            library.add_upload(upload, garbage)
+        assert str(refused.value).startswith(f"{upload}: not a NIfTI") and "/tmp" not in str(refused.value)
     in_folder = StackLibrary([images], tmp_path).names  # a folder offers the stacks inside it
     assert "e2mip_testing_0000.nii.gz" in in_folder and len(in_folder) == len(list(images.glob("*.nii*")))
 
@@ -154,6 +158,9 @@ def test_an_export_click_returns_nothing_to_serialize(shared_data, tmp_path):
         "e2mip_testing_0000.seg.nrrd",
         "e2mip_testing_0000_brainmask.nii.gz",
     ]
+    assert app.state.fbs_status.startswith("Exported 2 files")
+    app.export()  # refused: the files exist. The earlier "Exported" line goes (issue 30, item 13)
+    assert "already exists" in app.state.fbs_error and app.state.fbs_status == "" and app.state.fbs_exported == []
 
 
 def test_the_page_asks_nothing_beyond_loopback(server, browser):

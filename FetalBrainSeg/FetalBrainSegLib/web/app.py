@@ -330,7 +330,8 @@ class WebApp:
     def export(self):
         """The brain mask on the input's exact grid and the whole segmentation (.seg.nrrd), into
         the chosen sub-folder of the output folder; existing files only when asked."""
-        self.state.update({"fbs_error": "", "fbs_exported": []})  # no earlier export listed beside a refusal
+        # no earlier export listed or said beside a refusal
+        self.state.update({"fbs_error": "", "fbs_exported": [], "fbs_status": ""})
         try:
             folder = self.library.output_folder(self.state.fbs_out_folder or "")
         except PathRefused as exc:
@@ -604,7 +605,7 @@ class WebApp:
                                 id="fbs-out-folder",
                             )
                             v3.VSelect(
-                                label="Mask format",
+                                label="Format",
                                 items=("fbs_mask_formats", MASK_FORMATS),
                                 v_model=("fbs_mask_format",),
                                 density="compact",

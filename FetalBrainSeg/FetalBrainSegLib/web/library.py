@@ -66,8 +66,8 @@ class StackLibrary:
         path.write_bytes(content)
         try:
             check_stack(read_volume(path), name)
-        except VolumeError:
-            path.unlink()
-            raise
+        except VolumeError as exc:
+            path.unlink()  # the reason without the server's own folders, which the browser's user has no use for
+            raise VolumeError(str(exc).replace(str(path), name)) from None
         self._stacks[name] = path
         return name
