@@ -167,10 +167,12 @@ def test_the_page_asks_nothing_beyond_loopback(server, browser):
     """The app must work fully offline: no logo, font or script from the internet (issue 12, item 6)."""
     from urllib.parse import urlparse
 
-    hosts = set()
+    hosts, refused, errors = set(), [], []
     context = browser.new_context()
     page = context.new_page()
     page.on("request", lambda request: hosts.add(urlparse(request.url).hostname))
+    page.on("response", lambda response: response.status >= 400 and refused.append((response.status, response.url)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     page.goto(server[0])
     page.wait_for_selector("#fbs-stack", timeout=60_000)
     take_over(page)
@@ -178,6 +180,7 @@ def test_the_page_asks_nothing_beyond_loopback(server, browser):
     time.sleep(2)
     context.close()
     assert hosts <= {"127.0.0.1", "localhost", None}, hosts
+    assert not refused and not errors, (refused, errors)  # issue 30, item 12: a 405 on POST /paraview/ each load
 
 
 def test_every_column_of_the_slice_list_has_a_header(server, page):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from aiohttp import web
 from slicer import vtkSegmentation
 from trame.app import get_server
 from trame.app.file_upload import ClientFile
@@ -67,6 +68,16 @@ def _quiet_vtk():
         vtkObject.SetGlobalWarningDisplay(previous)
 
 
+def _answer_session_requests(server) -> None:
+    """trame's page first asks a session launcher where its websocket is (POST /paraview/), and after this
+    server's 405 (logged as an error on every page load) falls back on /ws: answer it with that websocket."""
+
+    async def session(request: web.Request) -> web.Response:
+        return web.json_response({"sessionURL": f"{'wss' if request.secure else 'ws'}://{request.host}/ws"})
+
+    server.controller.on_server_bind.add(lambda wslink_server: wslink_server.app.router.add_post("/paraview/", session))
+
+
 def _crop_rendered_volumes_only(set_crop):
     """trame-slicer 2.0.0 toggles the volume-rendering crop on page load, with no volume rendered, and fails on
     the missing ROI ('NoneType' object has no attribute 'GetROINode'): this app renders no volume in 3D."""
@@ -112,6 +123,7 @@ class WebApp:
         self._corrections = tempfile.TemporaryDirectory(prefix="fetalbrainseg-web-corrections-")
         self.server = server or get_server(client_type="vue3")
         self.server.enable_module(trame_slicer_module)
+        _answer_session_requests(self.server)
         with _quiet_vtk():
             self.slicer_app = SlicerApp()
             self._viewer = SegmentationAppLogic(self.server, self.slicer_app)
