@@ -369,7 +369,7 @@ class SegmentationWidget(qt.QWidget):
                 minutes=self.ui.adaptMinutesSpinBox.value,
                 device=self.ui.deviceComboBox.currentText,
             )
-        except (ValueError, FileExistsError, VolumeError, OSError) as exc:
+        except (ValueError, FileExistsError, VolumeError, OSError, ImportError) as exc:
             slicer.util.errorDisplay(f"Cannot improve the model: {exc}")
             return
         self.adaptation = job
