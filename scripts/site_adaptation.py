@@ -35,6 +35,7 @@ from FetalBrainSegLib.user_folders import DATA_ENV  # noqa: E402
 EXPERIMENTS = [
     ("CHUV T2W, 1 stack", ["mial_t30_axial1"], ["mial_t30_coronal1", "mial_t30_sagittal1"]),
     ("CHUV T2W, 2 stacks", ["mial_t30_axial1", "mial_t30_sagittal1"], ["mial_t30_coronal1"]),
+    ("CHUV T2W, 3 stacks", ["mial_t30_axial1", "mial_t30_sagittal1", "mial_t30_coronal1"], []),  # none left unseen
     (
         "E2MIP EPI, 2 stacks",
         ["e2mip_train_slice_DWI_vol0003", "e2mip_train_slice_DWI_vol0004"],
@@ -101,7 +102,7 @@ def main() -> int:
                 continue
             site = Segmenter(result.path, device="cpu", backend="onnxruntime")
             anywhere = Segmenter(result.path, device="cpu", backend="onnxruntime", any_modality=True)
-            groups = [("site's unseen", [records[n] for n in unseen])]
+            groups = [("site's unseen", [records[n] for n in unseen])] if unseen else []
             groups += [(f"E2MIP test {m}", [r for r in test if r.modality == m]) for m in ("T2W", "EPI")]
             for group, chosen in groups:
                 before, base_masks = brain_figures(base, chosen)
