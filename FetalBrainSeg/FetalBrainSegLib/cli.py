@@ -416,7 +416,14 @@ def _add_segment(commands) -> None:
 
 
 def _segment(args) -> int:
-    from .engine.cohort import CohortReport, plan_cohort, segment_in_workers, segment_one, worker_name
+    from .engine.cohort import (
+        CohortReport,
+        finished_mask,
+        plan_cohort,
+        segment_in_workers,
+        segment_one,
+        worker_name,
+    )
     from .engine.outputs import collect_inputs, output_folder_problem
 
     inputs = collect_inputs(args.inputs)
@@ -462,24 +469,44 @@ def _segment(args) -> int:
         outcomes = segment_in_workers(_segmenter_recipe(args), plan.jobs, workers)
     else:
         outcomes = (segment_one(segmenter, image, output, progress=not args.quiet) for image, output in plan.jobs)
-    done, total_slices, begin = [], 0, time.perf_counter()
-    for outcome in outcomes:
-        if outcome.error:
-            fail(outcome.image, outcome.output, outcome.error)
-            continue
-        figures = outcome.figures
+    done, total_slices, begin, started = [], 0, time.perf_counter(), time.time()
+    reported = set()
+
+    def finish(image: Path, output: Path, figures: dict) -> None:
+        nonlocal total_slices
         total_slices += figures["slices"]
+        reported.add(image)
         if report:
-            report.write(input=outcome.image, output=outcome.output, status="done", **figures)
-        done.append(
-            f"{outcome.image.name}: {figures['slices']} slices in {figures['seconds']:.2f} s "
-            f"({figures['slices'] / figures['seconds']:.1f} slices/s) -> {outcome.output}"
+            report.write(input=image, output=output, status="done", **figures)
+        done.append(image)
+        timing = (
+            f" in {figures['seconds']:.2f} s ({figures['slices'] / figures['seconds']:.1f} slices/s)"
+            if figures.get("seconds")
+            else ""  # a mask found on disk after Ctrl-C: its worker's timing never came back
         )
+        count = f"[{len(done)}/{len(plan.jobs)}]"
+        print(f"{count} {image.name}: {figures['slices']} slices{timing} -> {output}", flush=True)
+
+    try:
+        for outcome in outcomes:
+            if outcome.error:
+                reported.add(outcome.image)
+                fail(outcome.image, outcome.output, outcome.error)
+            else:
+                finish(outcome.image, outcome.output, outcome.figures)
+    except KeyboardInterrupt:
+        # the workers are stopped; a mask finished while its row was on its way is on disk: report it too,
+        # so that the report lists the masks on disk, row for row
+        for image, output in plan.jobs:
+            written = output.exists() and output.stat().st_mtime >= started  # not an earlier run's, --overwrite
+            if image not in reported and written and (figures := finished_mask(image, output)[0]):
+                finish(image, output, figures)
+        if report:
+            report.close()
+        raise
     total_seconds = time.perf_counter() - begin  # wall time: workers overlap
     if report:
         report.close()
-    for line in done:
-        print(line)
     if done or plan.skipped:
         print(
             f"segmented {len(done)} stack(s), {total_slices} slices in {total_seconds:.2f} s "

@@ -422,8 +422,9 @@ def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(man
     assert "skipped (complete masks already there)" in again.stdout
 
 
-def _assert_rows_match_masks(rows: list[dict]) -> None:
-    """Each finished stack's report row says what its mask file holds."""
+def _assert_rows_match_masks(rows: list[dict], untimed_allowed: bool = False) -> None:
+    """Each finished stack's report row says what its mask file holds. `untimed_allowed`: after Ctrl-C, a mask
+    found on disk whose worker's answer never came back has no seconds and worker."""
     for row in rows:
         volume, mask = read_volume(row["input"]), read_volume(row["output"]).data
         axis = Stack(volume).axis
@@ -431,6 +432,9 @@ def _assert_rows_match_masks(rows: list[dict]) -> None:
         assert int(row["brain_slices"]) == int(np.moveaxis(mask, axis, 0).any(axis=(1, 2)).sum())
         voxel_ml = abs(np.linalg.det(volume.affine[:3, :3])) / 1000
         assert float(row["brain_volume_ml"]) == pytest.approx(mask.sum() * voxel_ml, abs=0.01)
+        if untimed_allowed and not row["seconds"]:
+            assert not row["flagged_slices"] and not row["worker"]  # what only the worker knew is left blank
+            continue
         assert int(row["flagged_slices"]) <= int(row["slices"]) and float(row["seconds"]) > 0 and row["worker"]
 
 
@@ -497,6 +501,47 @@ def _assert_every_stack_done_as_in_one_process(report: Path, masks: Path, single
     return rows
 
 
+def _interrupt_after_the_first_mask(arguments: list, report: Path, masks: Path) -> str:
+    """Run `segment` with `arguments` as a terminal would, and press Ctrl-C (SIGINT to the whole process group,
+    workers included) once the report has a finished stack. It must stop within seconds (it ran on for two
+    minutes), and its report must list the masks on disk, row for row. Returns its stdout."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "FetalBrainSegLib", "segment", *arguments, "-o", masks, "--report", report]
+    process = subprocess.Popen(
+        list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=with_ctrl_c, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if report.exists() and len(list(csv.DictReader(report.open()))) > 0:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=30)  # before the fix: the queued stacks all ran first
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: no mask was half-written; finished masks are kept"
+    rows = list(csv.DictReader(report.open()))
+    on_disk = sorted(p.name for p in masks.iterdir())
+    assert all(name.endswith("_brainmask.nii.gz") for name in on_disk)  # nothing half-written
+    assert sorted(Path(r["output"]).name for r in rows) == on_disk and {r["status"] for r in rows} == {"done"}
+    assert 0 < len(on_disk) < len(list(Path(arguments[0]).iterdir()))  # stopped before the end
+    _assert_rows_match_masks(rows, untimed_allowed=True)
+    return out
+
+
+def test_ctrl_c_stops_the_workers_at_once_and_the_report_lists_the_masks_on_disk(
+    stacks_and_single_process_masks, tmp_path
+):
+    """Issue 30: `--workers 2` and Ctrl-C went on for minutes, and its report missed masks; nothing was printed
+    before the batch ended."""
+    folder, _ = stacks_and_single_process_masks
+    out = _interrupt_after_the_first_mask([folder, "--workers", 2, "--quiet"], tmp_path / "w.csv", tmp_path / "w")
+    stacks = len(list(folder.iterdir()))
+    assert f"[1/{stacks}] " in out  # each stack's line as it finishes
+
+
 def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(stacks_and_single_process_masks, tmp_path):
     """Issue 14: `--workers 2`, each worker with its own model; a worker killed mid-run costs nothing
     but time: every stack is done, nothing is half-written."""
@@ -533,6 +578,9 @@ def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_
         assert {p: p.stat().st_mtime_ns for p in masks.iterdir()} == stamps
         rerun = list(csv.DictReader(report.open()))[len(rows) :]
         assert [r["status"] for r in rerun] == ["skipped"] * len(rows)
+
+        # Ctrl-C: the queued stacks are cancelled, the running ones finish, and the report lists every mask
+        _interrupt_after_the_first_mask([folder, "--dask-scheduler", address], tmp_path / "c.csv", tmp_path / "c")
 
     (masks / next(single.iterdir()).name).unlink()  # one stack left to do, and no scheduler there any more
     gone = run_cli_process("segment", folder, "-o", masks, "--dask-scheduler", address)

@@ -5,10 +5,12 @@ The stacks' paths must be readable, and the output folder writable, from every w
 file system, as on a Slurm or PBS machine). A mask is written whole or not at all, so a worker that
 dies mid-stack leaves nothing behind; the scheduler then runs the stack on another worker, up to its
 `distributed.scheduler.allowed-failures` (3 by default), after which the stack is reported failed.
+At Ctrl-C the queued stacks are cancelled and the running ones finished, so the report lists every mask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +19,8 @@ from pathlib import Path
 from .cohort import MAX_TRIES, Outcome, segment_one
 
 MISSING = "--dask-scheduler needs Dask's distributed scheduler: pip install 'fetalbrainseg[cluster]'"
+
+RUNNING_STACKS_WAIT_S = 60  # at Ctrl-C, the longest wait for the stacks already running on workers
 
 _segmenters: dict[tuple[bytes, int], object] = {}  # in each worker process: (recipe, thread) -> its segmenter
 
@@ -48,13 +52,28 @@ def segment_on_dask(make_segmenter: Callable, jobs: list[tuple[Path, Path]], sch
             )
             for image, output in jobs
         }
-        for future in as_completed(list(futures)):
-            image, output = futures.pop(future)
-            try:
-                yield future.result()
-            except KilledWorker:
-                yield Outcome(image, output, f"{image}: every worker that took it died; not segmented")
-            except Exception as exc:  # the task's own error, whatever it is, fails that stack only
-                yield Outcome(image, output, f"{image}: {exc.__class__.__name__}: {exc}")
-            finally:
-                future.release()  # its worker may die later: a finished stack is not to be redone
+        try:
+            for future in as_completed(list(futures)):
+                image, output = futures.pop(future)
+                try:
+                    yield future.result()
+                except KilledWorker:
+                    yield Outcome(image, output, f"{image}: every worker that took it died; not segmented")
+                except Exception as exc:  # the task's own error, whatever it is, fails that stack only
+                    yield Outcome(image, output, f"{image}: {exc.__class__.__name__}: {exc}")
+                finally:
+                    future.release()  # its worker may die later: a finished stack is not to be redone
+        except BaseException:  # Ctrl-C, or the caller closed the iterator
+            _stop(client, list(futures))
+            raise
+
+
+def _stop(client, futures: list) -> None:
+    """Cancel the queued stacks. A task running on a worker cannot be stopped there: wait for those (a
+    stack takes seconds), so that the masks they write are on disk when the caller reports what is."""
+    from distributed import wait
+
+    running = {key for keys in client.processing().values() for key in keys}
+    client.cancel([f for f in futures if f.key not in running])
+    with contextlib.suppress(TimeoutError):  # one still running then writes its mask after the report
+        wait([f for f in futures if f.key in running], timeout=RUNNING_STACKS_WAIT_S)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import socket
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import remove_unfinished
 from ..progress import ProgressBar
 from .outputs import mask_path_for, output_folder_problem, output_problem
 from .stack import slice_axis
@@ -199,6 +201,8 @@ _worker_segmenter = None  # each worker process's own, loaded once
 
 def _start_worker(make_segmenter: Callable) -> None:
     global _worker_segmenter
+    # Ctrl-C reaches every process of the terminal's group: the parent alone decides what stops, and how
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_segmenter = make_segmenter()
 
 
@@ -206,9 +210,20 @@ def _work_on(image: Path, output: Path) -> Outcome:
     return segment_one(_worker_segmenter, image, output)
 
 
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Drop the queued stacks and end the workers mid-stack: a mask is written whole or not at all."""
+    processes = list(pool._processes.values())  # no public way before Python 3.14's terminate_workers()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
 def segment_in_workers(make_segmenter: Callable, jobs: list[tuple[Path, Path]], workers: int) -> Iterator[Outcome]:
     """Segment (image, output) jobs on `workers` processes; yields each outcome as it finishes.
-    `make_segmenter` must be picklable (a functools.partial of Segmenter)."""
+    `make_segmenter` must be picklable (a functools.partial of Segmenter). Ctrl-C, or closing the
+    iterator, ends the workers at once, whatever they are doing."""
     tries = {job: 0 for job in jobs}
     pending = list(jobs)
     while pending:
@@ -220,14 +235,22 @@ def segment_in_workers(make_segmenter: Callable, jobs: list[tuple[Path, Path]], 
             for job in pending:
                 tries[job] += 1
             pending = []
-            while futures:
-                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = futures.pop(future)
-                    try:
-                        yield future.result()
-                    except BrokenProcessPool:  # a worker died: every stack it or the pool still held is redone
-                        if tries[job] >= MAX_TRIES:
-                            yield Outcome(*job, f"{job[0]}: its worker process died {tries[job]} times; not segmented")
-                        else:
-                            pending.append(job)
+            try:
+                while futures:
+                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        job = futures.pop(future)
+                        try:
+                            outcome = future.result()
+                        except BrokenProcessPool:  # a worker died: every stack it or the pool still held is redone
+                            if tries[job] < MAX_TRIES:
+                                pending.append(job)
+                                continue
+                            died = f"its worker process died {tries[job]} times; not segmented"
+                            outcome = Outcome(*job, f"{job[0]}: {died}")
+                        yield outcome
+            except BaseException:  # KeyboardInterrupt, or the caller closed the iterator (GeneratorExit)
+                _stop_now(pool)
+                for _, output in futures.values():
+                    remove_unfinished(output)
+                raise
