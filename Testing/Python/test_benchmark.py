@@ -4,14 +4,20 @@ machine's peaks from the same run. Timings themselves are never asserted."""
 import csv
 
 import pytest
+from conftest import subset_manifest
 
 from FetalBrainSegLib.study.benchmark import latency_benchmark, write_latency_report
 
+SCORED = ("e2mip_testing_0000", "e2mip_testing_0561")  # the smallest T2W and EPI test stacks: 0.79 pooled
+
 
 def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report(shared_data, manifest_path, tmp_path):
+    """The report's shape, in quick mode, scoring one test stack per modality (INT8's accuracy over the whole test
+    split is test_backends'); the figures themselves are the benchmark's, never asserted."""
     stack = shared_data / "samples" / "f0832s1_fetus_04.nii.gz"
+    scored = subset_manifest(manifest_path, lambda r: r["name"] in SCORED, tmp_path / "data")
     rows, peaks, gflop = latency_benchmark(
-        stack, ["onnxruntime"], repeats=3, warmup=1, log=lambda _: None, manifest=manifest_path, quick=True
+        stack, ["onnxruntime"], repeats=3, warmup=1, log=lambda _: None, manifest=scored, quick=True
     )
     assert [r["backend"] for r in rows] == ["onnxruntime fp32 on cpu", "onnxruntime int8 on cpu"]
     assert all(r["stack_slices"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 and r["stack_ms"] > 0 for r in rows)
@@ -23,7 +29,7 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
     fp32, int8 = rows
     assert all(r["wide_grid"] == "352x352" and r["wide_stack_ms"] > 0 and r["wide_p50_ms"] > 0 for r in rows)
     assert fp32["dice_vs_fp32_torch"] >= 0.999 and 0.985 <= int8["dice_vs_fp32_torch"] < 1  # as test_backends
-    assert 0.8 < fp32["dice_vs_manual"] < 0.95 and int8["dice_vs_manual"] >= fp32["dice_vs_manual"] - 0.005
+    assert 0.75 < fp32["dice_vs_manual"] < 0.95 and int8["dice_vs_manual"] >= fp32["dice_vs_manual"] - 0.005
 
     report = write_latency_report(rows, peaks, gflop, stack, tmp_path)
     text = report.read_text()
