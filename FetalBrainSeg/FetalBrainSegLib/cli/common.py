@@ -1,0 +1,188 @@
+"""What the commands share: options, the segmenter they build, ports, the engine's words as flags."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
+
+
+SPLITS = ("train", "test", "unlabelled", "validation")  # evaluate's: the manifest's, and the weights' own
+
+
+INTERRUPTED = "interrupted: no mask was half-written; finished masks are kept"  # commands that write masks
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535 (0 and beyond 65535 failed later with OverflowError)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 1-65535")
+    return port
+
+
+def port_in_use(host: str, port: int) -> str:
+    """Why `port` on `host` cannot be listened on ("" when it can), found by binding it for a moment."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
+    return ""
+
+
+def parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --model-option expects KEY=VALUE, not {pair!r}")
+        options[key] = value
+    return options
+
+
+def add_weights_and_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+
+
+def add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> None:
+    """The segmenter's options; `whole_stacks` adds those that only a whole stack uses (batch, 3D clean-up)."""
+    from ..engine.inference import DEFAULT_THRESHOLD
+    from ..engine.postprocess import POSTPROCESSING
+
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="a site model made by `fetalbrainseg adapt`, or a network of the registry: its shipped weights, or "
+        "checked against --weights (fetalbrainseg models lists both)",
+    )
+    add_weights_and_device(p)
+    if whole_stacks:
+        p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="brain probability threshold (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        default="auto",
+        help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime) "
+        "(default: %(default)s)",
+    )
+    if whole_stacks:
+        p.add_argument(
+            "--postprocess",
+            choices=POSTPROCESSING,
+            default=POSTPROCESSING[0],
+            help="blocks3d (default): the largest connected brain component in 3D, and blocks of other slices "
+            "that motion or a slice without brain found split off it (chosen on validation and train stacks); "
+            "largest3d: that component alone; "
+            "largest2d: the largest on each slice; none",
+        )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default="fp32",
+        help="bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 "
+        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip averaging: the slice and its two flips, 3x the time; adds flip disagreement to the review flag",
+    )
+    p.add_argument(
+        "--zoom",
+        default="auto" if whole_stacks else "1",
+        metavar="auto|FACTOR",
+        help="magnification of the head on the network grid; auto (whole stacks): a second pass magnifies "
+        "a head the first finds small, or shrinks a large one; 1: none (default: %(default)s)",
+    )
+    p.add_argument(
+        "--margin-mm",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="grow each slice's mask by this distance in-plane, for pipelines that want a looser mask; recorded "
+        "in the mask's header (default: %(default)s)",
+    )
+    p.add_argument(
+        "--any-modality",
+        action="store_true",
+        help="with a site model: use it on stacks of every modality; by default a stack of a modality it did "
+        "not learn (T2W or EPI, by the pixel size) is segmented with its base weights",
+    )
+
+
+def segmenter_recipe(args):
+    """Segmenter with the weights and options the arguments name, as a picklable partial (worker
+    processes build their own from it)."""
+    import functools
+
+    from ..engine.inference import Segmenter
+    from ..engine.site_models import site_model_path
+    from ..resources import default_weights_path
+
+    weights = args.weights
+    if args.model and weights is None and site_model_path(args.model).is_file():
+        weights = site_model_path(args.model)
+    elif args.model and weights is None:
+        weights = default_weights_path(args.model)
+        if not weights.is_file() and not weights.with_suffix(".onnx").is_file():
+            # only here, as the registry needs PyTorch and shipped weights run without it
+            from ..models.registry import build_model
+
+            build_model(args.model)  # an unknown name fails here, with the registry's names
+            raise ValueError(
+                f"no shipped weights for {args.model} (only rfbsnet ships, and no site model has that name); "
+                f"train them with `fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
+                f"--weights runs/{args.model}/best.pt"
+            )
+    return functools.partial(
+        Segmenter,
+        weights,
+        device=args.device,
+        batch_size=getattr(args, "batch_size", 1),
+        threshold=args.threshold,
+        backend=args.backend,
+        precision=args.precision,
+        postprocess=getattr(args, "postprocess", "none"),
+        tta=args.tta,
+        zoom=args.zoom,
+        any_modality=args.any_modality,
+        margin_mm=args.margin_mm,
+    )
+
+
+def make_segmenter(args):
+    recipe = segmenter_recipe(args)
+    segmenter = recipe()
+    held = segmenter.metadata["model"]
+    if args.model and segmenter.site is None and held != args.model.lower():
+        raise ValueError(f"{recipe.args[0]} holds a {held} network, not {args.model}")
+    return segmenter
+
+
+# The engine speaks of its settings (precision int8, the openvino backend, device cuda); here they are flags.
+_FLAG_WORDS = [
+    (re.compile(r"\bthe (\w+) or (\w+) backend\b"), r"--backend \1 or \2"),
+    (re.compile(r"\bthe (torch|onnxruntime|openvino) backend\b"), r"--backend \1"),
+    (re.compile(r"\bprecision (fp32|bf16|int8)\b"), r"--precision \1"),
+    (re.compile(r"\bdevice (auto|cpu|cuda)\b"), r"--device \1"),
+]
+
+
+def in_flag_words(message: str) -> str:
+    for pattern, flag in _FLAG_WORDS:
+        message = pattern.sub(flag, message)
+    return message
