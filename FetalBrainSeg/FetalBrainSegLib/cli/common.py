@@ -7,11 +7,7 @@ import re
 from pathlib import Path
 
 DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
-
-
 SPLITS = ("train", "test", "unlabelled", "validation")  # evaluate's: the manifest's, and the weights' own
-
-
 INTERRUPTED = "interrupted: no mask was half-written; finished masks are kept"  # commands that write masks
 
 
