@@ -6,6 +6,8 @@ E2MIP test split (T2W and EPI), with the base weights and with the site model as
 its base weights on a stack of the other modality) and as it is (any modality). Per group: Dice over brain
 slices, recall, and brain slices the base found that come out empty. With two corrected stacks one is held out
 whole (training/adapt.py); each experiment's curve lists, per check, the held-out slices' Dice and that stack's.
+The steps the brain-finding guard refused (they lost brain the base model finds on the corrected slices shown
+as another scanner might show them) are listed with the number of slices lost.
 
     python scripts/site_adaptation.py [--minutes 8] [-o DIR]    # writes DIR/site_adaptation.{md,csv}
 """
@@ -78,9 +80,10 @@ def main() -> int:
         "which segments a stack of the modality the site model did not learn with the base weights; "
         "'any modality': `--any-modality`.",
         "",
-        "| experiment | held-out corrections (base -> adapted) | held out whole (base -> adapted) | steps, minutes "
-        "| scored | stacks | base | site model, as users run it | site model, any modality |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| experiment | held-out corrections (base -> adapted) | held out whole (base -> adapted) | refused: lost "
+        "brain under another look (step: slices) | steps, minutes | scored | stacks | base | site model, as users "
+        "run it | site model, any modality |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     curves = ["", "## Curves: held-out slices / the stack held out whole, per check", ""]
     for title, corrected, unseen in EXPERIMENTS:
@@ -96,6 +99,7 @@ def main() -> int:
             held_out = f"{result.held_out_before:.4f} -> {result.held_out_after:.4f}"
             whole = (f"{result.unseen}: {result.unseen_before:.4f} -> {result.unseen_after:.4f}"
                      if result.unseen else "none (one stack)")  # fmt: skip
+            whole += " | " + (", ".join(f"{step}: {lost}" for step, lost in result.lost_brain) or "none")
             if not result.kept:
                 lines.append(f"| {title} | {held_out}: not kept | {whole} | {result.steps}, {result.minutes:.1f} "
                              "| | | | | |")  # fmt: skip

@@ -41,6 +41,7 @@ def test_a_site_model_records_where_it_came_from_and_is_listed(epi_site, manifes
     assert all(len(s["image_sha256"]) == 64 and len(s["mask_sha256"]) == 64 for s in site["stacks"])
     assert site["held_out_before"] == round(epi_site.held_out_before, 4)
     assert site["base"].endswith("rfbsnet_fetal_brain.pt") and site["unseen_stack"] == ""
+    assert site["guard_slices"] > 0 and site["lost_brain_refused"] == [list(x) for x in epi_site.lost_brain]
     assert resolve_model("epi-test") == epi_site.path
     with pytest.raises(FileExistsError, match="exists"):
         adapt(pairs(manifest, EPI_PAIR[0]), AdaptSettings("epi-test", **FIRST_GAIN))
@@ -60,6 +61,49 @@ def test_a_step_that_loses_on_a_corrected_stack_it_never_trained_on_is_never_kep
     assert not guarded.kept and guarded.steps == 0 and guarded.unseen_after == guarded.unseen_before
     assert f"without losing more than 0.005 on {EPI_PAIR[1]}.nii.gz" in guarded.summary()
     assert "epi-guarded" not in {m.name for m in list_site_models()}
+
+
+def test_the_brain_finding_guard_counts_brain_a_model_loses_under_another_scanners_look(manifest):
+    """A guard inside one site cannot see other sites (all three of a hospital's stacks corrected: its held-out
+    stack lost 0.25 points while other sites' stacks lost brain slices). The guard's slices are the corrected
+    brain slices as other scanners might show them; the base model loses none by definition, a model drawing
+    wider masks (a site's convention) none either, and one that stopped finding brain every one the base found."""
+    import copy
+
+    import torch
+
+    from FetalBrainSegLib.models.weights import load_weights
+    from FetalBrainSegLib.resources import default_weights_path
+    from FetalBrainSegLib.training.adapt import BrainFindingGuard, corrected_slices, other_looks
+    from FetalBrainSegLib.training.config import GUARD_VIEWS
+
+    model, metadata = load_weights(default_weights_path())
+    images, masks, *_ = corrected_slices(pairs(manifest, "e2mip_testing_0000"), 1.2)
+    with_brain = masks.any(axis=(1, 2))
+    looks = other_looks(images, masks, seed=0)
+    assert len(looks) == GUARD_VIEWS * with_brain.sum()
+    assert not np.allclose(looks[: with_brain.sum()], images[with_brain], atol=0.05)  # another look indeed
+    guard = BrainFindingGuard(model, looks, "cpu")
+    assert guard.found.mean() > 0.8 and guard.lost(model) == 0
+    wider, blind = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        wider.classifier.bias[1] += 2.0  # brain wins wherever it nearly did
+        blind.classifier.bias[1] -= 100.0  # the brain class never wins
+    assert guard.lost(wider) == 0 and guard.lost(blind) == guard.found.sum() > 0
+
+
+def test_a_step_that_loses_brain_under_another_look_is_never_kept(manifest, monkeypatch):
+    """The guard's verdict inside adapt (its counting is tested above): every new best it finds lost brain in is
+    refused, the base weights are kept, and the summary and result say which steps and how many slices."""
+    from FetalBrainSegLib.training import adapt as adaptation
+
+    monkeypatch.setattr(adaptation.BrainFindingGuard, "lost", lambda self, model: 3)
+    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("lost-brain", **QUICK))
+    assert not result.kept and result.steps == 0 and result.lost_brain and {n for _, n in result.lost_brain} == {3}
+    assert max(score for _, score, _ in result.history) > result.held_out_before  # a gain, refused
+    assert "lost brain the base model finds" in result.summary() and "lost-brain" not in {
+        m.name for m in list_site_models()
+    }
 
 
 def test_a_stack_of_another_modality_is_segmented_with_the_base_weights(epi_site, manifest):

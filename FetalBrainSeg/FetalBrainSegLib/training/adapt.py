@@ -12,6 +12,14 @@ not show (in a trial, EPI recall fell from 0.99 to 0 after adapting on T2W):
   one EPI stack raised its held-out slices by a point while another stack of that site fell 9 points
   (docs/results/site_adaptation.md). So with two or more corrected stacks, one (the one with the fewest
   slices) is held out whole: a step that loses more than UNSEEN_STACK_TOLERANCE there is never kept;
+- a guard inside one site cannot see other sites: with all three of a hospital's stacks corrected, its held-out
+  stack lost 0.25 points while the E2MIP T2W test stacks lost brain slices. So every corrected slice with brain
+  is also shown as another scanner might show it (GUARD_VIEWS strong appearance changes: bias field, signal
+  dropout, speckle, contrast, gain, noise); a step under which any of these that the base model finds brain
+  on keeps less than GUARD_KEEP_SHARE of the base's brain area is never kept (the brain-finding guard). Not
+  only empty slices: a site model that came out empty on none of them still lost a brain slice of another
+  site after post-processing, where it had shrunk them (docs/results/site_adaptation.md). Shrinking is never
+  a site's convention being learnt, only brain being lost;
 - the site model records the modality it learnt (engine/site_models.py); a stack of another modality is
   segmented with the base weights.
 The result is a site model in the user's data folder, never in the repository.
@@ -37,8 +45,16 @@ from ..evaluation.dataset import pad_centred
 from ..evaluation.metrics import dice_iou
 from ..models.torch_runtime import foreground_probability, resolve_device
 from ..models.weights import load_weights, save_weights
-from .augment import AugmentSettings, brain_points, training_batch
-from .config import HELD_OUT_EVERY, MIN_GAIN, UNSEEN_STACK_TOLERANCE, AdaptSettings
+from .augment import AugmentSettings, brain_points, intensity, training_batch
+from .config import (
+    GUARD_KEEP_SHARE,
+    GUARD_MIN_PIXELS,
+    GUARD_VIEWS,
+    HELD_OUT_EVERY,
+    MIN_GAIN,
+    UNSEEN_STACK_TOLERANCE,
+    AdaptSettings,
+)
 from .l2sp import StartingPointPenalty
 from .trainer import freeze, segmentation_loss
 
@@ -62,6 +78,7 @@ class AdaptResult:
     unseen: str = ""  # the corrected stack held out whole ("" with one corrected stack)
     unseen_before: float | None = None
     unseen_after: float | None = None  # of the kept step
+    lost_brain: list[tuple[int, int]] = field(default_factory=list)  # (step, slices) the brain-finding guard refused
 
     def summary(self) -> str:
         guard = f" without losing more than {UNSEEN_STACK_TOLERANCE:g} on {self.unseen}" if self.unseen else ""
@@ -75,9 +92,15 @@ class AdaptResult:
             if self.unseen
             else ""
         )
+        refused = (
+            f"; not kept, as they lost brain the base model finds on the corrected slices under another scanner's "
+            f"look: step(s) {', '.join(str(step) for step, _ in self.lost_brain)}"
+            if self.lost_brain
+            else ""
+        )
         return (
             f"held-out corrected slices, mean Dice: base {self.held_out_before:.4f}, adapted "
-            f"{self.held_out_after:.4f} (step {self.steps}, {self.minutes:.1f} min){unseen}; {verdict}"
+            f"{self.held_out_after:.4f} (step {self.steps}, {self.minutes:.1f} min){unseen}{refused}; {verdict}"
         )
 
 
@@ -118,13 +141,41 @@ def unseen_stack(stacks: list[dict]) -> int | None:
     return min(reversed(range(len(stacks))), key=lambda k: stacks[k]["slices"])
 
 
-def held_out_dice(model, images, masks, device) -> float:
-    """Mean Dice over the held-out slices (an empty answer on a brain-free slice scores 1)."""
+def predicted_masks(model, images, device) -> np.ndarray:
     model.eval()
-    predicted = np.concatenate(
+    return np.concatenate(
         [foreground_probability(model, images[i : i + 8], device) >= 0.5 for i in range(0, len(images), 8)]
     )
-    return float(dice_iou(predicted, masks > 0)[0].mean())
+
+
+def held_out_dice(model, images, masks, device) -> float:
+    """Mean Dice over the held-out slices (an empty answer on a brain-free slice scores 1)."""
+    return float(dice_iou(predicted_masks(model, images, device), masks > 0)[0].mean())
+
+
+def other_looks(images: np.ndarray, masks: np.ndarray, seed: int) -> np.ndarray:
+    """The corrected slices with brain, each shown GUARD_VIEWS times as another scanner or protocol might show
+    it (training's strong intensity changes, seeded): the brain-finding guard's slices."""
+    with_brain = torch.from_numpy(images[masks.reshape(len(masks), -1).any(axis=1)])[:, None]
+    generator = torch.Generator().manual_seed(seed + 1)
+    strong = AugmentSettings(crop_size=0, intensity="strong")
+    return torch.cat([intensity(with_brain, strong, generator) for _ in range(GUARD_VIEWS)])[:, 0].numpy()
+
+
+class BrainFindingGuard:
+    """Where the base model finds brain (GUARD_MIN_PIXELS or more) on the guard's slices, a site model must keep
+    at least GUARD_KEEP_SHARE of its area: `lost(model)` counts the slices where it does not."""
+
+    def __init__(self, base_model, slices: np.ndarray, device):
+        self.slices, self.device = slices, device
+        self.base_areas = self._areas(base_model)
+        self.found = self.base_areas >= GUARD_MIN_PIXELS
+
+    def _areas(self, model) -> np.ndarray:
+        return predicted_masks(model, self.slices, self.device).reshape(len(self.slices), -1).sum(axis=1)
+
+    def lost(self, model) -> int:
+        return int((self.found & (self._areas(model) < GUARD_KEEP_SHARE * self.base_areas)).sum())
 
 
 def adapt(
@@ -176,6 +227,8 @@ def adapt(
 
     generator = torch.Generator().manual_seed(settings.seed)
     augmentation = AugmentSettings(crop_size=0)
+    guard = BrainFindingGuard(model, other_looks(images, masks, settings.seed), device)
+    lost_brain = []
 
     before, unseen_before = scores()
     best = (before, 0, unseen_before, {k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -208,7 +261,11 @@ def adapt(
             history.append((step, score, unseen_score))
             safe = unseen_score is None or unseen_score >= unseen_before - UNSEEN_STACK_TOLERANCE
             if score > best[0] and safe:
-                best = (score, step, unseen_score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                lost = guard.lost(model)  # its cost is paid for a new best only
+                if lost:
+                    lost_brain.append((step, lost))
+                else:
+                    best = (score, step, unseen_score, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if on_progress:
             on_progress(step, settings.steps, score)
         if out_of_time:  # scored just now: the budget is kept to a step, not to the next check
@@ -219,7 +276,7 @@ def adapt(
     kept = after >= before + settings.min_gain
     unseen_name = Path(stacks[whole]["image"]).name if whole is not None else ""
     result = AdaptResult(kept, None, before, after, best_step, minutes, modality, history, settings.min_gain,
-                         unseen_name, unseen_before, unseen_after)  # fmt: skip
+                         unseen_name, unseen_before, unseen_after, lost_brain)  # fmt: skip
     if not result.kept:
         return result
     model.load_state_dict(state)
@@ -236,6 +293,8 @@ def adapt(
         "unseen_stack": unseen_name,
         "unseen_before": None if unseen_before is None else round(unseen_before, 4),
         "unseen_after": None if unseen_after is None else round(unseen_after, 4),
+        "guard_slices": len(guard.slices),
+        "lost_brain_refused": lost_brain,  # (step, slices): new bests the brain-finding guard did not keep
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("name",)},
     }
     training = {**metadata.get("training", {}), "site": site}

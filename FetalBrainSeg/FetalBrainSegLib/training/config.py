@@ -49,6 +49,9 @@ ADAPT_FROZEN = ("downsample", "encoders", "bottleneck", "shallow")
 HELD_OUT_EVERY = 4
 MIN_GAIN = 0.005  # held-out Dice the site model must gain over the base weights to be kept
 UNSEEN_STACK_TOLERANCE = 0.005  # Dice a kept step may lose on the corrected stack held out whole
+GUARD_VIEWS = 2  # other scanners' looks per corrected brain slice in the brain-finding guard (training/adapt.py)
+GUARD_MIN_PIXELS = 20  # on the network grid (29 mm² at 1.2 mm): less is not a brain the base model found
+GUARD_KEEP_SHARE = 0.5  # of the base model's brain area on a guard slice, the least a site model may keep
 
 
 @dataclass
