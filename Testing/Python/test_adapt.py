@@ -94,7 +94,8 @@ def test_the_brain_finding_guard_counts_brain_a_model_loses_under_another_scanne
     looks = other_looks(images, masks, seed=0)
     assert len(looks) == GUARD_VIEWS * with_brain.sum()
     assert not np.allclose(looks[: with_brain.sum()], images[with_brain], atol=0.05)  # another look indeed
-    guard = BrainFindingGuard(model, looks, "cpu")
+    guard = BrainFindingGuard(model, images, masks, 0, "cpu")
+    assert guard.size == len(looks) and np.array_equal(guard.slices, looks)  # the same looks, built on first use
     assert guard.found.mean() > 0.8 and guard.lost(model) == 0
     wider, blind = copy.deepcopy(model), copy.deepcopy(model)
     with torch.no_grad():

@@ -27,6 +27,7 @@ The result is a site model in the user's data folder, never in the repository.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import tempfile
 import threading
@@ -163,19 +164,31 @@ def other_looks(images: np.ndarray, masks: np.ndarray, seed: int) -> np.ndarray:
 
 
 class BrainFindingGuard:
-    """Where the base model finds brain (GUARD_MIN_PIXELS or more) on the guard's slices, a site model must keep
-    at least GUARD_KEEP_SHARE of its area: `lost(model)` counts the slices where it does not."""
+    """Where the base model finds brain (GUARD_MIN_PIXELS or more) on the guard's slices (other_looks of the
+    corrected slices), a site model must keep at least GUARD_KEEP_SHARE of its area: `lost(model)` counts the
+    slices where it does not. Built on first use, so a run that never reaches a new best pays nothing for it."""
 
-    def __init__(self, base_model, slices: np.ndarray, device):
-        self.slices, self.device = slices, device
-        self.base_areas = self._areas(base_model)
-        self.found = self.base_areas >= GUARD_MIN_PIXELS
+    def __init__(self, base_model, images: np.ndarray, masks: np.ndarray, seed: int, device):
+        self._base = copy.deepcopy(base_model)  # before the first step changes it
+        self._images, self._masks, self._seed, self.device = images, masks, seed, device
+        self.size = GUARD_VIEWS * int(masks.reshape(len(masks), -1).any(axis=1).sum())
+        self._slices = None
+
+    @property
+    def slices(self) -> np.ndarray:
+        if self._slices is None:
+            self._slices = other_looks(self._images, self._masks, self._seed)
+            self.base_areas = self._areas(self._base)
+            self.found = self.base_areas >= GUARD_MIN_PIXELS
+            self._base = None
+        return self._slices
 
     def _areas(self, model) -> np.ndarray:
         return predicted_masks(model, self.slices, self.device).reshape(len(self.slices), -1).sum(axis=1)
 
     def lost(self, model) -> int:
-        return int((self.found & (self._areas(model) < GUARD_KEEP_SHARE * self.base_areas)).sum())
+        areas = self._areas(model)
+        return int((self.found & (areas < GUARD_KEEP_SHARE * self.base_areas)).sum())
 
 
 def adapt(
@@ -227,7 +240,7 @@ def adapt(
 
     generator = torch.Generator().manual_seed(settings.seed)
     augmentation = AugmentSettings(crop_size=0)
-    guard = BrainFindingGuard(model, other_looks(images, masks, settings.seed), device)
+    guard = BrainFindingGuard(model, images, masks, settings.seed, device)
     lost_brain = []
 
     before, unseen_before = scores()
@@ -293,7 +306,7 @@ def adapt(
         "unseen_stack": unseen_name,
         "unseen_before": None if unseen_before is None else round(unseen_before, 4),
         "unseen_after": None if unseen_after is None else round(unseen_after, 4),
-        "guard_slices": len(guard.slices),
+        "guard_slices": guard.size,
         "lost_brain_refused": lost_brain,  # (step, slices): new bests the brain-finding guard did not keep
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("name",)},
     }
