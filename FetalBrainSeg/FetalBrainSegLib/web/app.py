@@ -49,6 +49,24 @@ from .library import PathRefused, StackLibrary
 
 POLL_SECONDS = 0.1
 EDIT_REFRESH_SECONDS = 0.3  # the slice list follows edits this long after a stroke's first change
+WINDOW_PERCENTILE = 99.5  # of the non-zero voxels: the top of the display window
+SHOWN_VIEW = "Red"  # the slice view of the "Axial Only" layout, whatever plane it is turned to
+OWNER_ANSWER_S = 2.0  # a working tab that does not answer within this long is gone: the newest tab takes over
+
+
+def _elements(element):
+    """A trame element and every element inside it."""
+    yield element
+    for child in getattr(element, "children", []):
+        if not isinstance(child, str):
+            yield from _elements(child)
+
+
+def _attribute(element, name: str):
+    try:
+        return element[name]
+    except KeyError:
+        return None
 
 
 def slice_rows(statistics) -> list[dict]:
@@ -117,6 +135,7 @@ class WebApp:
         self.adaptation = None
         self._slices_stale = False  # the brain segment was edited since the slice list was made
         self.loaded_stack: str | None = None
+        self._claimants: list[str] = []  # tabs that opened while another worked, until it answers (claim)
         self._kept: dict[str, KeptWork] = {}  # by stack name: work on stacks not shown now
         # by stack name: the image and corrected mask of each stack not shown now whose brain segment was edited
         self._corrected: dict[str, tuple[Path, Path]] = {}
@@ -148,6 +167,9 @@ class WebApp:
                 "fbs_overwrite": False,
                 "fbs_exported": [],
                 "fbs_owner": "",  # the tab that works; every tab shows the one shared state
+                "fbs_me": "",  # each tab's own random name, never shared (client_only below)
+                "fbs_owner_ping": 0,  # asks the working tab to answer (claim)
+                "fbs_waiting": [],  # tabs that know another one works: they say so
                 "fbs_models": self.logic.modelChoices(),
                 "fbs_model": model or self.logic.modelChoices()[0],
                 "fbs_margin": 0,
@@ -156,15 +178,24 @@ class WebApp:
                 "fbs_adapting": False,
                 "fbs_adapt_progress": 0,
                 "fbs_adapt_status": "",
+                "fbs_shown_slice": None,  # the stack's slice index in the view
+                "fbs_slice_count": 0,
             }
         )
-        self.state.client_only("fbs_me")  # each tab's own random name, never shared
+        self.state.client_only("fbs_me")
         self.state.change("fbs_stack")(self._on_stack_chosen)
+        self.state.change("fbs_shown_slice")(self._on_slice_chosen)
         self.logic.segmenter(device)  # the model loads with the server, not inside the first Segment click
         # masks are per slice: paint and erase on the shown slice only (trame-slicer's default
         # brush is a sphere, which reaches into neighbouring slices)
         TypedState(self.state, PaintEffectState).data.use_sphere_brush = False
         self._build_panel()
+        for view in self.slicer_app.view_manager.get_slice_views():
+            if view.get_view_node().GetLayoutName() == SHOWN_VIEW:  # the others are hidden, at slices of their own
+                view.modified.connect(self._on_view_moved)
+        if library.names:  # the first stack is shown from the start
+            self.state.fbs_stack = library.names[0]
+            self._on_stack_chosen(library.names[0])
 
     @property
     def state(self):
@@ -194,6 +225,7 @@ class WebApp:
         if self.volume_node is None:
             raise VolumeError(f"{name}: not a readable image")
         self._show_acquisition_plane()
+        self._set_window_level()
         self.loaded_stack = name
         kept = self._kept.get(name)
         if kept is not None:
@@ -324,11 +356,38 @@ class WebApp:
             self.job.cancel()
 
     def claim(self, tab: str, take_over: bool = False) -> None:
-        """One tab works at a time: the first to open, or one whose user chose to take over."""
-        if tab and (take_over or not self.state.fbs_owner):
-            self.state.fbs_owner = tab
+        """One tab works at a time: the first to open, or one whose user chose to take over (the tab it took over
+        from then waits). A tab that opens while another works asks that one to answer, and waits only once it
+        has: a reload or a closed browser leaves the old tab's name behind (its goodbye never arrives), and a
+        working tab that does not answer within OWNER_ANSWER_S hands over to the newest tab silently."""
+        owner = self.state.fbs_owner
+        if not tab or tab == owner:
+            return
+        if take_over or not owner:
+            waiting = [name for name in self.state.fbs_waiting if name != tab] + ([owner] if owner else [])
+            self.state.update({"fbs_owner": tab, "fbs_waiting": waiting})
+            return
+        self._claimants.append(tab)
+        self.state.fbs_owner_ping += 1
+        asyncio.get_running_loop().call_later(
+            OWNER_ANSWER_S, self._hand_over_unless_answered, self.state.fbs_owner_ping
+        )
+
+    def answer(self, tab: str, ping: int) -> None:
+        """The working tab says it is still there: the tabs that asked wait."""
+        if tab == self.state.fbs_owner and ping == self.state.fbs_owner_ping and self._claimants:
+            self.state.fbs_waiting = [*self.state.fbs_waiting, *self._claimants]
+            self._claimants = []
+
+    def _hand_over_unless_answered(self, ping: int) -> None:
+        with self.state:
+            if ping == self.state.fbs_owner_ping and self._claimants:  # the newest works, the others wait
+                *others, newest = self._claimants
+                self.state.update({"fbs_owner": newest, "fbs_waiting": [*self.state.fbs_waiting, *others]})
+                self._claimants = []
 
     def release(self, tab: str) -> None:
+        self.state.fbs_waiting = [name for name in self.state.fbs_waiting if name != tab]
         if self.state.fbs_owner == tab:
             self.state.fbs_owner = ""
 
@@ -381,6 +440,10 @@ class WebApp:
         except (PathRefused, VolumeError) as exc:
             self.state.fbs_error = str(exc)
             self.state.fbs_stack = self.loaded_stack  # the panel names what the view shows
+
+    def _on_slice_chosen(self, fbs_shown_slice, **_):
+        if fbs_shown_slice is not None:  # the view follows; it already shows the slice when it set the number
+            self.jump_to_slice(fbs_shown_slice)
 
     def _on_export_clicked(self) -> None:
         self.export()  # the paths stay on the server: a click's return value goes to the browser as JSON
@@ -467,6 +530,35 @@ class WebApp:
             for i in range(self.slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))
         ]
 
+    def _set_window_level(self):
+        """From the brightest tissue, not the brightest voxel: Slicer's automatic window reaches the few hot voxels
+        of a fetal stack, and the brain showed nearly black."""
+        from vtk.util.numpy_support import vtk_to_numpy
+
+        voxels = vtk_to_numpy(self.volume_node.GetImageData().GetPointData().GetScalars())
+        signal = voxels[voxels > 0]
+        if signal.size:
+            display = self.volume_node.GetDisplayNode()
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(0.0, float(np.percentile(signal, WINDOW_PERCENTILE)))
+
+    def _on_view_moved(self, view) -> None:
+        """The stack's slice index shown: the panel's slice slider follows the view (mouse wheel, arrow keys) and
+        marks its row in the slice list."""
+        if self.volume_node is None:
+            return
+        matrix = ijk_to_ras(self.volume_node)
+        axis = slice_axis(matrix)
+        count = self.volume_node.GetImageData().GetDimensions()[axis]
+        normal = np.array([view.get_view_node().GetSliceToRAS().GetElement(i, 2) for i in range(3)])
+        first = float(normal @ np.array(slice_center_ras(self.volume_node, axis, 0)))
+        step = float(normal @ matrix[:3, axis])  # the offset from one slice to the next
+        if abs(step) < 1e-6:  # a view across the slices (the other planes): no slice index
+            return
+        shown = int(np.clip(round((view.get_slice_value() - first) / step), 0, count - 1))
+        with self.state:
+            self.state.update({"fbs_shown_slice": shown, "fbs_slice_count": count})
+
     def _show_acquisition_plane(self):
         """Slice views look along the stack's slice axis, whatever the scanner orientation: the
         preset nearest to it, then rotated onto the volume's own planes."""
@@ -496,8 +588,20 @@ class WebApp:
         layout.toolbar.children[:] = [
             child for child in layout.toolbar.children if type(child).__name__ != "SegmentEditorToolbarUI"
         ]
+        for element in _elements(layout.root):
+            if isinstance(element, v3.VBtn) and _attribute(element, "text") == "Add segment":
+                # beside Segment before any result, it read as a second way to segment: the brain segment comes
+                # from Segment, and the segment list's own + adds others
+                element.v_if = ("false",)
         with layout:
-            client.Style('button[title="About trame-slicer"] { display: none !important; }')
+            client.Style(
+                'button[title="About trame-slicer"] { display: none !important; } '
+                "#fbs-slices tr.fbs-shown td { background: rgba(66, 165, 245, 0.35); font-weight: 600; } "
+                # trame-slicer's slider under the view moves the slice offset along the view's normal, which points
+                # against the slice order in some acquisitions (slice 0 at the far right), and names no slice: the
+                # panel's slice slider replaces it
+                ".slice-slider-gutter { display: none !important; }"
+            )
             self._build_ownership()
         # trame-slicer's editor keeps the left drawer; ours is on the right. It fills the window's height:
         # the controls above and below keep their size, and the slice list between them takes what is left
@@ -577,6 +681,21 @@ class WebApp:
                         )
                         v3.VProgressLinear(model_value=("fbs_progress",), height=6, classes="my-2", id="fbs-progress")
                         html.Div("{{ fbs_status }}", id="fbs-status", classes="text-caption")
+                        with html.Div(v_if=("fbs_slice_count > 0",), classes="d-flex align-center ga-2"):
+                            v3.VSlider(
+                                v_model=("fbs_shown_slice",),
+                                min=0,
+                                max=("fbs_slice_count - 1",),
+                                step=1,
+                                density="compact",
+                                hide_details=True,
+                                id="fbs-slice-slider",
+                            )
+                            html.Div(
+                                "Slice {{ fbs_shown_slice }} of 0-{{ fbs_slice_count - 1 }}",
+                                id="fbs-shown-slice",
+                                classes="text-caption text-no-wrap",
+                            )
                         v3.VAlert(
                             v_if=("fbs_error",),
                             text=("fbs_error",),
@@ -601,7 +720,10 @@ class WebApp:
                                 v_for="row in fbs_slices",
                                 key="row.index",
                                 style="cursor: pointer",
-                                classes=("row.review ? 'bg-orange-darken-4' : ''",),
+                                classes=(
+                                    "{'bg-orange-darken-4': row.review, "
+                                    "'fbs-shown': row.index === String(fbs_shown_slice)}",
+                                ),
                                 click=(self.jump_to_slice, "[row.index]"),
                             ):
                                 for key in ("index", "area", "confidence", "review"):
@@ -684,12 +806,17 @@ class WebApp:
         """The server holds one stack, one run and one scene for every tab that opens it: a second tab
         says so and stays out of the way, unless its user takes over (the first tab then says so)."""
         claim, release = self.server.trigger_name(self.claim), self.server.trigger_name(self.release)
+        answer = self.server.trigger_name(self.answer)
         client.ClientTriggers(
             mounted=f"fbs_me = Math.random().toString(36).slice(2); trame.trigger('{claim}', [fbs_me, false])",
             exit=f"trame.trigger('{release}', [fbs_me])",
         )
-        with v3.VOverlay(
-            model_value=("fbs_owner !== '' && fbs_owner !== fbs_me",),
+        client.ClientStateChange(
+            value="fbs_owner_ping",
+            change=f"fbs_owner === fbs_me && trame.trigger('{answer}', [fbs_me, fbs_owner_ping])",
+        )
+        with v3.VOverlay(  # only once the working tab has answered (claim): a reloaded tab takes over without it
+            model_value=("fbs_owner !== '' && fbs_owner !== fbs_me && fbs_waiting.includes(fbs_me)",),
             persistent=True,
             classes="align-center justify-center",
             id="fbs-elsewhere",
