@@ -12,6 +12,7 @@ from FetalBrainSegLib.engine.postprocess import add_margin
 from FetalBrainSegLib.engine.site_models import list_site_models, resolve_model
 from FetalBrainSegLib.engine.volume_io import VolumeError, read_volume, write_volume
 from FetalBrainSegLib.training.adapt import AdaptationCancelled, AdaptSettings, adapt
+from FetalBrainSegLib.training.config import MIN_GAIN
 
 
 def pairs(manifest, *names):
@@ -109,10 +110,13 @@ def test_a_step_that_loses_brain_under_another_look_is_never_kept(manifest, monk
     refused, the base weights are kept, and the summary and result say which steps and how many slices."""
     from FetalBrainSegLib.training import adapt as adaptation
 
+    scored = iter(np.linspace(0.5, 0.9, 10))  # each check a new best: a gain by MIN_GAIN and more
+    monkeypatch.setattr(adaptation, "held_out_dice", lambda *_: float(next(scored)))
     monkeypatch.setattr(adaptation.BrainFindingGuard, "lost", lambda self, model: 3)
-    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("lost-brain", **QUICK))
-    assert not result.kept and result.steps == 0 and result.lost_brain and {n for _, n in result.lost_brain} == {3}
-    assert max(score for _, score, _ in result.history) > result.held_out_before  # a gain, refused
+    plumbing = {**QUICK, "steps": 3, "check_every": 1}
+    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("lost-brain", **plumbing))
+    assert not result.kept and result.steps == 0 and result.lost_brain == [(1, 3), (2, 3), (3, 3)]
+    assert max(score for _, score, _ in result.history) > result.held_out_before + MIN_GAIN  # gains, refused
     assert "lost brain the base model finds" in result.summary() and "lost-brain" not in {
         m.name for m in list_site_models()
     }

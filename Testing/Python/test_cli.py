@@ -452,6 +452,10 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
+# where to run, not how to segment, is what the cohort tests are about: one pass, a third of the automatic zoom's time
+ONE_PASS = ("--zoom", "1")
+
+
 @pytest.fixture(scope="module")
 def stacks_and_single_process_masks(manifest, tmp_path_factory) -> tuple[Path, Path]:
     """Two copies of the T2W test stacks (enough that some are still queued when a worker is killed),
@@ -463,7 +467,7 @@ def stacks_and_single_process_masks(manifest, tmp_path_factory) -> tuple[Path, P
     for n in range(2):
         for record in (r for r in manifest if r.split == "test" and r.modality == "T2W"):
             shutil.copy(record.image, folder / f"{n}_{record.image.name}")
-    assert main(["segment", str(folder), "-o", str(root / "single"), "--quiet"]) == 0
+    assert main(["segment", str(folder), "-o", str(root / "single"), "--quiet", *ONE_PASS]) == 0
     return folder, root / "single"
 
 
@@ -537,7 +541,9 @@ def test_ctrl_c_stops_the_workers_at_once_and_the_report_lists_the_masks_on_disk
     """Issue 30: `--workers 2` and Ctrl-C went on for minutes, and its report missed masks; nothing was printed
     before the batch ended."""
     folder, _ = stacks_and_single_process_masks
-    out = _interrupt_after_the_first_mask([folder, "--workers", 2, "--quiet"], tmp_path / "w.csv", tmp_path / "w")
+    out = _interrupt_after_the_first_mask(
+        [folder, "--workers", 2, "--quiet", *ONE_PASS], tmp_path / "w.csv", tmp_path / "w"
+    )
     stacks = len(list(folder.iterdir()))
     assert f"[1/{stacks}] " in out  # each stack's line as it finishes
 
@@ -547,7 +553,7 @@ def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(stack
     but time: every stack is done, nothing is half-written."""
     folder, single = stacks_and_single_process_masks
     report = tmp_path / "report.csv"
-    out, _ = _run_killing_a_worker([folder, "-o", tmp_path / "pool", "--workers", 2], report, _worker_pids)
+    out, _ = _run_killing_a_worker([folder, "-o", tmp_path / "pool", "--workers", 2, *ONE_PASS], report, _worker_pids)
     _assert_every_stack_done_as_in_one_process(report, tmp_path / "pool", single)
     assert "on 2 workers" in out
 
@@ -565,7 +571,7 @@ def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_
     with cluster, Client(cluster) as client:
         address = cluster.scheduler_address
         out, _ = _run_killing_a_worker(
-            [folder, "-o", masks, "--dask-scheduler", address],
+            [folder, "-o", masks, "--dask-scheduler", address, *ONE_PASS],
             report,
             lambda _: sorted(client.run(os.getpid).values()),
         )
@@ -573,14 +579,18 @@ def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_
         assert f"on the Dask cluster at {address}" in out
 
         stamps = {p: p.stat().st_mtime_ns for p in masks.iterdir()}
-        again = run_cli_process("segment", folder, "-o", masks, "--dask-scheduler", address, "--report", report)
+        again = run_cli_process(
+            "segment", folder, "-o", masks, "--dask-scheduler", address, "--report", report, *ONE_PASS
+        )
         assert again.returncode == 0, again.stderr
         assert {p: p.stat().st_mtime_ns for p in masks.iterdir()} == stamps
         rerun = list(csv.DictReader(report.open()))[len(rows) :]
         assert [r["status"] for r in rerun] == ["skipped"] * len(rows)
 
         # Ctrl-C: the queued stacks are cancelled, the running ones finish, and the report lists every mask
-        _interrupt_after_the_first_mask([folder, "--dask-scheduler", address], tmp_path / "c.csv", tmp_path / "c")
+        _interrupt_after_the_first_mask(
+            [folder, "--dask-scheduler", address, *ONE_PASS], tmp_path / "c.csv", tmp_path / "c"
+        )
 
     (masks / next(single.iterdir()).name).unlink()  # one stack left to do, and no scheduler there any more
     gone = run_cli_process("segment", folder, "-o", masks, "--dask-scheduler", address)
@@ -622,3 +632,4 @@ def test_ports_are_checked_before_anything_starts(tmp_path, capsys):
         assert main(["serve", str(tmp_path), "--port", str(port)]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "http" not in captured.out
+

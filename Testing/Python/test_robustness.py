@@ -25,17 +25,24 @@ CROP_FLOORS = {
 }
 
 
+FIELD_OF_VIEW = ("cropped", "padded")  # the automatic zoom measures the head in the field of view: these need it
+
+
 @pytest.fixture(scope="module")
 def measured(manifest):
-    segmenter = Segmenter(device="cpu", backend="openvino")  # the fastest runtime; its default zoom is the point
+    """Each variant's Dice against the stack's own mask. The field-of-view variants run with the default
+    automatic zoom, which they are about; the others with one pass (zoom 1), the same network input order and
+    scaling at a third of the time: the zoom pass only follows the first pass's mask."""
+    auto = Segmenter(device="cpu", backend="openvino")  # the fastest runtime
+    one_pass = Segmenter(device="cpu", backend="openvino", zoom=1)
     results = []
     for record in (r for r in manifest if r.split == "test"):
         volume = read_volume(record.image)
-        reference = segmenter.segment(volume).mask
+        references = {segmenter: segmenter.segment(volume).mask for segmenter in (auto, one_pass)}
         for name, (changed, back, region) in variants(volume).items():
-            results.append(
-                (record.name, record.modality, name, dice(back(segmenter.segment(changed).mask), reference[region]))
-            )
+            segmenter = auto if name in FIELD_OF_VIEW else one_pass
+            mask = back(segmenter.segment(changed).mask)
+            results.append((record.name, record.modality, name, dice(mask, references[segmenter][region])))
     return results
 
 
