@@ -26,8 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
 
+from FetalBrainSegLib.cli.common import settings_options  # noqa: E402
 from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+from FetalBrainSegLib.training.config import TrainConfig  # noqa: E402
 from FetalBrainSegLib.training.trainer import validation_score  # noqa: E402
 
 # Boston T2W (as held out for the shipped weights, so fine-tuning does not leak), one CHUV
@@ -71,39 +73,20 @@ def arm_steps(settings: dict) -> int:
 
 
 def train_command(run_dir: Path, settings: dict, steps: int, manifest: Path, base: Path) -> list[str]:
-    low, high = settings["scale_range"]
     init = run_dir.parent / settings["init_arm"] / "best.pt" if settings["init_arm"] else base
+    recipe = settings_options(
+        TrainConfig,
+        init=init,
+        modalities=("T2W", "EPI"),
+        steps=steps,
+        crop_size=settings["crop_size"],
+        loss=settings["loss"],
+        scale_range=settings["scale_range"],
+        intensity=settings["intensity"],
+    )
     return [
-        sys.executable,
-        "-m",
-        "FetalBrainSegLib",
-        "train",
-        "--manifest",
-        str(manifest),
-        "-o",
-        str(run_dir),
-        "--model-option",
-        "norm=batch",
-        "--init",
-        str(init),
-        "--modalities",
-        "T2W",
-        "EPI",
-        "--val-stacks",
-        *VAL_STACKS,
-        "--steps",
-        str(steps),
-        "--crop-size",
-        str(settings["crop_size"]),
-        "--loss",
-        settings["loss"],
-        "--scale-range",
-        str(low),
-        str(high),
-        "--intensity",
-        settings["intensity"],
-        "--resume",
-        "--quiet",
+        *[sys.executable, "-m", "FetalBrainSegLib", "train", "--manifest", str(manifest), "-o", str(run_dir)],
+        *["--model-option", "norm=batch", "--val-stacks", *VAL_STACKS, *recipe, "--resume", "--quiet"],
     ]
 
 

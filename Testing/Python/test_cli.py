@@ -633,3 +633,31 @@ def test_ports_are_checked_before_anything_starts(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "http" not in captured.out
 
+
+@pytest.mark.parametrize("command", ["train", "adapt"])
+def test_each_training_setting_is_declared_once_and_reaches_the_run_as_given(command):
+    """Issue 31: TrainConfig was restated as argparse options, mapped back field by field, and again as flag lists
+    in a script. Its fields (and AdaptSettings') now make the options: every one offered reaches the settings as
+    given, and untouched ones keep the declared defaults."""
+    from dataclasses import fields
+
+    from FetalBrainSegLib.cli import build_parser
+    from FetalBrainSegLib.cli.common import settings_from, settings_options
+    from FetalBrainSegLib.training.config import AdaptSettings, TrainConfig
+
+    if command == "train":
+        kind, required, given = TrainConfig, ["-o", "run"], dict(manifest="m.csv", out_dir="run")
+        changed = dict(model="unet", modalities=("T2W", "EPI"), steps=7, batch_size=3, lr=0.5, lr_decay=0.5,
+                       lr_decay_steps=9, val_head_sizes=(0.6, 1.5), seed=4, device="cpu", precision="fp32",
+                       augment=False, crop_size=0, brain_crop_share=0.5, scale_range=(0.9, 1.1), intensity="strong",
+                       fov_cut=0.25, loss="dice", init="w.pt", frozen=("bottleneck",), l2sp=0.1, epoch_steps=5,
+                       time_limit_minutes=2.0)  # fmt: skip
+    else:
+        kind, required, given = AdaptSettings, ["stack.nii.gz", "-o", "site"], dict(name="site")
+        changed = dict(base="w.onnx", minutes=1.5, steps=9, lr=0.5, l2sp=0.0, frozen=(), device="cpu",
+                       any_modality=True)  # fmt: skip
+    assert set(changed) == {item.name for item in fields(kind) if "help" in item.metadata}  # each one tried
+    parser = build_parser()
+    args = parser.parse_args([command, *required, *settings_options(kind, **changed)])
+    assert {name: getattr(settings_from(kind, args, **given), name) for name in changed} == changed
+    assert settings_from(kind, parser.parse_args([command, *required]), **given) == kind(**given)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import fields
 from pathlib import Path
 
 DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
@@ -182,3 +183,49 @@ def in_flag_words(message: str) -> str:
     for pattern, flag in _FLAG_WORDS:
         message = pattern.sub(flag, message)
     return message
+
+
+def add_settings(p: argparse.ArgumentParser, settings_class) -> None:
+    """An option for each field of `settings_class` declared with training.config.setting, from its default and
+    metadata: --NAME (or its `flag`), a list for a tuple, --no-NAME for a default of True."""
+    for item in fields(settings_class):
+        if "help" not in item.metadata:
+            continue
+        option = dict(item.metadata)
+        help_text, flag = option.pop("help"), option.pop("flag", _flag(item.name))
+        default = item.default
+        if isinstance(default, bool):
+            negated = f"--no-{flag[2:]}" if default else flag
+            p.add_argument(negated, dest=item.name, action="store_false" if default else "store_true", help=help_text)
+        elif isinstance(default, tuple):
+            kind = option.pop("type", None) or type(default[0])
+            option.setdefault("nargs", "+")
+            p.add_argument(flag, dest=item.name, type=kind, default=list(default), help=help_text, **option)
+        else:
+            p.add_argument(flag, dest=item.name, type=type(default), default=default, help=help_text, **option)
+
+
+def settings_from(settings_class, args: argparse.Namespace, **given):
+    """`settings_class` from the options add_settings made (lists back to tuples), and the fields `given`."""
+    offered = [item.name for item in fields(settings_class) if "help" in item.metadata and item.name not in given]
+    values = {name: getattr(args, name) for name in offered}
+    return settings_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, **given)
+
+
+def settings_options(settings_class, **values) -> list[str]:
+    """The options that set these fields of `settings_class`, as add_settings offers them (for scripts that start
+    runs)."""
+    declared = {item.name: item for item in fields(settings_class)}
+    words = []
+    for name, value in values.items():
+        item = declared[name]
+        flag = item.metadata.get("flag", _flag(name))
+        if isinstance(value, bool):
+            words += [] if value == item.default else [flag if value else f"--no-{flag[2:]}"]
+        else:
+            words += [flag, *map(str, value if isinstance(value, (tuple, list)) else [value])]
+    return words
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

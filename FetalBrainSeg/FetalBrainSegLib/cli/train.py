@@ -5,16 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import (
-    DEFAULT_MANIFEST,
-    parse_options,
-)
+from .common import DEFAULT_MANIFEST, add_settings, parse_options, settings_from
 
 
 def add_train(commands) -> None:
-    from ..training.config import INTENSITY_SETTINGS, LOSSES, TrainConfig
+    from ..training.config import TrainConfig
 
-    defaults = TrainConfig(manifest="", out_dir="")
     p = commands.add_parser(
         "train",
         help="train a model on a manifest's train split",
@@ -27,7 +23,6 @@ def add_train(commands) -> None:
     )
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest.csv (default: %(default)s)")
     p.add_argument("-o", "--out", type=Path, required=True, help="run folder: checkpoint, log, best.pt, last.pt")
-    p.add_argument("--model", default=defaults.model, help="network of the registry (default: %(default)s)")
     p.add_argument(
         "--model-option",
         action="append",
@@ -35,75 +30,6 @@ def add_train(commands) -> None:
         metavar="KEY=VALUE",
         help="model constructor option, e.g. norm=batch (RFBSNet's one deviation)",
     )
-    p.add_argument(
-        "--init",
-        type=Path,
-        default=None,
-        metavar="WEIGHTS",
-        help="start from these weights (fine-tuning) instead of a random initialization",
-    )
-    p.add_argument(
-        "--modalities",
-        nargs="+",
-        default=list(defaults.modalities),
-        help="modalities to train on; the best epoch has the highest mean validation Dice over them "
-        "(default: %(default)s)",
-    )
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps in all (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="crops per step (default: %(default)s)")
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=defaults.lr,
-        help="Adam learning rate at the start (default: %(default)s)",
-    )
-    p.add_argument(
-        "--lr-decay",
-        type=float,
-        default=defaults.lr_decay,
-        help="factor applied to the learning rate every --lr-decay-steps (default: %(default)s)",
-    )
-    p.add_argument(
-        "--lr-decay-steps",
-        type=int,
-        default=defaults.lr_decay_steps,
-        help="steps between learning-rate decays (default: %(default)s)",
-    )
-    p.add_argument(
-        "--crop-size",
-        type=int,
-        default=defaults.crop_size,
-        help="training crop in network pixels; 0 trains on whole slices (default: %(default)s)",
-    )
-    p.add_argument(
-        "--brain-crop-share",
-        type=float,
-        default=defaults.brain_crop_share,
-        help="share of crops centred near brain (default: %(default).2f)",
-    )
-    p.add_argument(
-        "--scale-range",
-        type=float,
-        nargs=2,
-        default=list(defaults.scale_range),
-        metavar=("LOW", "HIGH"),
-        help="random magnification range (default: %(default)s)",
-    )
-    p.add_argument(
-        "--intensity",
-        choices=INTENSITY_SETTINGS,
-        default=defaults.intensity,
-        help="intensity augmentation; strong adds dark blobs and speckle (default: %(default)s)",
-    )
-    p.add_argument(
-        "--fov-cut",
-        type=float,
-        default=defaults.fov_cut,
-        metavar="SHARE",
-        help="share of slices cut to a random smaller field of view, as a tightly cropped stack is "
-        "(default: %(default)s)",
-    )
-    p.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="training loss (default: %(default)s)")
     held_out = p.add_mutually_exclusive_group()
     held_out.add_argument(
         "--val-stacks", nargs="*", default=[], help="stack names held out (default: 15%% per modality)"
@@ -115,58 +41,7 @@ def add_train(commands) -> None:
         help="hold out the stacks these weights were validated on, so that fine-tuning them validates on "
         "stacks they never trained on",
     )
-    p.add_argument(
-        "--val-head-sizes",
-        type=float,
-        nargs="+",
-        default=[],
-        metavar="SCALE",
-        help="also validate each stack with its head presented SCALE times as large (e.g. 0.6 0.8 1.25 1.5); "
-        "the best epoch then weighs them equally with the stacks as they are (default: none)",
-    )
-    p.add_argument(
-        "--freeze",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="sub-modules of the network left as they are, e.g. bottleneck decoders.0: a fine-tune of the "
-        "rest, whose change to the committed weights files stays small (weights/README.md; default: none)",
-    )
-    p.add_argument(
-        "--l2sp",
-        type=float,
-        default=defaults.l2sp,
-        metavar="WEIGHT",
-        help="L2-SP: add WEIGHT x the squared distance of the weights from --init's to the loss, against "
-        "forgetting what the starting weights knew (default: %(default)s, none)",
-    )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)",
-    )
-    p.add_argument(
-        "--no-augment",
-        dest="augment",
-        action="store_false",
-        help="plain crops: no rotation, scaling or intensity changes",
-    )
-    p.add_argument(
-        "--epoch-steps",
-        type=int,
-        default=defaults.epoch_steps,
-        help="steps between validations and checkpoints; 0: one pass over the training slices (default: %(default)s)",
-    )
-    p.add_argument(
-        "--time-limit",
-        type=float,
-        default=defaults.time_limit_minutes,
-        metavar="MINUTES",
-        help="stop at the first epoch end past this wall time; --resume continues (default: %(default)s, none)",
-    )
+    add_settings(p, TrainConfig)  # every other setting, declared once in training/config.py
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_train, interrupted="interrupted: the last finished epoch's checkpoint is kept (--resume)")
@@ -178,34 +53,13 @@ def _train(args) -> int:
     from ..training.ranks import leave_process_group
     from ..training.trainer import Trainer
 
-    config = TrainConfig(
+    config = settings_from(
+        TrainConfig,
+        args,
         manifest=str(args.manifest),
         out_dir=str(args.out),
-        model=args.model,
-        modalities=tuple(args.modalities),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_decay=args.lr_decay,
-        lr_decay_steps=args.lr_decay_steps,
-        val_stacks=validation_stacks(args.val_stacks_from) if args.val_stacks_from else tuple(args.val_stacks),
-        val_head_sizes=tuple(args.val_head_sizes),
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        augment=args.augment,
         model_options=parse_options(args.model_option),
-        crop_size=args.crop_size,
-        brain_crop_share=args.brain_crop_share,
-        scale_range=tuple(args.scale_range),
-        intensity=args.intensity,
-        fov_cut=args.fov_cut,
-        loss=args.loss,
-        init=str(args.init or ""),
-        frozen=tuple(args.freeze),
-        l2sp=args.l2sp,
-        epoch_steps=args.epoch_steps,
-        time_limit_minutes=args.time_limit,
+        val_stacks=validation_stacks(args.val_stacks_from) if args.val_stacks_from else tuple(args.val_stacks),
     )
     trainer = Trainer(config)
     if args.resume and trainer.checkpoint_path.is_file():
@@ -218,9 +72,8 @@ def _train(args) -> int:
 
 
 def add_adapt(commands) -> None:
-    from ..training.config import ADAPT_FROZEN, AdaptSettings
+    from ..training.config import AdaptSettings
 
-    defaults = AdaptSettings(name="x")
     p = commands.add_parser(
         "adapt",
         help="learn a site model from your corrected masks",
@@ -239,20 +92,7 @@ def add_adapt(commands) -> None:
         help="their corrected masks, in the same order (default: NAME_brainmask.* beside each stack, as exported)",
     )
     p.add_argument("-o", "--name", required=True, help="the site model's name, e.g. my-hospital-t2w")
-    p.add_argument("--base", type=Path, default=None, help="weights to start from (default: the shipped model)")
-    p.add_argument("--minutes", type=float, default=defaults.minutes, help="time budget (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="most steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=defaults.lr, help="learning rate (default: %(default)s)")
-    p.add_argument("--l2sp", type=float, default=defaults.l2sp, help="pull toward the base (default: %(default)s)")
-    p.add_argument(
-        "--freeze",
-        nargs="*",
-        default=list(ADAPT_FROZEN),
-        metavar="MODULE",
-        help="sub-modules left as they are (default: %(default)s)",
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
-    p.add_argument("--any-modality", action="store_true", help="allow corrected stacks of T2W and EPI together")
+    add_settings(p, AdaptSettings)  # declared once in training/config.py
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_adapt, interrupted="interrupted: no site model was written")
 
@@ -277,17 +117,7 @@ def _adapt(args) -> int:
     if len(masks) != len(args.stacks):
         print(f"error: {len(args.stacks)} stacks but {len(masks)} masks; give one mask per stack", file=sys.stderr)
         return 2
-    settings = AdaptSettings(
-        name=args.name,
-        base=str(args.base or ""),
-        minutes=args.minutes,
-        steps=args.steps,
-        lr=args.lr,
-        l2sp=args.l2sp,
-        frozen=tuple(args.freeze),
-        device=args.device,
-        any_modality=args.any_modality,
-    )
+    settings = settings_from(AdaptSettings, args, name=args.name)
     bar = ProgressBar(args.steps, f"adapting {args.name}", "step", enabled=not args.quiet)
 
     def progress(step: int, steps: int, score: float | None) -> None:
