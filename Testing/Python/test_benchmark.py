@@ -21,6 +21,7 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
     )
     assert [r["backend"] for r in rows] == ["onnxruntime fp32 on cpu", "onnxruntime int8 on cpu"]
     assert all(r["stack_slices"] == 40 and r["p99_ms"] >= r["p50_ms"] > 0 and r["stack_ms"] > 0 for r in rows)
+    assert {r["stack_zoom"] for r in rows} == {"1 (quick)"}  # one pass: the report's shape, not its figures
     assert gflop == pytest.approx(5.61, abs=0.01)  # 2 x 2.80 GMAC per slice
     assert list(peaks) == ["cpu"] and set(peaks["cpu"]) == {"fp32", "bf16", "int8"} and peaks["cpu"]["fp32"] > 0
     for row in rows:
@@ -33,7 +34,7 @@ def test_latency_benchmark_times_and_scores_each_precision_and_writes_its_report
 
     report = write_latency_report(rows, peaks, gflop, stack, tmp_path)
     text = report.read_text()
-    assert "| onnxruntime int8 on cpu |" in text and "f0832s1_fetus_04.nii.gz" in text
+    assert "| onnxruntime int8 on cpu |" in text and "f0832s1_fetus_04.nii.gz" in text and "zoom 1 (quick)" in text
     assert f"| {int8['dice_vs_fp32_torch']:.4f} | {int8['dice_vs_manual']:.4f} |" in text
     assert f"cpu (2048² product) fp32 {peaks['cpu']['fp32']:.0f} GFLOP/s" in text
     assert "- git_revision:" in text and "- machine:" in text  # the provenance footer
