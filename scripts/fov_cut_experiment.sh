@@ -23,8 +23,8 @@ if [ -z "${MEASURE_ONLY:-}" ]; then
   wait
 fi
 mkdir -p "$OUT"
-python scripts/robustness.py --stacks validation -o "$OUT/shipped"
+python -m experiments.robustness --stacks validation -o "$OUT/shipped"
 for name in cut control; do
-  python scripts/robustness.py --stacks validation --weights "$RUNS/$name/last.pt" -o "$OUT/$name"
+  python -m experiments.robustness --stacks validation --weights "$RUNS/$name/last.pt" -o "$OUT/$name"
   cp "$RUNS/$name/train.log" "$OUT/$name/train.log"
 done

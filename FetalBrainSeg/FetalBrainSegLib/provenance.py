@@ -55,9 +55,14 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    """The `fetalbrainseg` command, or the `python scripts/...` one, that is running."""
-    script = sys.argv[0]
-    program = f"python {script}" if script.endswith(".py") and Path(script).name != "__main__.py" else "fetalbrainseg"
+    """The `fetalbrainseg` command, the `python -m experiments.NAME` one, or another script, that is running."""
+    script = Path(sys.argv[0])
+    if script.suffix != ".py" or script.name == "__main__.py":
+        program = "fetalbrainseg"
+    elif script.parent.name == "experiments":
+        program = f"python -m experiments.{script.stem}"
+    else:
+        program = f"python {sys.argv[0]}"
     return " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])])
 
 

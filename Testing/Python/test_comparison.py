@@ -112,7 +112,7 @@ def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path)
 
 
 def test_fig5_places_the_products_end_to_end_time_beside_the_networks(tmp_path):
-    """scripts/fig5_product.py on the committed Table 1, GPU latency and T2W test evaluation."""
+    """experiments/fig5_product.py on the committed Table 1, GPU latency and T2W test evaluation."""
     import subprocess
     import sys
 
@@ -120,7 +120,7 @@ def test_fig5_places_the_products_end_to_end_time_beside_the_networks(tmp_path):
 
     results = REPO_ROOT / "docs" / "results"
     run = subprocess.run(
-        [sys.executable, "scripts/fig5_product.py", "-o", str(tmp_path)],
+        [sys.executable, "-m", "experiments.fig5_product", "-o", str(tmp_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -134,7 +134,7 @@ def test_fig5_places_the_products_end_to_end_time_beside_the_networks(tmp_path):
     assert f"shipped weights end to end: {p50:.1f} ms per slice, aDice {shipped:.4f}" in run.stdout
 
     missing = subprocess.run(
-        [sys.executable, "scripts/fig5_product.py", "--backend", "openvino int8", "-o", str(tmp_path)],
+        [sys.executable, "-m", "experiments.fig5_product", "--backend", "openvino int8", "-o", str(tmp_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -100,3 +100,29 @@ def test_the_package_offers_its_api_without_importing_torch_or_slicer():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split("] ")[0] == "["  # neither torch nor slicer nor vtk
     assert "'BrainSegmentationLogic'" in done.stdout and "'Segmenter'" in done.stdout
+
+
+def test_the_experiments_stand_apart_and_run_as_modules():
+    """Issue 31: the scripts added the package to sys.path by hand, imported test helpers and each other by file
+    name, and reached into private code. Now `experiments/` runs as `python -m experiments.NAME` over the
+    installed product: the product never imports it, it never imports the tests (they import it), nothing sets
+    sys.path, and every module it names exists."""
+    import ast
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    for path in PACKAGE.rglob("*.py"):
+        assert not [t for kind, t in imports_of(path) if kind == "external" and t[0] == "experiments"], path
+    experiments = sorted((REPO_ROOT / "experiments").glob("*.py"))
+    assert len(experiments) > 1 and not list((REPO_ROOT / "scripts").glob("*.py"))
+    for path in experiments:
+        text = path.read_text()
+        assert "sys.path" not in text and "noqa: E402" not in text, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                top = node.module.split(".")[0]
+                assert top not in ("conftest", "Testing"), path  # test helpers the experiments need live there
+                if top in ("experiments", "FetalBrainSegLib"):
+                    assert importlib.util.find_spec(node.module) is not None, (path, node.module)
+                    assert not [a.name for a in node.names if a.name.startswith("_")], (path, node.module)

@@ -81,7 +81,7 @@ def test_a_hesitant_mask_is_uncertain_and_flips_that_disagree_are_caught(manual)
     middle = int(np.argmax(mask.reshape(len(mask), -1).sum(1)))
     probabilities = mask.astype(np.float32)
     probabilities[middle] *= 0.55  # the whole brain barely above the threshold
-    # the signal, whatever the threshold chosen on validation (scripts/tune_on_validation.py)
+    # the signal, whatever the threshold chosen on validation (experiments/tune_on_validation.py)
     reviews = review_slices(probabilities, mask, pixel_area, thresholds=ReviewThresholds(uncertain=0.5))
     assert reviews[middle].reasons == ("uncertain",)
     assert uncertain_share(probabilities, mask)[middle] == pytest.approx(1.0)

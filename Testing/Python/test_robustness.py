@@ -4,14 +4,14 @@ must give the same mask, compared on the same voxels.
 The issue's targets hold for intensity scaling, padding, a flipped voxel order and swapped in-plane axes (the
 network sees every slice in one order and direction fixed by the world, engine/stack.py InPlaneOrder) and are
 asserted, and so is cropping on T2W. Cropping EPI still falls short with the shipped weights
-(docs/results/robustness.md, from scripts/robustness.py): there the floor below is the measured value less a
+(docs/results/robustness.md, from experiments/robustness.py): there the floor below is the measured value less a
 margin, so a regression fails while the target stays open in the issue.
 """
 
 import pytest
 from conftest import dice
-from robustness_cases import TARGETS, variants
 
+from experiments.robustness_cases import TARGETS, variants
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.volume_io import read_volume
 

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from web_server import launch_chromium, running_server
 
+from experiments.web_server import launch_chromium, running_server
 from FetalBrainSegLib.engine.volume_io import VolumeError, read_volume, write_volume
 from FetalBrainSegLib.web.library import PathRefused, StackLibrary
 

@@ -33,7 +33,7 @@ def brain_dice(result, truth, name):
 
 def test_a_small_head_is_found_again_magnified_in_a_second_pass_of_chunks(manifest):
     """An EPI stack whose head is presented at 0.45 of its size (a much younger fetus): one pass at zoom 1
-    loses half the brain; the second pass, magnified, finds it (scripts/tune_zoom.py)."""
+    loses half the brain; the second pass, magnified, finds it (experiments/tune_zoom.py)."""
     record = next(r for r in manifest if r.name == "e2mip_sample_dwi_0633s1_B0")
     volume, truth = load_pair(record)
     small = head_scaled(volume, 0.45)

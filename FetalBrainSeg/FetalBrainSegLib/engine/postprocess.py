@@ -2,11 +2,11 @@
 
 numpy only (no scipy in Slicer's minimal installs): components are found by spreading
 labels along pairs of adjacent foreground voxels with pointer jumping. Measured on the
-validation stacks (scripts/tune_on_validation.py), keeping the largest 3D component
+validation stacks (experiments/tune_on_validation.py), keeping the largest 3D component
 removes false positives on brain-free slices. But a fetus that moves between slices, or a
 slice where the network misses the brain, splits the brain into blocks of slices that do not
 touch, and keeping only the largest then drops whole slices of brain; the default, "blocks3d",
-keeps such blocks too (scripts/brain_blocks.py, docs/results/brain_blocks.md).
+keeps such blocks too (experiments/brain_blocks.py, docs/results/brain_blocks.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Mean confidence alone misses confident mistakes (a false positive below the head at
 p = 0.9, a brain section missing on an end slice). The flag therefore combines signals
 that catch errors, each with a threshold chosen on validation stacks
-(scripts/tune_on_validation.py, docs/results/review_flag.md):
+(experiments/tune_on_validation.py, docs/results/review_flag.md):
 - **uncertain**: the share of the slice's predicted brain that lies in the uncertain band
   (0.2 <= p < 0.8): a mask with ragged, hesitant borders or holes;
 - **area jump**: the brain area departs from what its two neighbours suggest (their mean),
@@ -38,7 +38,7 @@ MIN_AREA_CHANGE_MM2 = 300.0  # a smaller change is within a neighbour-to-neighbo
 
 @dataclass(frozen=True)
 class ReviewThresholds:
-    """Chosen on validation stacks (scripts/tune_on_validation.py): recall of bad slices at a bounded share
+    """Chosen on validation stacks (experiments/tune_on_validation.py): recall of bad slices at a bounded share
     flagged."""
 
     uncertain: float = 0.35

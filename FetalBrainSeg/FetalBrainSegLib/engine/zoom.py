@@ -1,12 +1,12 @@
 """Head-size adaptation: segment again with the head magnified when the first pass finds it small.
 
 The network learned fetal heads of the sizes in its training data, and misses much of a head
-presented at 0.6 times that size (scripts/head_size.py). Fetal heads span 20 to 40 weeks, so
+presented at 0.6 times that size (experiments/head_size.py). Fetal heads span 20 to 40 weeks, so
 a stack whose first-pass mask is small is segmented a second time on a finer network grid
 (pixel size divided by the zoom), which shows the head larger; a very large one, on a coarser
 grid. The zoom aims the brain's largest section at TARGET_DIAMETER_MM as the network sees it,
 within ZOOM_RANGE; both were chosen on the validation stacks presented at head sizes 0.6-1.5
-(scripts/tune_zoom.py, docs/results/zoom.md).
+(experiments/tune_zoom.py, docs/results/zoom.md).
 
 The largest section is a poor measure of the head where a stack misses the brain's widest part or
 the first pass bites its mask, and a second pass at too strong a magnification then bites the
@@ -15,7 +15,7 @@ So once both passes are done the engine keeps the second unless its mask looks b
 (`second_pass_bitten`): the network is less sure of it (`pass_confidence`) and it holds less than
 BITTEN_SHARE of the first pass's brain. Chosen on the validation stacks presented at
 head sizes 0.6-1.5, where it beats both zoom 1 and always taking the second pass
-(scripts/zoom_choice.py, docs/results/zoom_choice.md).
+(experiments/zoom_choice.py, docs/results/zoom_choice.md).
 """
 
 from __future__ import annotations

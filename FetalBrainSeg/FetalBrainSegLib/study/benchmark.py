@@ -67,7 +67,7 @@ def matmul_peak_gflops(dtype: str, device: str = "cpu", repeats: int = 10) -> fl
     return 2 * size**3 / best / 1e9
 
 
-def _variants(backends: list[str]) -> list[tuple[str, str]]:
+def runtime_variants(backends: list[str]) -> list[tuple[str, str]]:
     """Each backend in fp32; OpenVINO in bf16 too where the CPU has native bf16; both ONNX
     runtimes in int8 too when the INT8 calibration ships (the INT8 model is built from it)."""
     from ..resources import default_weights_path
@@ -148,7 +148,7 @@ def latency_benchmark(
     rows = []
     variants = [
         (name, precision, "cpu")
-        for name, precision in _variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)])
+        for name, precision in runtime_variants(backends or [b for b in BACKENDS if b != "auto" and installed(b)])
     ]
     if device != "cpu":
         variants.insert(0, ("torch", "fp32", device))  # first: a missing GPU stops the run before minutes of timing

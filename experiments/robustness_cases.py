@@ -1,5 +1,5 @@
 """The presentations of a stack that must not change its mask (issue 11), shared by the robustness test and
-scripts/robustness.py: each is a changed volume and the map of its mask back onto the original voxels."""
+experiments/robustness.py: each is a changed volume and the map of its mask back onto the original voxels."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ training and recorded in the weights), then reported once on the test split:
   most MAX_SHARE_FLAGGED of the validation slices (with --tta, the flip threshold on top of the
   others); its recall and share on the test split.
 
-    python scripts/tune_on_validation.py [--weights weights/rfbsnet_fetal_brain.pt]
+    python -m experiments.tune_on_validation [--weights weights/rfbsnet_fetal_brain.pt]
 
 Writes docs/results/validation_choices.md and docs/results/review_flag.{md,csv}.
 """
@@ -24,16 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess
+from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import shared_manifest_path
 
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess  # noqa: E402
-from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 BAD_DICE = 0.8

@@ -3,7 +3,7 @@ over OpenIGTLink on loopback to `fetalbrainseg stream`'s link, at a HASTE acquis
 fast as it can. Latency runs from a slice's message being sent to its mask IMAGE being received (both clocks
 are this machine's), p50 and p99, per runtime. Writes docs/results/stream_latency.{csv,md}.
 
-    python scripts/stream_latency.py [--backends openvino onnxruntime] [--rates 2 0]
+    python -m experiments.stream_latency [--backends openvino onnxruntime] [--rates 2 0]
 
 A rate of 0 sends as fast as possible; slices then wait in the link's queue, which the answers report.
 """
@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
+
+from FetalBrainSegLib.engine.backends import installed
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.streaming import StreamingSegmenter
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import read_manifest
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import shared_manifest_path
+from FetalBrainSegLib.scanner.link import ScannerLink
+from FetalBrainSegLib.scanner.replay import Replay, slice_messages
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-
-import numpy as np  # noqa: E402
-
-from FetalBrainSegLib.engine.backends import installed  # noqa: E402
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.streaming import StreamingSegmenter  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
-from FetalBrainSegLib.scanner.link import ScannerLink  # noqa: E402
-from FetalBrainSegLib.scanner.replay import Replay, slice_messages  # noqa: E402
 
 MANIFEST = shared_manifest_path()
 

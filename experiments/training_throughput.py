@@ -3,25 +3,23 @@ whole 256² slices in the default memory layout (the paper's recipe, as before),
 160² and 128² crops in channels_last (the recipe now). Batch 8, batch-norm RFBSNet, bf16 autocast where the
 CPU has it, augmentation included, as the trainer takes a step. Writes docs/results/training_throughput.{csv,md}.
 
-    python scripts/training_throughput.py [--steps 12]
+    python -m experiments.training_throughput [--steps 12]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from FetalBrainSegLib.models.registry import build_model
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.training.augment import AugmentSettings, training_batch
+from FetalBrainSegLib.training.trainer import segmentation_loss, use_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-
-import torch  # noqa: E402
-
-from FetalBrainSegLib.models.registry import build_model  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.training.augment import AugmentSettings, training_batch  # noqa: E402
-from FetalBrainSegLib.training.trainer import segmentation_loss, use_bf16  # noqa: E402
 
 CASES = (
     ("256² whole slices, default layout (before)", 0, False),

@@ -4,7 +4,7 @@ network, resampling back: the p50 of `fetalbrainseg benchmark --latency` on the 
 with the comparison's 3,000-step weights and once with the shipped weights and their post-processing
 (aDice over all T2W test slices, from `fetalbrainseg evaluate`).
 
-    python scripts/fig5_product.py [--table docs/results/table1.csv]
+    python -m experiments.fig5_product [--table docs/results/table1.csv]
         [--latency docs/results/gpu_h200/latency.csv] [--backend "torch on cuda"]
         [--evaluation docs/results/t2w_test/slices.csv] [-o docs/results]
 """
@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalBrainSeg"))
-from FetalBrainSegLib.study.figures import write_speed_accuracy_figure  # noqa: E402
+from FetalBrainSegLib.study.figures import write_speed_accuracy_figure
 
 
 def main() -> None:

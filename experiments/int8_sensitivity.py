@@ -4,7 +4,7 @@ Calibrates on half of the train stacks and measures, on the other half (never th
 split), the Dice of OpenVINO's masks against the fp32 model's when quantizing the whole
 network, the whole network but its input layers, and each convolution alone.
 
-    python scripts/int8_sensitivity.py [--manifest ../shared/data/fetal-mri/manifest.csv]
+    python -m experiments.int8_sensitivity [--manifest ../shared/data/fetal-mri/manifest.csv]
 
 Writes docs/results/int8_sensitivity.md (about 6 minutes on 2 CPU cores).
 """
@@ -12,20 +12,17 @@ Writes docs/results/int8_sensitivity.md (about 6 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalBrainSeg"))
-
-from FetalBrainSegLib.engine.backends import onnx_path_for  # noqa: E402
-from FetalBrainSegLib.engine.int8_model import prepare_for_quantization, quantize  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, select  # noqa: E402
-from FetalBrainSegLib.evaluation.metrics import pooled_dice  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+from FetalBrainSegLib.engine.backends import onnx_path_for
+from FetalBrainSegLib.engine.int8_model import prepare_for_quantization, quantize
+from FetalBrainSegLib.evaluation.dataset import load_slices, read_manifest, select
+from FetalBrainSegLib.evaluation.metrics import pooled_dice
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
 
 INPUT_LAYERS = [
     "/network/downsample/conv/conv.0/Conv",

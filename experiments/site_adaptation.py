@@ -9,28 +9,26 @@ whole (training/adapt.py); each experiment's curve lists, per check, the held-ou
 The steps the brain-finding guard refused (they lost brain the base model finds on the corrected slices shown
 as another scanner might show them) are listed with the number of slices lost.
 
-    python scripts/site_adaptation.py [--minutes 8] [-o DIR]    # writes DIR/site_adaptation.{md,csv}
+    python -m experiments.site_adaptation [--minutes 8] [-o DIR]    # writes DIR/site_adaptation.{md,csv}
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.evaluation.dataset import read_labelled, read_manifest, select
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import shared_manifest_path
+from FetalBrainSegLib.training.adapt import AdaptSettings, adapt
+from FetalBrainSegLib.user_folders import DATA_ENV
 
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_labelled, read_manifest, select  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
-from FetalBrainSegLib.training.adapt import AdaptSettings, adapt  # noqa: E402
-from FetalBrainSegLib.user_folders import DATA_ENV  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # (experiment, corrected stacks, the site's unseen stacks); the EPI stacks are train stacks held out of the
 # shipped weights' training (their validation stacks), so neither side was trained on

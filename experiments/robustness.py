@@ -4,7 +4,7 @@ padding 30 voxels per in-plane side >= 0.95, intensities x0.5 and x3 >= 0.99, th
 in-plane axes swapped >= 0.97. Writes docs/results/robustness.{csv,md}; Testing/Python/test_robustness.py
 guards the same measures.
 
-    python scripts/robustness.py [--weights W.pt] [--stacks test|validation] [-o DIR]
+    python -m experiments.robustness [--weights W.pt] [--stacks test|validation] [-o DIR]
 
 `--stacks validation` measures the weights' own validation stacks (recorded in them), so a training
 recipe can be compared on robustness without looking at the test split.
@@ -13,22 +13,18 @@ recipe can be compared on robustness without looking at the test split.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from experiments.robustness_cases import TARGETS, variants
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-sys.path.insert(0, str(ROOT / "Testing" / "Python"))
-
-from robustness_cases import TARGETS, variants  # noqa: E402
-
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 
 def main() -> int:

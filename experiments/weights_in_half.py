@@ -2,7 +2,7 @@
 export-onnx` now writes it (fp16 weights, fp32 compute) against the same weights in full fp32,
 on every labelled validation and test stack, on the network grid.
 
-    python scripts/weights_in_half.py [--weights W]   # writes docs/results/weights_in_half.md
+    python -m experiments.weights_in_half [--weights W]   # writes docs/results/weights_in_half.md
 
 W must hold its weights in full precision for the comparison to mean anything (a .pt file, or the
 ONNX file of the weights shipped before 2026-11-26's change of format).
@@ -11,22 +11,20 @@ ONNX file of the weights shipped before 2026-11-26's change of format).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.engine.backends import OnnxRuntimeBackend, TorchBackend
+from FetalBrainSegLib.engine.stack import Stack
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+from FetalBrainSegLib.training.onnx_export import export_onnx
 
-from FetalBrainSegLib.engine.backends import OnnxRuntimeBackend, TorchBackend  # noqa: E402
-from FetalBrainSegLib.engine.stack import Stack  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
-from FetalBrainSegLib.training.onnx_export import export_onnx  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

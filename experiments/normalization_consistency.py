@@ -7,7 +7,7 @@ coefficient of variation (CV) of that median across stacks. Also reported: how t
 scheme reacts to cropping the field of view (the same stack, centre 60% kept), which
 changes how much background a stack has, a thing no scanner setting should change.
 
-    python scripts/normalization_consistency.py [--manifest ../shared/data/fetal-mri/manifest.csv]
+    python -m experiments.normalization_consistency [--manifest ../shared/data/fetal-mri/manifest.csv]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.dataset import read_manifest, select
-from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
+from FetalBrainSegLib.resources import shared_manifest_path
 
 
 def scale_std(data):  # the authors' choice, and ours: divide by the stack's standard deviation

@@ -4,7 +4,7 @@ across, where most EPI training brains are 65-100 mm. Here each stack is present
 voxel size declared SCALE times its own, so the network sees the same head SCALE times as large, on
 the same voxels as its manual mask; Dice over brain slices against that mask, per modality.
 
-    python scripts/head_size.py [--weights W ...] [--stacks validation] [-o DIR]
+    python -m experiments.head_size [--weights W ...] [--stacks validation] [-o DIR]
 
 Validation stacks are those recorded in the first weights file. Writes DIR/head_size.{md,csv}.
 """
@@ -12,20 +12,18 @@ Validation stacks are those recorded in the first weights file. Writes DIR/head_
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
+from FetalBrainSegLib.evaluation.head_size import head_scaled
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
 
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.head_size import head_scaled  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCALES = (0.6, 0.8, 1.0, 1.25, 1.5)
 MODALITIES = ("T2W", "EPI")

@@ -15,7 +15,7 @@ pipeline's (mial_t30_coronal1: 1.07 against 1.31), which is why the blocks3d 0.3
 slightly from `fetalbrainseg evaluate` (T2W brain slices, validation 0.9089 against 0.9034, test
 0.9269 against 0.9256; EPI the same).
 
-    python scripts/brain_blocks.py [--weights weights/rfbsnet_fetal_brain.pt]
+    python -m experiments.brain_blocks [--weights weights/rfbsnet_fetal_brain.pt]
 
 Writes docs/results/brain_blocks.{md,csv}.
 """
@@ -28,11 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.postprocess import (  # noqa: E402
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.postprocess import (
     BLOCK_FRACTION,
     FOOTPRINT_SHARE,
     GAP_BLOCK_FRACTION,
@@ -41,10 +38,12 @@ from FetalBrainSegLib.engine.postprocess import (  # noqa: E402
     footprint_shares,
     postprocess,
 )
-from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 GAP_FRACTIONS = (0.02, 0.05, 0.1)

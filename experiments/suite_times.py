@@ -1,7 +1,7 @@
 """The test suite's time per file, before and after a change, from pytest's `--durations=0` reports.
 
     python -m pytest --durations=0 > after.txt        # the README's test command, every duration listed
-    python scripts/suite_times.py before.txt after.txt [-o docs/results/test_suite_time.md]
+    python -m experiments.suite_times before.txt after.txt [-o docs/results/test_suite_time.md]
 
 Each report's setup, call and teardown times are summed per test file; the wall time is pytest's own
 closing line. Timings of one machine and one moment: compare runs made on the same machine.

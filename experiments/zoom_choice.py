@@ -1,6 +1,6 @@
 """Which of head-size adaptation's two passes to keep (engine/zoom.py), chosen on the validation stacks.
 
-Every validation stack is presented with its head 0.6 to 1.5 times as large (scripts/head_size.py) and
+Every validation stack is presented with its head 0.6 to 1.5 times as large (experiments/head_size.py) and
 segmented by the engine's default (`zoom="auto"`); its chunks give both passes' probabilities. Each
 way of making the final mask from them is scored (Dice over brain slices, over all slices, brain-free
 slices left empty): the first pass alone (zoom 1), the second pass always (the default until
@@ -9,29 +9,25 @@ unless it looks bitten (less sure and less brain: `second_pass_bitten`, the defa
 pass known in hindsight. The test split, as it is, is scored once after the choice. Also
 printed: why the mean loses brain-free slices.
 
-    python scripts/zoom_choice.py [--weights W]    # writes docs/results/zoom_choice.{md,csv} (about 10 min, 2 cores)
+    python -m experiments.zoom_choice [--weights W]  # writes docs/results/zoom_choice.{md,csv} (about 10 min, 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from experiments.head_size import SCALES, presentations
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.zoom import pass_confidence, second_pass_bitten
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from head_size import SCALES, presentations  # noqa: E402
-
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.zoom import pass_confidence, second_pass_bitten  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 WAYS = (
     "zoom 1",

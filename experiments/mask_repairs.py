@@ -9,7 +9,7 @@ in the masks? Three classic repairs on top of the default clean-up (blocks3d), e
 Measured on the shipped weights' validation stacks (where a repair would be chosen), then on the
 test split.
 
-    python scripts/mask_repairs.py [--weights weights/rfbsnet_fetal_brain.pt]
+    python -m experiments.mask_repairs [--weights weights/rfbsnet_fetal_brain.pt]
 
 Writes docs/results/mask_repairs.{md,csv}.
 """
@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD, Segmenter
+from FetalBrainSegLib.engine.postprocess import brain_blocks, components
+from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
+from FetalBrainSegLib.evaluation.scores import score_stack, summarize
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
 
-from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD, Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.postprocess import brain_blocks, components  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import score_stack, summarize  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLOSING_RADII = (2, 4, 6)
 LOW_THRESHOLD = 0.3

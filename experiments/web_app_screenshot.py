@@ -1,7 +1,7 @@
 """The README's picture of the web app: `fetalbrainseg serve` on the CC0 sample stack, segmented
 in headless Chromium (Debian's /usr/bin/chromium), then the largest-brain slice shown.
 
-    python scripts/web_app_screenshot.py [-o docs/results/web_app.png]
+    python -m experiments.web_app_screenshot [-o docs/results/web_app.png]
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "Testing" / "Python"))  # the browser tests' server launcher
+from experiments.web_server import launch_chromium, running_server
 
-from web_server import launch_chromium, running_server  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO_ROOT.parent / "shared" / "data" / "samples" / "f0832s1_fetus_03.nii.gz"
 

@@ -3,7 +3,7 @@ as a user runs it (wall time of the whole command, model loading and process sta
 process, with --workers 2, and on a Dask LocalCluster of 1 and 2 worker processes. The stacks are the
 test split's (T2W and EPI), copied COPIES times. Writes docs/results/cohort_throughput.{csv,md}.
 
-    python scripts/cohort_throughput.py [--copies 4]
+    python -m experiments.cohort_throughput [--copies 4]
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.evaluation.dataset import read_manifest
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import shared_manifest_path
 
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MANIFEST = shared_manifest_path()
 

@@ -1,5 +1,5 @@
 """`fetalbrainseg serve` started as a user starts it, and Debian's Chromium to look at it: shared by the
-browser tests and scripts/web_app_screenshot.py."""
+browser tests and experiments/web_app_screenshot.py."""
 
 from __future__ import annotations
 

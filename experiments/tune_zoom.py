@@ -1,6 +1,6 @@
 """Head-size adaptation (engine/zoom.py), chosen on the validation stacks, then reported once on the test split.
 
-1. Every validation stack is presented with its head 0.6 to 1.5 times as large (scripts/head_size.py) and
+1. Every validation stack is presented with its head 0.6 to 1.5 times as large (experiments/head_size.py) and
    segmented at every zoom of ZOOMS, one pass each: Dice over brain slices, and the equivalent diameter of
    the largest section of the mask at zoom 1 (what the first pass of `zoom="auto"` sees).
 2. The rule zoom = clip(TARGET / diameter, LOW, HIGH) is scored on that table for a grid of (TARGET, LOW,
@@ -8,30 +8,26 @@
 3. The chosen rule, as the engine runs it (`Segmenter(zoom="auto")`, two passes), against one pass at zoom 1,
    on the validation stacks and on the test split, as they are.
 
-    python scripts/tune_zoom.py [--weights W]    # writes docs/results/zoom.{md,csv} (about 15 min, 2 cores)
+    python -m experiments.tune_zoom [--weights W]    # writes docs/results/zoom.{md,csv} (about 15 min, 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from experiments.head_size import SCALES, brain_dice, presentations
+from FetalBrainSegLib.engine import zoom as zoom_rule
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
+from FetalBrainSegLib.evaluation.scores import summarize
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from head_size import SCALES, brain_dice, presentations  # noqa: E402
-
-from FetalBrainSegLib.engine import zoom as zoom_rule  # noqa: E402
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest  # noqa: E402
-from FetalBrainSegLib.evaluation.scores import summarize  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
 
 # a pass costs zoom² the pixels; a first run over 0.6-2.0 (limits 0.6-1.0 and 1.0-2.0) chose the same rule
 ZOOMS = (0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6)
@@ -111,7 +107,7 @@ def main() -> int:
             "# Head-size adaptation (`--zoom auto`), chosen on the validation stacks",
             "",
             f"Validation stacks (recorded in `{args.weights.name}`): {', '.join(sorted(names))}; each presented with "
-            f"its head {', '.join(f'{s:g}' for s in SCALES)} times as large (scripts/head_size.py). ",
+            f"its head {', '.join(f'{s:g}' for s in SCALES)} times as large (experiments/head_size.py). ",
             "",
             "## 1. Dice over brain slices at each zoom (validation presentations, one pass)",
             "",

@@ -10,7 +10,7 @@ the moving average of the weights) on the same validation stacks from both hospi
 resumable: rerunning continues each arm from its checkpoint. Writes
 docs/results/training_ablation.{csv,md} and training_curves.png.
 
-    python scripts/training_ablation.py [--base-weights base.onnx] [--runs runs/ablation] [--parallel 2]
+    python -m experiments.training_ablation [--base-weights base.onnx] [--runs runs/ablation] [--parallel 2]
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.cli.common import settings_options
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+from FetalBrainSegLib.training.config import TrainConfig
+from FetalBrainSegLib.training.trainer import validation_score
 
-from FetalBrainSegLib.cli.common import settings_options  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path  # noqa: E402
-from FetalBrainSegLib.training.config import TrainConfig  # noqa: E402
-from FetalBrainSegLib.training.trainer import validation_score  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Boston T2W (as held out for the shipped weights, so fine-tuning does not leak), one CHUV
 # orientation (its fetus's other two orientations are trained on), and three EPI stacks.

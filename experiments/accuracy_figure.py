@@ -2,25 +2,23 @@
 where the shipped model fails. Reads the slices.csv files `fetalbrainseg evaluate` wrote and the manual
 masks beside the manifest; writes docs/results/dice_by_area_and_position.png.
 
-    python scripts/accuracy_figure.py [docs/results/t2w_test/slices.csv docs/results/epi_test/slices.csv]
+    python -m experiments.accuracy_figure [docs/results/t2w_test/slices.csv docs/results/epi_test/slices.csv]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
+from FetalBrainSegLib.engine.stack import Stack
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import read_manifest
+from FetalBrainSegLib.resources import shared_manifest_path
 
-from FetalBrainSegLib.engine.stack import Stack  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
-from FetalBrainSegLib.resources import shared_manifest_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def slice_geometry(record) -> tuple[np.ndarray, np.ndarray]:

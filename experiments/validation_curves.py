@@ -1,19 +1,16 @@
 """The validation curves of a comparison's training runs (mean validation Dice against steps),
 from their train.log files: shows whether a shared step budget is where the networks flattened.
 
-    python scripts/validation_curves.py docs/results/gpu_h200/comparison_runs docs/results/gpu_h200
+    python -m experiments.validation_curves docs/results/gpu_h200/comparison_runs docs/results/gpu_h200
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalBrainSeg"))
-
-from FetalBrainSegLib.study.comparison_run import COMPARISON_MODELS  # noqa: E402
-from FetalBrainSegLib.study.figures import write_validation_curves  # noqa: E402
+from FetalBrainSegLib.study.comparison_run import COMPARISON_MODELS
+from FetalBrainSegLib.study.figures import write_validation_curves
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("runs_dir", type=Path, help="one folder per model, each holding train.log")

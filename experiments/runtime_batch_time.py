@@ -4,27 +4,25 @@ runtime's end-to-end time per slice at batch 1 (resampling, normalization, netwo
 back, threshold: what a user or the scanner waits for). One run, one machine, so the runtimes
 compare as ratios. Writes docs/results/fig4_runtimes.{csv,md,png}.
 
-    python scripts/runtime_batch_time.py [--repeats 5]
+    python -m experiments.runtime_batch_time [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+import numpy as np
+
+from FetalBrainSegLib.engine.backends import installed
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.study.benchmark import runtime_variants, timed
+from FetalBrainSegLib.study.comparison import BATCH_SIZES, time_per_image
+from FetalBrainSegLib.study.figures import plot_batch_times
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "FetalBrainSeg"))
-
-import numpy as np  # noqa: E402
-
-from FetalBrainSegLib.engine.backends import installed  # noqa: E402
-from FetalBrainSegLib.engine.inference import Segmenter  # noqa: E402
-from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
-from FetalBrainSegLib.provenance import provenance, write_results  # noqa: E402
-from FetalBrainSegLib.study.benchmark import _variants, timed  # noqa: E402
-from FetalBrainSegLib.study.comparison import BATCH_SIZES, time_per_image  # noqa: E402
-from FetalBrainSegLib.study.figures import plot_batch_times  # noqa: E402
 
 STACK = ROOT.parent / "shared" / "data" / "fetal-mri" / "images" / "e2mip_testing_0001.nii.gz"
 
@@ -37,7 +35,7 @@ def main() -> None:
     provenance()
     volume = read_volume(STACK)
     rows = []
-    for backend, precision in _variants([b for b in ("torch", "onnxruntime", "openvino") if installed(b)]):
+    for backend, precision in runtime_variants([b for b in ("torch", "onnxruntime", "openvino") if installed(b)]):
         segmenter = Segmenter(device="cpu", backend=backend, precision=precision)
         stack = segmenter.stack(volume, STACK.name)
         images, slices = stack.network_input(), stack.slices()
