@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from experiments.robustness_cases import TARGETS, variants
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
+from FetalBrainSegLib.evaluation.metrics import pooled_dice
 from FetalBrainSegLib.provenance import provenance, write_results
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
 
@@ -43,7 +42,7 @@ def main() -> int:
         reference = segmenter.segment(volume).mask
         row = {"stack": record.name, "modality": record.modality}
         for name, (changed, back, region) in variants(volume).items():
-            row[name] = round(float(_dice(back(segmenter.segment(changed).mask), reference[region])), 4)
+            row[name] = round(float(pooled_dice(back(segmenter.segment(changed).mask), reference[region])), 4)
         rows.append(row)
     names = list(TARGETS)
     lines = [
@@ -58,12 +57,6 @@ def main() -> int:
     write_results(args.out, "robustness", rows, lines)
     print("\n".join(lines))
     return 0
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2 * (a & b).sum() / total
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess
 from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals
 from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
+from FetalBrainSegLib.evaluation.review_choice import (
+    BAD_DICE,
+    MAX_SHARE_FLAGGED,
+    apply_flags,
+    choose_thresholds,
+    flag_quality,
+)
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
 from FetalBrainSegLib.provenance import provenance, write_results
 from FetalBrainSegLib.resources import shared_manifest_path
@@ -35,16 +42,7 @@ from FetalBrainSegLib.resources import shared_manifest_path
 ROOT = Path(__file__).resolve().parents[1]
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-BAD_DICE = 0.8
-MAX_SHARE_FLAGGED = 0.20  # on validation, leaving room under the 25% allowed on new stacks
 OLD_FLAG_CONFIDENCE = 0.8  # the flag before: mean confidence under 0.8
-GRID = {
-    "uncertain": np.round(np.arange(0.1, 1.01, 0.05), 2),
-    "area jump": np.round(np.arange(0.2, 1.01, 0.05), 2),
-    "pieces": np.round(np.arange(0.02, 0.51, 0.04), 2),
-    "cut off": np.round(np.arange(0.05, 1.01, 0.05), 2),
-    "flips disagree": np.round(np.arange(0.02, 1.01, 0.02), 2),
-}
 
 
 @dataclass
@@ -110,35 +108,6 @@ def slice_table(runs: list[StackRun], use_tta: bool) -> dict[str, np.ndarray]:
         if "flips disagree" not in signals:
             columns["flips disagree"] += [0.0] * len(probabilities)
     return {k: np.asarray(v, dtype=float) for k, v in columns.items()}
-
-
-def flag_quality(flags: np.ndarray, dice: np.ndarray) -> tuple[float, float]:
-    bad = dice < BAD_DICE
-    recall = float(flags[bad].mean()) if bad.any() else float("nan")
-    return recall, float(flags.mean())
-
-
-def choose_thresholds(
-    table: dict[str, np.ndarray], signals: tuple[str, ...], fixed: dict | None = None
-) -> tuple[dict, float, float]:
-    """The limits of `signals` that flag the most bad slices within MAX_SHARE_FLAGGED, beside `fixed` ones
-    (or within what those flag alone, if that is more: the highest limits add nothing)."""
-    fixed = fixed or {}
-    cap = max(MAX_SHARE_FLAGGED, flag_quality(apply_flags(table, fixed), table["dice"])[1])
-    best = None  # recall first, then the smaller share
-    for values in itertools.product(*(GRID[s] for s in signals)):
-        limits = {**fixed, **dict(zip(signals, values))}
-        recall, share = flag_quality(apply_flags(table, limits), table["dice"])
-        if share <= cap and (best is None or (recall, -share) > (best[1], -best[2])):
-            best = (limits, recall, share)
-    return best
-
-
-def apply_flags(table: dict[str, np.ndarray], limits: dict) -> np.ndarray:
-    flags = np.zeros(len(table["dice"]), bool)
-    for signal, limit in limits.items():
-        flags |= table[signal] > limit
-    return flags
 
 
 def main(argv=None) -> int:

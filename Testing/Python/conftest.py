@@ -118,8 +118,10 @@ def rotation(angles_deg) -> np.ndarray:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+    """Dice of two masks over all their voxels (non-zero is brain): the engine's own, evaluation.metrics."""
+    from FetalBrainSegLib.evaluation.metrics import pooled_dice
+
+    return pooled_dice(a, b)
 
 
 def load_pair(record):

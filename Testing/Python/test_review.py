@@ -96,3 +96,26 @@ def test_a_hesitant_mask_is_uncertain_and_flips_that_disagree_are_caught(manual)
     half = np.zeros(len(mask))
     half[middle] = 0.45  # the passes differ by less than half: not flagged
     assert review_slices(mask.astype(np.float32), mask, pixel_area, pass_disagreement=half)[middle].reasons == ()
+
+
+def test_the_review_thresholds_are_those_that_catch_the_most_bad_slices_within_the_share_allowed():
+    """The choice behind the shipped ReviewThresholds (issue 31: it lived in a script only): the limits that flag
+    the most slices with Dice < BAD_DICE while flagging at most MAX_SHARE_FLAGGED of all slices."""
+    from FetalBrainSegLib.evaluation.review_choice import (
+        MAX_SHARE_FLAGGED,
+        apply_flags,
+        choose_thresholds,
+        flag_quality,
+    )
+
+    dice = np.array([0.95] * 16 + [0.5, 0.6, 0.7, 0.3])  # four bad slices in twenty
+    uncertain = np.array([0.1] * 16 + [0.9, 0.85, 0.8, 0.1])  # sees three of them
+    pieces = np.array([0.0] * 13 + [0.4] * 3 + [0.0] * 3 + [0.45])  # the fourth, above three good slices
+    table = {"dice": dice, "uncertain": uncertain, "pieces": pieces}
+    limits, recall, share = choose_thresholds(table, ("uncertain", "pieces"))
+    assert (recall, share) == (1.0, MAX_SHARE_FLAGGED) and 0.4 <= limits["pieces"] < 0.45
+    assert np.array_equal(apply_flags(table, limits), dice < 0.8)
+    # beside a fixed limit that flags nothing, pieces alone: a quarter of the bad slices, no good one
+    limits, recall, share = choose_thresholds(table, ("pieces",), fixed={"uncertain": 0.95})
+    assert limits["uncertain"] == 0.95 and (recall, share) == (0.25, 0.05)
+    assert np.isnan(flag_quality(np.zeros(3, bool), np.ones(3))[0])  # no bad slice: nothing to catch
