@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from FetalBrainSegLib.study.figures import write_speed_accuracy_figure
+from experiments.study.figures import write_speed_accuracy_figure
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.study.comparison import BATCH_SIZES, time_per_image
+from experiments.study.figures import plot_batch_times
 from FetalBrainSegLib.engine.backends import installed
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.latency import runtime_variants, timed
 from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.study.benchmark import runtime_variants, timed
-from FetalBrainSegLib.study.comparison import BATCH_SIZES, time_per_image
-from FetalBrainSegLib.study.figures import plot_batch_times
 
 ROOT = Path(__file__).resolve().parents[1]
 

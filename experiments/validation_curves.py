@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from FetalBrainSegLib.study.comparison_run import COMPARISON_MODELS
-from FetalBrainSegLib.study.figures import write_validation_curves
+from experiments.study.comparison_run import COMPARISON_MODELS
+from experiments.study.figures import write_validation_curves
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("runs_dir", type=Path, help="one folder per model, each holding train.log")

@@ -96,7 +96,7 @@ run)
     arm "${spec%%=*}" ${spec#*=} &
   done
   if [ "$COMPARISON" = 1 ]; then
-    timeout "$GUARD" $FBS benchmark --comparison --manifest "$M" --runs-dir "$WORK/comparison" --steps "$STEPS" \
+    timeout "$GUARD" python3 -m experiments.comparison --manifest "$M" --runs-dir "$WORK/comparison" --steps "$STEPS" \
       --parallel 9 --time-limit "$LIMIT" --device "$DEVICE" --repeats 100 -o "$WORK/results" > "$WORK/comparison.out" 2>&1
     echo "comparison exit $? at $(( $(date +%s) - START )) s"
   fi

@@ -1,7 +1,7 @@
 """FetalBrainSeg: real-time fetal brain segmentation on every slice of fetal MRI (RFBSNet).
 
 Subpackages, in import order (a layer imports only those before it):
-models < engine < evaluation < training < study; slicer over engine; web over slicer;
+models < engine < evaluation < training; slicer over engine; web over slicer;
 the command line (cli) on top. resources, provenance and progress serve every layer.
 Only slicer/ and web/ import slicer, qt, ctk, vtk or trame.
 

@@ -222,7 +222,7 @@ def test_an_export_stores_the_weights_in_half_precision_and_computes_in_fp32(tmp
 def reference_masks(manifest_path):
     """Every test slice (T2W and EPI) with fp32 PyTorch's masks and the manual ones, as the latency
     benchmark scores precisions."""
-    from FetalBrainSegLib.study.benchmark import ReferenceMasks
+    from FetalBrainSegLib.evaluation.latency import ReferenceMasks
 
     return ReferenceMasks(manifest_path)
 

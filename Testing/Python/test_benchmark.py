@@ -6,7 +6,7 @@ import csv
 import pytest
 from conftest import subset_manifest
 
-from FetalBrainSegLib.study.benchmark import latency_benchmark, write_latency_report
+from FetalBrainSegLib.evaluation.latency import latency_benchmark, write_latency_report
 
 SCORED = ("e2mip_testing_0000", "e2mip_testing_0561")  # the smallest T2W and EPI test stacks: 0.79 pooled
 

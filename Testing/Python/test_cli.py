@@ -231,6 +231,7 @@ def test_bad_settings_get_one_line_and_exit_status_2(tmp_path, t2w_test_record, 
 def test_segment_runs_any_registered_model_named_with_model(tmp_path, t2w_test_record, capsys):
     import torch
 
+    from experiments import networks  # noqa: F401  (registers dfanet, a network the product does not ship)
     from FetalBrainSegLib.models.registry import build_model
     from FetalBrainSegLib.models.weights import save_weights
     from FetalBrainSegLib.resources import default_weights_path

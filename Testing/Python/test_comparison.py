@@ -5,12 +5,7 @@ import csv
 import numpy as np
 from conftest import subset_manifest
 
-from FetalBrainSegLib.engine.stack import slice_axis
-from FetalBrainSegLib.engine.volume_io import read_volume
-from FetalBrainSegLib.evaluation.metrics import dice_iou
-from FetalBrainSegLib.evaluation.scores import SliceScore
-from FetalBrainSegLib.resources import default_weights_path
-from FetalBrainSegLib.study.comparison import (
+from experiments.study.comparison import (
     ModelReport,
     brain_slice_areas,
     challenging_keys,
@@ -18,7 +13,12 @@ from FetalBrainSegLib.study.comparison import (
     table_rows,
     write_table,
 )
-from FetalBrainSegLib.study.comparison_run import ComparisonConfig, pick_montage_keys, run_comparison
+from experiments.study.comparison_run import ComparisonConfig, pick_montage_keys, run_comparison
+from FetalBrainSegLib.engine.stack import slice_axis
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.metrics import dice_iou
+from FetalBrainSegLib.evaluation.scores import SliceScore
+from FetalBrainSegLib.resources import default_weights_path
 
 
 def test_the_challenging_subset_is_the_smallest_third_of_brain_slices(manifest):

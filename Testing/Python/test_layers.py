@@ -18,7 +18,6 @@ BELOW = {
     "engine": {"base", "models"},
     "evaluation": {"base", "models", "engine"},
     "training": {"base", "models", "engine", "evaluation"},
-    "study": {"base", "models", "engine", "evaluation", "training"},
     # site adaptation (training/adapt.py) from the panel's "Improve from my corrections", imported when asked
     "slicer": {"base", "models", "engine", "evaluation", "training"},
     "web": {"base", "models", "engine", "slicer"},

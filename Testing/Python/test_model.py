@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from experiments.networks import NETWORKS
 from FetalBrainSegLib.models.complexity import count_macs, count_parameters
-from FetalBrainSegLib.models.registry import MODELS, build_model
+from FetalBrainSegLib.models.registry import build_model
 from FetalBrainSegLib.models.rfbsnet import RFBSNet
 
 KERAS_PARAMETERS = 2_163_384  # the authors' released Keras model
@@ -46,7 +47,7 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
     [("unet", 102), ("segnet", 79.9), ("shuffleseg", None), ("shufflesegv2", None), ("dfanet", None)],
 )
 def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
-    from FetalBrainSegLib.models.registry import PAPER_PARAMETERS
+    from experiments.networks import PAPER_PARAMETERS
 
     model = build_model(name).eval()
     assert count_parameters(model) == PAPER_PARAMETERS[name]  # exact, as in Keras
@@ -60,7 +61,7 @@ def test_comparison_networks_reproduce_the_papers_table(name, paper_gflops):
     "name", ["unet", "segnet", "shuffleseg", "shufflesegv2", "enet", "fastscnn", "icnet", "dfanet"]
 )
 def test_every_comparison_network_is_within_5_percent_of_the_paper_or_says_why(name):
-    from FetalBrainSegLib.models.registry import DEVIATIONS, PAPER_PARAMETERS
+    from experiments.networks import DEVIATIONS, PAPER_PARAMETERS
 
     model = build_model(name).eval()
     ratio = count_parameters(model) / PAPER_PARAMETERS[name]
@@ -70,7 +71,7 @@ def test_every_comparison_network_is_within_5_percent_of_the_paper_or_says_why(n
     assert out.shape == (2, 2, 256, 256) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ["rfbsnet", *sorted(NETWORKS)])
 def test_every_model_trains_in_the_trainers_cpu_layout(name):
     """A training step as Trainer takes it on CPU (channels-last memory, bf16 autocast) gives finite gradients
     (torch's CPU backward once crashed on DFANet's strided 1x1 shortcut in this layout)."""

@@ -86,26 +86,16 @@ def _models(args) -> int:
 
 
 def _network_registry(args) -> int:
+    """The registry's networks with their size and cost (the paper's comparison networks and counts:
+    python -m experiments.models_table)."""
     from ..models.complexity import count_macs, count_parameters
-    from ..models.registry import DEVIATIONS, MODELS, PAPER_GFLOPS, PAPER_PARAMETERS, build_model
+    from ..models.registry import MODELS, build_model
     from ..provenance import provenance_markdown
 
-    lines = [
-        "| model | parameters | paper (Keras) | difference | GFLOPs (2 x MACs, 256x256) | paper GFLOPs | note |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name in sorted(PAPER_PARAMETERS):
-        paper = PAPER_PARAMETERS[name]
-        if name not in MODELS:
-            lines.append(f"| {name} | not yet implemented | {paper:,} | | | | |")
-            continue
+    lines = ["| model | parameters | GFLOPs (2 x MACs, 256x256) |", "|---|---|---|"]
+    for name in sorted(MODELS):
         model = build_model(name)
-        ours, gflops = count_parameters(model), 2 * count_macs(model) / 1e9
-        paper_gflops = f"{PAPER_GFLOPS[name]:g}" if name in PAPER_GFLOPS else ""
-        lines.append(
-            f"| {name} | {ours:,} | {paper:,} | {100 * (ours - paper) / paper:+.2f}% | {gflops:.2f} "
-            f"| {paper_gflops} | {DEVIATIONS.get(name, '')} |"
-        )
+        lines.append(f"| {name} | {count_parameters(model):,} | {2 * count_macs(model) / 1e9:.2f} |")
     table = "\n".join(lines) + "\n\n" + provenance_markdown()
     print(table)
     if args.output:
@@ -129,7 +119,7 @@ def _demo(args) -> int:
     from .. import samples
     from ..engine.outputs import mask_path_for, output_problem
     from ..engine.volume_io import VolumeError, strip_suffix
-    from ..study.montage import montage, write_png
+    from ..evaluation.montage import montage, write_png
 
     try:
         image = args.input or samples.fetch_sample(args.url)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.inference import Segmenter
-from ..engine.stack import slice_axis
-from ..engine.volume_io import read_volume
-from ..evaluation.dataset import StackRecord
-from ..evaluation.paired_tests import bootstrap_interval, paired_t_test, wilcoxon_signed_rank
-from ..evaluation.scores import SliceScore, evaluate_records
-from ..provenance import write_results
-from .benchmark import timed
+from FetalBrainSegLib.engine.inference import Segmenter
+from FetalBrainSegLib.engine.stack import slice_axis
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.dataset import StackRecord
+from FetalBrainSegLib.evaluation.latency import timed
+from FetalBrainSegLib.evaluation.paired_tests import bootstrap_interval, paired_t_test, wilcoxon_signed_rank
+from FetalBrainSegLib.evaluation.scores import SliceScore, evaluate_records
+from FetalBrainSegLib.provenance import write_results
 
 CHALLENGING_SUBSET = (
     "the test slices with brain whose manual brain area is in the smallest third. These are the "
@@ -97,8 +97,8 @@ def evaluate_model(
     montage_keys: list[tuple[str, int]] = (),
     batch_sizes: tuple[int, ...] = BATCH_SIZES,
 ) -> ModelReport:
-    from ..models.complexity import count_macs, count_parameters
-    from ..models.torch_runtime import device_description
+    from FetalBrainSegLib.models.complexity import count_macs, count_parameters
+    from FetalBrainSegLib.models.torch_runtime import device_description
 
     # one runtime for every model, and the networks alone
     segmenter = Segmenter(weights, device=device, backend="torch", postprocess="none")

@@ -22,8 +22,8 @@ from ..engine.inference import Segmenter
 from ..engine.int8_model import calibration_path_for
 from ..engine.stack import Stack
 from ..engine.volume_io import read_volume
-from ..evaluation.metrics import pooled_dice
 from ..provenance import write_results
+from .metrics import pooled_dice
 
 
 def _peak_size(device: str) -> int:
@@ -94,8 +94,8 @@ class ReferenceMasks:
 
     def __init__(self, manifest: Path):
         from ..engine.backends import TorchBackend
-        from ..evaluation.dataset import load_slices, read_manifest, select
         from ..resources import default_weights_path
+        from .dataset import load_slices, read_manifest, select
 
         test = load_slices(select(read_manifest(manifest), "test"))
         self.images, self.manual = test.images, test.masks

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation.dataset import read_manifest, select
-from ..evaluation.scores import SliceScore
-from ..training.config import TrainConfig
-from ..training.trainer import Trainer
+from FetalBrainSegLib.evaluation.dataset import read_manifest, select
+from FetalBrainSegLib.evaluation.scores import SliceScore
+from FetalBrainSegLib.training.config import TrainConfig
+from FetalBrainSegLib.training.trainer import Trainer
+
+from .. import networks
 from .comparison import (
     BATCH_SIZES,
     ModelReport,
@@ -157,11 +159,12 @@ def pick_montage_keys(records, count: int = 4) -> list[tuple[str, int]]:
 
 
 def run_comparison(config: ComparisonConfig, log=print) -> list[Path]:
-    from ..models.torch_runtime import resolve_device
+    from FetalBrainSegLib.models.torch_runtime import resolve_device
+
     from .figures import write_batch_figure, write_montage, write_speed_accuracy_figure, write_validation_curves
 
     resolve_device(config.device)  # a device that is not here fails now, not after training
-    unknown = set(config.models) - set(COMPARISON_MODELS)
+    unknown = set(config.models) - {"rfbsnet", *networks.NETWORKS}  # the import registered them
     if unknown:
         raise ValueError(f"not in the comparison: {', '.join(sorted(unknown))}")
     weights = train_models(config, log)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.stack import slice_axis
-from ..engine.volume_io import read_volume
-from ..provenance import provenance
+from FetalBrainSegLib.engine.stack import slice_axis
+from FetalBrainSegLib.engine.volume_io import read_volume
+from FetalBrainSegLib.evaluation.montage import overlay
+from FetalBrainSegLib.provenance import provenance
+
 from .comparison import ModelReport
-from .montage import overlay
 
 
 def _pyplot():
