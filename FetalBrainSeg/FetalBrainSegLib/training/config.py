@@ -72,7 +72,7 @@ class TrainConfig:
     )
     loss: str = setting("dice_ce", "training loss (default: %(default)s)", choices=LOSSES)
     init: str = setting(
-        "", "start from these weights (fine-tuning) instead of a random initialization", metavar="WEIGHTS"
+        "", "start from these weights (fine-tuning; default: none, a random initialization)", metavar="WEIGHTS"
     )
     frozen: tuple[str, ...] = setting(
         (),
