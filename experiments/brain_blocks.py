@@ -22,12 +22,11 @@ Writes docs/results/brain_blocks.{md,csv}.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.postprocess import (
     BLOCK_FRACTION,
@@ -40,10 +39,7 @@ from FetalBrainSegLib.engine.postprocess import (
 )
 from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
+from FetalBrainSegLib.provenance import write_results
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 GAP_FRACTIONS = (0.02, 0.05, 0.1)
@@ -85,12 +81,7 @@ def second_pieces(mask: np.ndarray, truth: np.ndarray, axis: int) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
-    parser.add_argument("--weights", type=Path, default=default_weights_path())
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args(argv)
-    provenance()  # pinned before any results file changes
+    args = parse(experiment_parser(__doc__), argv)
     records = read_manifest(args.manifest)
     validation = held_out(records, "validation", args.weights)
     validation_names = {r.name for r in validation}

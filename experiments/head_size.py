@@ -11,19 +11,17 @@ Validation stacks are those recorded in the first weights file. Writes DIR/head_
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
 from FetalBrainSegLib.evaluation.head_size import head_scaled
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
-from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.provenance import write_results
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SCALES = (0.6, 0.8, 1.0, 1.25, 1.5)
 MODALITIES = ("T2W", "EPI")
@@ -42,13 +40,11 @@ def brain_dice(result, truth, record) -> list:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = experiment_parser(__doc__, manifest=False, weights=False)
     parser.add_argument("--weights", type=Path, nargs="+", default=[default_weights_path()])
     parser.add_argument("--stacks", choices=("test", "validation"), default="validation")
     parser.add_argument("--zoom", default="1", help="the segmenter's zoom: 1, the network alone (default), or auto")
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
+    args = parse(parser)
     manifest = read_manifest(shared_manifest_path())
     records = held_out(manifest, args.stacks, args.weights[0])
     rows = []

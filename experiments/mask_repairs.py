@@ -16,20 +16,16 @@ Writes docs/results/mask_repairs.{md,csv}.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD, Segmenter
 from FetalBrainSegLib.engine.postprocess import brain_blocks, components
 from FetalBrainSegLib.evaluation.dataset import held_out, read_labelled, read_manifest
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
+from FetalBrainSegLib.provenance import write_results
 
 CLOSING_RADII = (2, 4, 6)
 LOW_THRESHOLD = 0.3
@@ -103,12 +99,7 @@ def repairs():
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
-    parser.add_argument("--weights", type=Path, default=default_weights_path())
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args(argv)
-    provenance()  # pinned before any results file changes
+    args = parse(experiment_parser(__doc__), argv)
     records = read_manifest(args.manifest)
     splits = {
         "validation": held_out(records, "validation", args.weights),

@@ -12,27 +12,20 @@ recipe can be compared on robustness without looking at the test split.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
+from experiments.common import experiment_parser, parse
 from experiments.robustness_cases import TARGETS, variants
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
 from FetalBrainSegLib.evaluation.metrics import pooled_dice
-from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.provenance import write_results
 from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=None, help="weights file (default: the shipped model)")
+    parser = experiment_parser(__doc__, manifest=False)
     parser.add_argument("--stacks", choices=("test", "validation"), default="test")
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
+    args = parse(parser)
     segmenter = Segmenter(args.weights, device="cpu", backend="torch")
     manifest = read_manifest(shared_manifest_path())
     chosen = held_out(manifest, args.stacks, args.weights or default_weights_path())

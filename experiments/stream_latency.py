@@ -10,25 +10,19 @@ A rate of 0 sends as fast as possible; slices then wait in the link's queue, whi
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.backends import installed
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.streaming import StreamingSegmenter
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.dataset import read_manifest
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import shared_manifest_path
+from FetalBrainSegLib.provenance import write_results
 from FetalBrainSegLib.scanner.link import ScannerLink
 from FetalBrainSegLib.scanner.replay import Replay, slice_messages
-
-ROOT = Path(__file__).resolve().parents[1]
-
-MANIFEST = shared_manifest_path()
 
 
 def run(backend: str, rate: float, records) -> dict:
@@ -62,13 +56,10 @@ def run(backend: str, rate: float, records) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser = experiment_parser(__doc__, weights=False)
     parser.add_argument("--backends", nargs="+", default=["openvino", "onnxruntime"])
     parser.add_argument("--rates", nargs="+", type=float, default=[2.0, 0.0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
+    args = parse(parser)
     records = [r for r in read_manifest(args.manifest) if r.split == "test"]
     rows = []
     for backend in [b for b in args.backends if installed(b)]:

@@ -15,15 +15,14 @@ Writes docs/results/validation_choices.md and docs/results/review_flag.{md,csv}.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.postprocess import POSTPROCESSING, postprocess
 from FetalBrainSegLib.engine.review import ReviewThresholds, confidence, review_signals
@@ -36,10 +35,7 @@ from FetalBrainSegLib.evaluation.review_choice import (
     flag_quality,
 )
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
+from FetalBrainSegLib.provenance import write_results
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 OLD_FLAG_CONFIDENCE = 0.8  # the flag before: mean confidence under 0.8
@@ -111,12 +107,7 @@ def slice_table(runs: list[StackRun], use_tta: bool) -> dict[str, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=shared_manifest_path())
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "rfbsnet_fetal_brain.pt")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args(argv)
-    provenance()  # pinned before any results file changes
+    args = parse(experiment_parser(__doc__), argv)
     records = read_manifest(args.manifest)
     validation_records = held_out(records, "validation", args.weights)
     validation_names = {r.name for r in validation_records}

@@ -13,21 +13,17 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
-from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from experiments.head_size import SCALES, brain_dice, presentations
 from FetalBrainSegLib.engine import zoom as zoom_rule
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
 from FetalBrainSegLib.evaluation.scores import summarize
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
+from FetalBrainSegLib.provenance import write_results
 
 # a pass costs zoom² the pixels; a first run over 0.6-2.0 (limits 0.6-1.0 and 1.0-2.0) chose the same rule
 ZOOMS = (0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6)
@@ -84,12 +80,8 @@ def compare(segmenters: dict, records, scales) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=default_weights_path())
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
-    records = read_manifest(shared_manifest_path())
+    args = parse(experiment_parser(__doc__))
+    records = read_manifest(args.manifest)
     validation, test = (held_out(records, stacks, args.weights) for stacks in ("validation", "test"))
     names = {r.name for r in validation}
 

@@ -10,34 +10,27 @@ ONNX file of the weights shipped before 2026-11-26's change of format).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.backends import OnnxRuntimeBackend, TorchBackend
 from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
+from FetalBrainSegLib.provenance import write_results
 from FetalBrainSegLib.training.onnx_export import export_onnx
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=default_weights_path())
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
+    args = parse(experiment_parser(__doc__))
     full = TorchBackend(args.weights, "cpu")
     scratch = Path(tempfile.mkdtemp())
     half_file = export_onnx(args.weights, scratch / "half.onnx")
     half = OnnxRuntimeBackend(half_file)
-    manifest = read_manifest(shared_manifest_path())
+    manifest = read_manifest(args.manifest)
     lines = [
         "# Weights stored in half precision (fp16 weights, fp32 compute)",
         "",

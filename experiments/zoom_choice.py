@@ -14,20 +14,15 @@ printed: why the mean loses brain-free slices.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from experiments.head_size import SCALES, presentations
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.zoom import pass_confidence, second_pass_bitten
 from FetalBrainSegLib.evaluation.dataset import held_out, read_manifest
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import default_weights_path, shared_manifest_path
-
-ROOT = Path(__file__).resolve().parents[1]
+from FetalBrainSegLib.provenance import write_results
 
 WAYS = (
     "zoom 1",
@@ -74,12 +69,8 @@ def scored_ways(segmenter: Segmenter, record, volume, truth) -> tuple[dict, list
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=default_weights_path())
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
-    records = read_manifest(shared_manifest_path())
+    args = parse(experiment_parser(__doc__))
+    records = read_manifest(args.manifest)
     segmenter = Segmenter(args.weights, device="cpu", backend="onnxruntime")
     rows, notes = [], []
     lines = [
