@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from FetalBrainSegLib.engine.inference import DEFAULT_THRESHOLD
+from FetalBrainSegLib.engine.inference import SegmenterOptions
 from FetalBrainSegLib.engine.postprocess import MAX_MARGIN_MM
 from FetalBrainSegLib.slicer.logic import BrainSegmentationLogic
 
@@ -47,10 +47,11 @@ class FetalBrainSeg(ScriptedLoadableModule):
 class FetalBrainSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    precision: Annotated[str, Choice(["fp32", "int8"])] = "fp32"
-    threshold: Annotated[float, WithinRange(0.01, 0.99)] = DEFAULT_THRESHOLD
-    marginMm: Annotated[float, WithinRange(0.0, MAX_MARGIN_MM)] = 0.0
+    # defaults: the engine's (SegmenterOptions); the panel offers the CPU runtimes' precisions that need no setup
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = SegmenterOptions.device
+    precision: Annotated[str, Choice(["fp32", "int8"])] = SegmenterOptions.precision
+    threshold: Annotated[float, WithinRange(0.01, 0.99)] = SegmenterOptions.threshold
+    marginMm: Annotated[float, WithinRange(0.0, MAX_MARGIN_MM)] = SegmenterOptions.margin_mm
 
 
 class FetalBrainSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -603,6 +603,8 @@ def test_first_hour_faults_get_one_line_and_the_documented_exit_status(tmp_path,
     """Found trying the CLI as a new user: an empty folder and a network without weights exited 1 (settings and
     empty inputs exit 2); a bogus split was called unlabelled; evaluate's default manifest was only found from
     the repository root; `info` named a .pt that does not exist."""
+    from experiments import networks  # noqa: F401  (registers unet: a network known, but not shipped)
+
     (tmp_path / "empty").mkdir()
     assert main(["segment", str(tmp_path / "empty")]) == 2
     assert "no NIfTI or NRRD stacks" in capsys.readouterr().err

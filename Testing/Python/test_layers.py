@@ -10,6 +10,7 @@ BASE = {
     "samples",
     "atomic",
     "user_folders",
+    "settings",
     "__init__",
 }  # serve every layer, import none
 BELOW = {

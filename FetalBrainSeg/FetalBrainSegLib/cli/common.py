@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 DEFAULT_MANIFEST = Path("..") / "shared" / "data" / "fetal-mri" / "manifest.csv"
@@ -45,15 +45,21 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def add_weights_and_device(p: argparse.ArgumentParser) -> None:
+def add_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+
+
+def add_weights_and_device(p: argparse.ArgumentParser) -> None:
+    from ..engine.inference import SegmenterOptions
+
+    add_weights(p)
+    add_settings(p, SegmenterOptions, skip=tuple(f.name for f in fields(SegmenterOptions) if f.name != "device"))
 
 
 def add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> None:
-    """The segmenter's options; `whole_stacks` adds those that only a whole stack uses (batch, 3D clean-up)."""
-    from ..engine.inference import DEFAULT_THRESHOLD
-    from ..engine.postprocess import POSTPROCESSING
+    """The model and the segmenter's options (engine/inference.py SegmenterOptions); slice by slice, those of
+    whole stacks only are left out and the zoom is fixed (1 unless given)."""
+    from ..engine.inference import WHOLE_STACK_OPTIONS, SegmenterOptions
 
     p.add_argument(
         "--model",
@@ -62,63 +68,11 @@ def add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> 
         help="a site model made by `fetalbrainseg adapt`, or a network of the registry: its shipped weights, or "
         "checked against --weights (fetalbrainseg models lists both)",
     )
-    add_weights_and_device(p)
+    add_weights(p)
     if whole_stacks:
-        p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: %(default)s)")
-    p.add_argument(
-        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="brain probability threshold (default: %(default)s)"
-    )
-    p.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnxruntime", "openvino"],
-        default="auto",
-        help="runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime) "
-        "(default: %(default)s)",
-    )
-    if whole_stacks:
-        p.add_argument(
-            "--postprocess",
-            choices=POSTPROCESSING,
-            default=POSTPROCESSING[0],
-            help="blocks3d (default): the largest connected brain component in 3D, and blocks of other slices "
-            "that motion or a slice without brain found split off it (chosen on validation and train stacks); "
-            "largest3d: that component alone; "
-            "largest2d: the largest on each slice; none",
-        )
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "int8"],
-        default="fp32",
-        help="bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 "
-        "model with onnxruntime or openvino, fastest on CPUs; both give slightly different masks "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="flip averaging: the slice and its two flips, 3x the time; adds flip disagreement to the review flag",
-    )
-    p.add_argument(
-        "--zoom",
-        default="auto" if whole_stacks else "1",
-        metavar="auto|FACTOR",
-        help="magnification of the head on the network grid; auto (whole stacks): a second pass magnifies "
-        "a head the first finds small, or shrinks a large one; 1: none (default: %(default)s)",
-    )
-    p.add_argument(
-        "--margin-mm",
-        type=float,
-        default=0.0,
-        metavar="MM",
-        help="grow each slice's mask by this distance in-plane, for pipelines that want a looser mask; recorded "
-        "in the mask's header (default: %(default)s)",
-    )
-    p.add_argument(
-        "--any-modality",
-        action="store_true",
-        help="with a site model: use it on stacks of every modality; by default a stack of a modality it did "
-        "not learn (T2W or EPI, by the pixel size) is segmented with its base weights",
-    )
+        add_settings(p, SegmenterOptions)
+    else:
+        add_settings(p, SegmenterOptions, skip=tuple(WHOLE_STACK_OPTIONS), defaults={"zoom": "1"})
 
 
 def segmenter_recipe(args):
@@ -126,7 +80,7 @@ def segmenter_recipe(args):
     processes build their own from it)."""
     import functools
 
-    from ..engine.inference import Segmenter
+    from ..engine.inference import WHOLE_STACK_OPTIONS, Segmenter, SegmenterOptions
     from ..engine.site_models import site_model_path
     from ..resources import default_weights_path
 
@@ -145,20 +99,8 @@ def segmenter_recipe(args):
                 f"train them with `fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
                 f"--weights runs/{args.model}/best.pt"
             )
-    return functools.partial(
-        Segmenter,
-        weights,
-        device=args.device,
-        batch_size=getattr(args, "batch_size", 1),
-        threshold=args.threshold,
-        backend=args.backend,
-        precision=args.precision,
-        postprocess=getattr(args, "postprocess", "none"),
-        tta=args.tta,
-        zoom=args.zoom,
-        any_modality=args.any_modality,
-        margin_mm=args.margin_mm,
-    )
+    whole_stacks = {} if hasattr(args, "batch_size") else WHOLE_STACK_OPTIONS
+    return functools.partial(Segmenter, weights, **asdict(settings_from(SegmenterOptions, args, **whole_stacks)))
 
 
 def make_segmenter(args):
@@ -185,15 +127,16 @@ def in_flag_words(message: str) -> str:
     return message
 
 
-def add_settings(p: argparse.ArgumentParser, settings_class) -> None:
-    """An option for each field of `settings_class` declared with training.config.setting, from its default and
-    metadata: --NAME (or its `flag`), a list for a tuple, --no-NAME for a default of True."""
+def add_settings(p: argparse.ArgumentParser, settings_class, skip: tuple = (), defaults: dict | None = None) -> None:
+    """An option for each field of `settings_class` declared with settings.setting (but those in `skip`), from its
+    default (or the one `defaults` gives) and metadata: --NAME (or its `flag`), a list for a tuple, --no-NAME for a
+    default of True."""
     for item in fields(settings_class):
-        if "help" not in item.metadata:
+        if "help" not in item.metadata or item.name in skip:
             continue
         option = dict(item.metadata)
         help_text, flag = option.pop("help"), option.pop("flag", _flag(item.name))
-        default = item.default
+        default = (defaults or {}).get(item.name, item.default)
         if isinstance(default, bool):
             negated = f"--no-{flag[2:]}" if default else flag
             p.add_argument(negated, dest=item.name, action="store_false" if default else "store_true", help=help_text)
@@ -208,6 +151,7 @@ def add_settings(p: argparse.ArgumentParser, settings_class) -> None:
 def settings_from(settings_class, args: argparse.Namespace, **given):
     """`settings_class` from the options add_settings made (lists back to tuples), and the fields `given`."""
     offered = [item.name for item in fields(settings_class) if "help" in item.metadata and item.name not in given]
+    offered = [name for name in offered if hasattr(args, name)]  # the others keep their declared defaults
     values = {name: getattr(args, name) for name in offered}
     return settings_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, **given)
 

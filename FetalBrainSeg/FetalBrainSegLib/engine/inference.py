@@ -21,11 +21,13 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 
+from ..settings import setting
+from .backends import BACKENDS
 from .postprocess import POSTPROCESSING, add_margin, postprocess
 from .review import SliceReview, mask_disagreement, review_slices
 from .site_models import modality_of, site_record
@@ -55,6 +57,58 @@ def check_zoom(zoom: str | float) -> str | float:
     if not ZOOM_LIMITS[0] <= value <= ZOOM_LIMITS[1]:
         raise ValueError(f"zoom must lie between {ZOOM_LIMITS[0]:g} and {ZOOM_LIMITS[1]:g}, not {value:g}")
     return value
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    """How a Segmenter segments, declared once: its defaults, and the command line's options (cli/common.py).
+    WHOLE_STACK_OPTIONS are for whole stacks only."""
+
+    device: str = setting("auto", "auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    batch_size: int = setting(8, "slices per forward pass (default: %(default)s)")
+    threshold: float = setting(DEFAULT_THRESHOLD, "brain probability threshold (default: %(default)s)")
+    backend: str = setting(
+        "auto",
+        "runtime: auto picks the fastest installed (torch on a GPU, else openvino, else onnxruntime) "
+        "(default: %(default)s)",
+        choices=BACKENDS,
+    )
+    precision: str = setting(
+        "fp32",
+        "bf16: faster with --backend openvino on CPUs with native bf16; int8: the shipped INT8 model with "
+        "onnxruntime or openvino, fastest on CPUs; both give slightly different masks (default: %(default)s)",
+        choices=("fp32", "bf16", "int8"),
+    )
+    postprocess: str = setting(
+        POSTPROCESSING[0],
+        "blocks3d (default): the largest connected brain component in 3D, and blocks of other slices that motion "
+        "or a slice without brain found split off it (chosen on validation and train stacks); largest3d: that "
+        "component alone; largest2d: the largest on each slice; none",
+        choices=POSTPROCESSING,
+    )
+    tta: bool = setting(
+        False, "flip averaging: the slice and its two flips, 3x the time; adds flip disagreement to the review flag"
+    )
+    zoom: str | float = setting(
+        "auto",
+        "magnification of the head on the network grid; auto (whole stacks): a second pass magnifies a head the "
+        "first finds small, or shrinks a large one; 1: none (default: %(default)s)",
+        metavar="auto|FACTOR",
+    )
+    any_modality: bool = setting(
+        False,
+        "with a site model: use it on stacks of every modality; by default a stack of a modality it did not learn "
+        "(T2W or EPI, by the pixel size) is segmented with its base weights",
+    )
+    margin_mm: float = setting(
+        0.0,
+        "grow each slice's mask by this distance in-plane, for pipelines that want a looser mask; recorded in the "
+        "mask's header (default: %(default)s)",
+        metavar="MM",
+    )
+
+
+WHOLE_STACK_OPTIONS = {"batch_size": 1, "postprocess": "none"}  # their values where slices come one by one
 
 
 class SegmentationCancelled(Exception):
@@ -97,16 +151,16 @@ class Segmenter:
     def __init__(
         self,
         weights: str | os.PathLike | None = None,
-        device: str = "auto",
-        batch_size: int = 8,
-        threshold: float = DEFAULT_THRESHOLD,
-        backend: str = "auto",
-        precision: str = "fp32",
-        postprocess: str = POSTPROCESSING[0],
-        tta: bool = False,
-        zoom: str | float = "auto",
-        any_modality: bool = False,
-        margin_mm: float = 0.0,
+        device: str = SegmenterOptions.device,
+        batch_size: int = SegmenterOptions.batch_size,
+        threshold: float = SegmenterOptions.threshold,
+        backend: str = SegmenterOptions.backend,
+        precision: str = SegmenterOptions.precision,
+        postprocess: str = SegmenterOptions.postprocess,
+        tta: bool = SegmenterOptions.tta,
+        zoom: str | float = SegmenterOptions.zoom,
+        any_modality: bool = SegmenterOptions.any_modality,
+        margin_mm: float = SegmenterOptions.margin_mm,
     ):
         """`weights` may be a site model (site_models.py): a stack of a modality it did not learn is then
         segmented with its base weights, unless `any_modality`."""
@@ -132,10 +186,9 @@ class Segmenter:
         self.margin_mm = float(margin_mm)
         self.site = site_record(self.metadata)
         self.any_modality = any_modality
-        self._base_options = dict(
-            device=device, batch_size=batch_size, threshold=threshold, backend=backend, precision=precision,
-            postprocess=postprocess, tta=tta, zoom=zoom, margin_mm=margin_mm,
-        )  # fmt: skip
+        self.options = SegmenterOptions(
+            device, batch_size, threshold, backend, precision, postprocess, tta, zoom, any_modality, margin_mm
+        )
         self._base: Segmenter | None = None
 
     def for_stack(self, stack: Stack) -> Segmenter:
@@ -144,7 +197,7 @@ class Segmenter:
         if self.site is None or self.any_modality or modality_of(min(stack.spacing)) in self.site["modality"]:
             return self
         if self._base is None:
-            self._base = Segmenter(self.site["base"], **self._base_options)
+            self._base = Segmenter(self.site["base"], **asdict(self.options))
         return self._base
 
     @property

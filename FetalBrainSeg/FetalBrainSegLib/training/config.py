@@ -1,24 +1,17 @@
-"""A training run's and a site adaptation's settings, importable without PyTorch. Each setting is declared once,
-here: a field with its default and, for those the command line offers, its help (`setting`); cli/common.py
-builds the options from these fields and the settings from the parsed options."""
+"""A training run's and a site adaptation's settings, importable without PyTorch, each declared once (settings.py:
+the command line's options are built from these fields)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..models.input_grid import DEFAULT_PIXEL_SIZE_MM
+from ..settings import setting
 
 LOSSES = ("dice", "dice_ce")
 INTENSITY_SETTINGS = ("standard", "strong")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda (default: %(default)s)"
-
-
-def setting(default, help: str, **option):
-    """A field the command line offers as --NAME (underscores as dashes) unless `flag` names it otherwise;
-    `option` holds argparse's metavar, choices or nargs, and `type` for a tuple that is empty by default.
-    A default of True is offered as --no-NAME."""
-    return field(default=default, metadata={"help": help, **option})
 
 
 @dataclass
