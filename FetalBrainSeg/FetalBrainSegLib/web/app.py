@@ -531,8 +531,8 @@ class WebApp:
         ]
 
     def _set_window_level(self):
-        """From the brightest tissue, not the brightest voxel: Slicer's automatic window reaches the few hot voxels
-        of a fetal stack, and the brain showed nearly black."""
+        """From the brightest tissue, not the brightest voxel: Slicer's automatic window reaches past the few hot
+        voxels of a fetal stack, and the image started dark (a test measures it)."""
         from vtk.util.numpy_support import vtk_to_numpy
 
         voxels = vtk_to_numpy(self.volume_node.GetImageData().GetPointData().GetScalars())
