@@ -8,7 +8,6 @@ test split's (T2W and EPI), copied COPIES times. Writes docs/results/cohort_thro
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -17,13 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.evaluation.dataset import read_manifest
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import shared_manifest_path
+from FetalBrainSegLib.provenance import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-
-MANIFEST = shared_manifest_path()
 
 
 def segment(folder: Path, out: Path, *options: str) -> float:
@@ -35,14 +32,12 @@ def segment(folder: Path, out: Path, *options: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = experiment_parser(__doc__, weights=False)
     parser.add_argument("--copies", type=int, default=4, help="copies of each test stack (default: %(default)s)")
-    parser.add_argument("-o", "--out-dir", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
+    args = parse(parser)
     from distributed import LocalCluster
 
-    provenance()
-    records = [r for r in read_manifest(MANIFEST) if r.split == "test"]
+    records = [r for r in read_manifest(args.manifest) if r.split == "test"]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "stacks"
@@ -98,7 +93,7 @@ def main() -> None:
         " for 10,000 stacks, provided the shared file system keeps up (each stack reads a few MB and "
         "writes a mask of tens of kB). Each worker loads the model (9 MB) once, so the cohort's size adds only stacks.",
     ]
-    print(f"wrote {write_results(args.out_dir, 'cohort_throughput', rows, lines)}")
+    print(f"wrote {write_results(args.out, 'cohort_throughput', rows, lines)}")
 
 
 if __name__ == "__main__":

@@ -9,18 +9,18 @@ compare as ratios. Writes docs/results/fig4_runtimes.{csv,md,png}.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from experiments.study.comparison import BATCH_SIZES, time_per_image
 from experiments.study.figures import plot_batch_times
 from FetalBrainSegLib.engine.backends import installed
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.latency import runtime_variants, timed
-from FetalBrainSegLib.provenance import provenance, write_results
+from FetalBrainSegLib.provenance import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,11 +28,9 @@ STACK = ROOT.parent / "shared" / "data" / "fetal-mri" / "images" / "e2mip_testin
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = experiment_parser(__doc__, manifest=False, weights=False)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch size (median)")
-    parser.add_argument("-o", "--out-dir", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
+    args = parse(parser)
     volume = read_volume(STACK)
     rows = []
     for backend, precision in runtime_variants([b for b in ("torch", "onnxruntime", "openvino") if installed(b)]):
@@ -51,7 +49,7 @@ def main() -> None:
 
     plot_batch_times(
         {r["runtime"]: {b: r[f"ms_per_image_batch_{b}"] for b in BATCH_SIZES} for r in rows},
-        args.out_dir / "fig4_runtimes.png",
+        args.out / "fig4_runtimes.png",
         "RFBSNet: network only (lines), end to end at batch 1 (stars)",
         {r["runtime"]: r["end_to_end_ms_batch_1"] for r in rows},
     )
@@ -72,7 +70,7 @@ def main() -> None:
             for r in rows
         ],
     ]
-    print(f"wrote {write_results(args.out_dir, 'fig4_runtimes', rows, lines)}")
+    print(f"wrote {write_results(args.out, 'fig4_runtimes', rows, lines)}")
 
 
 if __name__ == "__main__":

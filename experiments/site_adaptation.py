@@ -14,17 +14,16 @@ as another scanner might show them) are listed with the number of slices lost.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from experiments.common import experiment_parser, parse
 from FetalBrainSegLib.engine.inference import Segmenter
 from FetalBrainSegLib.evaluation.dataset import read_labelled, read_manifest, select
-from FetalBrainSegLib.provenance import provenance, write_results
-from FetalBrainSegLib.resources import shared_manifest_path
+from FetalBrainSegLib.provenance import write_results
 from FetalBrainSegLib.training.adapt import AdaptSettings, adapt
 from FetalBrainSegLib.user_folders import DATA_ENV
 
@@ -61,12 +60,10 @@ def brain_figures(segmenter, records, base_masks=None) -> tuple[dict, dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = experiment_parser(__doc__, weights=False)
     parser.add_argument("--minutes", type=float, default=8.0, help="each adaptation's time budget")
-    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs" / "results")
-    args = parser.parse_args()
-    provenance()
-    records = {r.name: r for r in read_manifest(shared_manifest_path())}
+    args = parse(parser)
+    records = {r.name: r for r in read_manifest(args.manifest)}
     test = select(list(records.values()), "test")
     base = Segmenter(device="cpu", backend="onnxruntime")
     rows = []
