@@ -556,7 +556,37 @@ def test_workers_give_the_single_process_masks_and_survive_a_killed_worker(stack
     report = tmp_path / "report.csv"
     out, _ = _run_killing_a_worker([folder, "-o", tmp_path / "pool", "--workers", 2, *ONE_PASS], report, _worker_pids)
     _assert_every_stack_done_as_in_one_process(report, tmp_path / "pool", single)
-    assert "on 2 workers" in out
+    assert re.search(r"slices/s\) with \w+ fp32 on cpu on 2 workers", out)  # the runtime, as the workers said
+
+
+def test_a_parent_with_workers_checks_every_setting_and_loads_no_model(t2w_test_record, tmp_path, monkeypatch, capsys):
+    """With --workers or --dask-scheduler each worker loads its model: the parent checks the settings as a
+    Segmenter would, before any folder is made, and loads none (issue 31)."""
+    from FetalBrainSegLib.cli import build_parser
+    from FetalBrainSegLib.cli.common import checked_recipe
+    from FetalBrainSegLib.engine import backends
+    from FetalBrainSegLib.engine.inference import Segmenter
+    from FetalBrainSegLib.resources import default_weights_path
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the parent loaded a model")
+
+    monkeypatch.setattr(Segmenter, "__init__", loaded)
+    monkeypatch.setattr(backends, "create_backend", loaded)
+    image, out = str(t2w_test_record.image), str(tmp_path / "never")
+    recipe = checked_recipe(build_parser().parse_args(["segment", image, "--backend", "onnxruntime", "--zoom", "1"]))
+    assert recipe.func is Segmenter and recipe.keywords["backend"] == "onnxruntime" and recipe.keywords["zoom"] == "1"
+    for wrong, message in (
+        (["--threshold", "1.5"], "threshold must lie strictly between 0 and 1"),
+        (["--zoom", "9"], "zoom must lie between"),
+        (["--margin-mm", "-1"], "the margin must be 0 mm or more"),
+        (["--backend", "openvino", "--device", "cuda"], "--backend openvino runs on the CPU here"),
+        (["--backend", "torch", "--precision", "int8"], "int8 runs with"),
+        (["--model", "dfanet", "--weights", str(default_weights_path())], "holds a rfbsnet network, not dfanet"),
+    ):
+        assert main(["segment", image, "-o", out, "--workers", "2", *wrong]) == 2, wrong
+        assert message in capsys.readouterr().err, wrong
+    assert not (tmp_path / "never").exists()
 
 
 def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_and_resumes(

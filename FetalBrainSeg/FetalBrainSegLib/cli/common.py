@@ -59,7 +59,7 @@ def add_weights_and_device(p: argparse.ArgumentParser) -> None:
 def add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> None:
     """The model and the segmenter's options (engine/inference.py SegmenterOptions); slice by slice, those of
     whole stacks only are left out and the zoom is fixed (1 unless given)."""
-    from ..engine.inference import WHOLE_STACK_OPTIONS, SegmenterOptions
+    from ..engine.inference import SLICE_BY_SLICE_VALUES, SegmenterOptions
 
     p.add_argument(
         "--model",
@@ -72,7 +72,7 @@ def add_model_options(p: argparse.ArgumentParser, whole_stacks: bool = True) -> 
     if whole_stacks:
         add_settings(p, SegmenterOptions)
     else:
-        add_settings(p, SegmenterOptions, skip=tuple(WHOLE_STACK_OPTIONS), defaults={"zoom": "1"})
+        add_settings(p, SegmenterOptions, skip=tuple(SLICE_BY_SLICE_VALUES), defaults={"zoom": "1"})
 
 
 def segmenter_recipe(args):
@@ -80,7 +80,7 @@ def segmenter_recipe(args):
     processes build their own from it)."""
     import functools
 
-    from ..engine.inference import WHOLE_STACK_OPTIONS, Segmenter, SegmenterOptions
+    from ..engine.inference import SLICE_BY_SLICE_VALUES, Segmenter, SegmenterOptions
     from ..engine.site_models import site_model_path
     from ..resources import default_weights_path
 
@@ -99,17 +99,37 @@ def segmenter_recipe(args):
                 f"train them with `fetalbrainseg train --model {args.model} -o runs/{args.model}` and pass "
                 f"--weights runs/{args.model}/best.pt"
             )
-    whole_stacks = {} if hasattr(args, "batch_size") else WHOLE_STACK_OPTIONS
-    return functools.partial(Segmenter, weights, **asdict(settings_from(SegmenterOptions, args, **whole_stacks)))
+    slice_by_slice = {} if hasattr(args, "batch_size") else SLICE_BY_SLICE_VALUES
+    return functools.partial(Segmenter, weights, **asdict(settings_from(SegmenterOptions, args, **slice_by_slice)))
+
+
+def check_model_name(args, weights, record: dict) -> None:
+    """--model names a network: the weights must hold that network (a site model holds its base's)."""
+    from ..engine.site_models import site_record
+
+    held = record["model"]
+    if args.model and site_record(record) is None and held != args.model.lower():
+        raise ValueError(f"{weights} holds a {held} network, not {args.model}")
 
 
 def make_segmenter(args):
     recipe = segmenter_recipe(args)
     segmenter = recipe()
-    held = segmenter.metadata["model"]
-    if args.model and segmenter.site is None and held != args.model.lower():
-        raise ValueError(f"{recipe.args[0]} holds a {held} network, not {args.model}")
+    check_model_name(args, recipe.args[0], segmenter.metadata)
     return segmenter
+
+
+def checked_recipe(args):
+    """segmenter_recipe(args), every setting checked as make_segmenter would, but without loading the model:
+    for a parent whose workers each load their own."""
+    from ..engine.inference import SegmenterOptions
+    from ..engine.weights_record import weights_record
+
+    recipe = segmenter_recipe(args)
+    SegmenterOptions(**recipe.keywords).check(recipe.args[0])
+    if args.model:  # then the weights are named (a site model, or the network's shipped weights)
+        check_model_name(args, recipe.args[0], weights_record(recipe.args[0]))
+    return recipe
 
 
 # The engine speaks of its settings (precision int8, the openvino backend, device cuda); here they are flags.

@@ -9,8 +9,8 @@ from .common import (
     DEFAULT_MANIFEST,
     SPLITS,
     add_model_options,
+    checked_recipe,
     make_segmenter,
-    segmenter_recipe,
 )
 
 
@@ -65,7 +65,7 @@ def _segment(args) -> int:
     if args.dask_scheduler and args.workers > 1:
         print("error: --workers and --dask-scheduler exclude each other: the cluster has its own", file=sys.stderr)
         return 2
-    segmenter = make_segmenter(args)  # settings first: a wrong one creates no folder
+    recipe = checked_recipe(args)  # settings first: a wrong one creates no folder
     if args.out_dir is not None and (problem := output_folder_problem(args.out_dir)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -73,7 +73,7 @@ def _segment(args) -> int:
     workers = min(args.workers, len(plan.jobs))
     summary = run_cohort(
         plan,
-        segmenter_recipe(args) if args.dask_scheduler or workers > 1 else lambda: segmenter,
+        recipe,
         workers,
         args.dask_scheduler,
         args.report,
@@ -83,7 +83,7 @@ def _segment(args) -> int:
     if summary.done or summary.skipped:
         where = f" on {workers} workers" if workers > 1 else ""
         where = f" on the Dask cluster at {args.dask_scheduler}" if args.dask_scheduler else where
-        print(summary.text(segmenter.backend.describe(), where))
+        print(summary.text(where))
     return 1 if summary.failed else 0
 
 

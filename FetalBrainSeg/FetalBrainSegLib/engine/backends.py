@@ -89,11 +89,9 @@ class TorchBackend:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_file: Path, device: str = "auto"):
+    def __init__(self, onnx_file: Path):
         import onnxruntime
 
-        if device not in ("auto", "cpu"):
-            raise ValueError("the onnxruntime backend runs on the CPU here; use the torch backend for a GPU")
         if not Path(onnx_file).is_file():
             raise FileNotFoundError(f"ONNX model not found: {onnx_file}")
         options = onnxruntime.SessionOptions()
@@ -119,11 +117,9 @@ class OnnxRuntimeBackend:
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, onnx_file: Path, device: str = "auto", precision: str = "fp32"):
+    def __init__(self, onnx_file: Path, precision: str = "fp32"):
         import openvino
 
-        if device not in ("auto", "cpu"):
-            raise ValueError("the openvino backend runs on the CPU here; use the torch backend for a GPU")
         if not Path(onnx_file).is_file():
             raise FileNotFoundError(f"ONNX model not found: {onnx_file}")
         core = openvino.Core()
@@ -224,26 +220,41 @@ def choose_backend(name: str, weights: Path, onnx_file: Path, device: str, preci
             )
     if precision == "bf16" and name != "openvino":
         raise ValueError("precision bf16 is offered by the openvino backend only")
+    if name != "torch" and device not in ("auto", "cpu"):
+        raise ValueError(f"the {name} backend runs on the CPU here; use the torch backend for a GPU")
     if name == "torch" and not installed("torch"):
         raise ModuleNotFoundError("the torch backend needs PyTorch: pip install torch, or use the onnxruntime backend")
     return name
+
+
+def backend_files(
+    name: str = "auto", weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32"
+) -> tuple[str, Path]:
+    """The runtime these settings choose and the file it loads, checked without loading it (a parent whose
+    workers load their own checks here); an INT8 model is built now if it is missing, once, not per worker."""
+    from ..resources import default_weights_path
+
+    check_settings(name, precision)
+    weights = Path(weights) if weights else default_weights_path()
+    name = choose_backend(name, weights, model_file(weights, "fp32"), device, precision)
+    if name != "torch":
+        return name, model_file(weights, precision)
+    from ..models.torch_runtime import resolve_device
+
+    resolve_device(device)  # a GPU asked for where PyTorch sees none
+    return name, weights
 
 
 def create_backend(
     name: str = "auto", weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32"
 ) -> Backend:
     """The backend called `name` for `weights` (.pt, or .onnx for the ONNX runtimes; default: the shipped ones)."""
-    from ..resources import default_weights_path
-
-    check_settings(name, precision)
-    weights = Path(weights) if weights else default_weights_path()
-    name = choose_backend(name, weights, model_file(weights, "fp32"), device, precision)
+    name, model = backend_files(name, weights, device, precision)
     if name == "torch":
-        return TorchBackend(weights, device)
-    onnx_file = model_file(weights, precision)  # after the runtime is known: an INT8 model may be built now
+        return TorchBackend(model, device)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_file, device)
-    return OpenVinoBackend(onnx_file, device, precision)
+        return OnnxRuntimeBackend(model)
+    return OpenVinoBackend(model, precision)
 
 
 def _cuda_available() -> bool:

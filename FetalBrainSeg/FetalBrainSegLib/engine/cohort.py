@@ -192,6 +192,7 @@ def segment_one(segmenter, image: Path, output: Path, progress: bool = False) ->
         flagged_slices=sum(review.flagged for review in result.review),
         seconds=round(time.perf_counter() - start, 3),
         worker=worker_name(),
+        runtime=segmenter.backend.describe(),  # for the summary: a parent with workers loads no model
     )
     return Outcome(image, output, figures=figures)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cohort import CohortPlan, CohortReport, finished_mask, segment_in_workers, segment_one, worker_name
@@ -20,11 +20,13 @@ class CohortSummary:
     skipped: int
     slices: int  # segmented in this run
     seconds: float  # wall time: workers overlap
+    runtimes: set[str] = field(default_factory=set)  # as the segmenters that did the work describe theirs
 
-    def text(self, backend: str, where: str = "") -> str:
+    def text(self, where: str = "") -> str:
+        runtimes = f" with {', '.join(sorted(self.runtimes))}" if self.runtimes else ""
         return (
             f"segmented {self.done} stack(s), {self.slices} slices in {self.seconds:.2f} s "
-            f"({self.slices / max(self.seconds, 1e-9):.1f} slices/s) with {backend}{where}"
+            f"({self.slices / max(self.seconds, 1e-9):.1f} slices/s){runtimes}{where}"
             + (f"; {self.skipped} skipped (complete masks already there)" if self.skipped else "")
             + (f"; {self.failed} input(s) failed" if self.failed else "")
         )
@@ -57,6 +59,8 @@ def run_cohort(
     def finish(image: Path, output: Path, figures: dict) -> None:
         summary.done += 1
         summary.slices += figures["slices"]
+        if "runtime" in figures:  # not for a mask found on disk after Ctrl-C
+            summary.runtimes.add(figures["runtime"])
         reported.add(image)
         if report:
             report.write(input=image, output=output, status="done", **figures)

@@ -62,7 +62,7 @@ def check_zoom(zoom: str | float) -> str | float:
 @dataclass(frozen=True)
 class SegmenterOptions:
     """How a Segmenter segments, declared once: its defaults, and the command line's options (cli/common.py).
-    WHOLE_STACK_OPTIONS are for whole stacks only."""
+    Where slices come one by one, the whole-stack options take SLICE_BY_SLICE_VALUES."""
 
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda (default: %(default)s)")
     batch_size: int = setting(8, "slices per forward pass (default: %(default)s)")
@@ -107,8 +107,27 @@ class SegmenterOptions:
         metavar="MM",
     )
 
+    def check_values(self) -> None:
+        """Raise ValueError for a value no Segmenter takes, the runtime's choice aside."""
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        check_threshold(self.threshold)
+        if self.postprocess not in POSTPROCESSING:
+            raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}")
+        check_zoom(self.zoom)
+        if self.margin_mm < 0:
+            raise ValueError(f"the margin must be 0 mm or more, not {self.margin_mm:g}")
 
-WHOLE_STACK_OPTIONS = {"batch_size": 1, "postprocess": "none"}  # their values where slices come one by one
+    def check(self, weights: str | os.PathLike | None = None) -> None:
+        """Raise what a Segmenter of these options and weights would, without loading the model: a parent whose
+        workers each load their own checks here (an INT8 model is built now, once, not in every worker)."""
+        from .backends import backend_files
+
+        self.check_values()
+        backend_files(self.backend, weights, self.device, self.precision)
+
+
+SLICE_BY_SLICE_VALUES = {"batch_size": 1, "postprocess": "none"}  # the whole-stack options, slice by slice
 
 
 class SegmentationCancelled(Exception):
@@ -164,11 +183,10 @@ class Segmenter:
     ):
         """`weights` may be a site model (site_models.py): a stack of a modality it did not learn is then
         segmented with its base weights, unless `any_modality`."""
-        if batch_size < 1:
-            raise ValueError("batch size must be at least 1")
-        check_threshold(threshold)
-        if postprocess not in POSTPROCESSING:
-            raise ValueError(f"post-processing must be one of {', '.join(POSTPROCESSING)}")
+        self.options = SegmenterOptions(
+            device, batch_size, threshold, backend, precision, postprocess, tta, zoom, any_modality, margin_mm
+        )
+        self.options.check_values()
         from .backends import create_backend
 
         # a name, or a backend object (training validates its model in memory through a TorchBackend)
@@ -177,18 +195,13 @@ class Segmenter:
         self.metadata = self.backend.metadata
         self.pixel_size = float(self.metadata["preprocessing"]["pixel_size_mm"])
         self.batch_size = batch_size
-        self.threshold = threshold
+        self.threshold = float(threshold)
         self.postprocess = postprocess
         self.tta = tta
         self.zoom = check_zoom(zoom)
-        if margin_mm < 0:
-            raise ValueError(f"the margin must be 0 mm or more, not {margin_mm:g}")
         self.margin_mm = float(margin_mm)
         self.site = site_record(self.metadata)
         self.any_modality = any_modality
-        self.options = SegmenterOptions(
-            device, batch_size, threshold, backend, precision, postprocess, tta, zoom, any_modality, margin_mm
-        )
         self._base: Segmenter | None = None
 
     def for_stack(self, stack: Stack) -> Segmenter:
