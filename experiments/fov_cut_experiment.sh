@@ -5,8 +5,8 @@
 # side: with 30% of the slices cut to a smaller field of view, and without (the control). Then the
 # robustness cases are measured on the weights' own validation stacks, never the test split.
 #
-#   bash scripts/fov_cut_experiment.sh [RUNS_DIR] [MINUTES]   # writes docs/results/fov_cut/
-#   MEASURE_ONLY=1 bash scripts/fov_cut_experiment.sh RUNS_DIR # the measurements of finished arms
+#   bash experiments/fov_cut_experiment.sh [RUNS_DIR] [MINUTES]   # writes docs/results/fov_cut/
+#   MEASURE_ONLY=1 bash experiments/fov_cut_experiment.sh RUNS_DIR # the measurements of finished arms
 set -eu
 RUNS=${1:-runs/fov_cut}; MINUTES=${2:-35}
 OUT=docs/results/fov_cut
@@ -26,5 +26,4 @@ mkdir -p "$OUT"
 python -m experiments.robustness --stacks validation -o "$OUT/shipped"
 for name in cut control; do
   python -m experiments.robustness --stacks validation --weights "$RUNS/$name/last.pt" -o "$OUT/$name"
-  cp "$RUNS/$name/train.log" "$OUT/$name/train.log"
 done

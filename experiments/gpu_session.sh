@@ -6,7 +6,7 @@
 # ARMS lists the arms as "ft_NAME=train options" separated by ';' (names start with ft_, which
 # `collect` looks for); ARM_THREADS is each arm's share of the CPU cores.
 #
-#   bash scripts/gpu_session.sh pack [INIT.pt] # here: .gpu/ = the labelled train stacks and the
+#   bash experiments/gpu_session.sh pack [INIT.pt] # here: .gpu/ = the labelled train stacks and the
 #                                        # T2W test stacks (xz), the nibabel wheel, this script, the
 #                                        # revision, and the arms' starting weights in fp16
 #   OUT=... bash .gpu/gpu_session.sh start    # on the GPU machine, from the repository root:
@@ -132,7 +132,7 @@ collect)
   done
   ;;
 *)
-  echo "usage: bash scripts/gpu_session.sh pack [INIT.pt] | run | start | collect" >&2
+  echo "usage: bash experiments/gpu_session.sh pack [INIT.pt] | run | start | collect" >&2
   exit 2
   ;;
 esac
