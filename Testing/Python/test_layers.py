@@ -126,3 +126,32 @@ def test_the_experiments_stand_apart_and_run_as_modules():
                 if top in ("experiments", "FetalBrainSegLib"):
                     assert importlib.util.find_spec(node.module) is not None, (path, node.module)
                     assert not [a.name for a in node.names if a.name.startswith("_")], (path, node.module)
+
+
+def test_the_experiments_extra_brings_every_module_the_experiments_import():
+    """`pip install -e ".[experiments]"` is enough to run them: each third-party module that experiments/
+    imports comes with the product or with that extra (issue 31)."""
+    import ast
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+    from conftest import REPO_ROOT
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["experiments"]
+    declared = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in requirements}
+    distributions = packages_distributions()
+    imported = set()
+    for path in (REPO_ROOT / "experiments").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name.split(".")[0]) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add((path.name, node.module.split(".")[0]))
+    third_party = {(f, m) for f, m in imported if m not in sys.stdlib_module_names}
+    third_party -= {(f, m) for f, m in third_party if m in ("experiments", "FetalBrainSegLib")}
+    assert {m for _, m in third_party} >= {"torch", "matplotlib"}
+    for name, module in sorted(third_party):
+        assert {d.lower() for d in distributions.get(module, [module])} & declared, (name, module)
