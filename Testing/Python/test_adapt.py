@@ -21,6 +21,7 @@ def pairs(manifest, *names):
 
 
 QUICK = dict(steps=40, check_every=20, minutes=5, device="cpu", batch_size=4, lr=5e-4)
+SMALL_T2W = "e2mip_validation_slice_T2W_vol0005"  # 5 slices: one held out, four to train on, for plumbing
 EPI_PAIR = ("e2mip_train_slice_DWI_vol0003", "e2mip_train_slice_DWI_vol0004")  # one site's EPI, held out of training
 FIRST_GAIN = dict(steps=25, check_every=25, minutes=5, device="cpu")  # the defaults, as far as their first check
 
@@ -114,7 +115,7 @@ def test_a_step_that_loses_brain_under_another_look_is_never_kept(manifest, monk
     monkeypatch.setattr(adaptation, "held_out_dice", lambda *_: float(next(scored)))
     monkeypatch.setattr(adaptation.BrainFindingGuard, "lost", lambda self, model: 3)
     plumbing = {**QUICK, "steps": 3, "check_every": 1}
-    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("lost-brain", **plumbing))
+    result = adapt(pairs(manifest, SMALL_T2W), AdaptSettings("lost-brain", **plumbing))
     assert not result.kept and result.steps == 0 and result.lost_brain == [(1, 3), (2, 3), (3, 3)]
     assert max(score for _, score, _ in result.history) > result.held_out_before + MIN_GAIN  # gains, refused
     assert "lost brain the base model finds" in result.summary() and "lost-brain" not in {
@@ -138,7 +139,7 @@ def test_a_stack_of_another_modality_is_segmented_with_the_base_weights(epi_site
 
 def test_a_site_model_that_does_not_beat_the_base_is_not_written(manifest):
     still = {**QUICK, "lr": 0.0, "l2sp": 0.0, "steps": 2, "check_every": 1}  # nothing learnt
-    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("no-gain", **still))
+    result = adapt(pairs(manifest, SMALL_T2W), AdaptSettings("no-gain", **still))
     assert not result.kept and result.path is None and result.held_out_after == result.held_out_before
     assert "base weights kept, nothing written" in result.summary()
     assert "no-gain" not in {m.name for m in list_site_models()}
@@ -148,17 +149,17 @@ def test_cancel_writes_nothing_and_bad_corrections_get_clear_errors(manifest, tm
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(AdaptationCancelled, match="nothing was written"):
-        adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("cancelled", **QUICK), cancel=cancel)
+        adapt(pairs(manifest, SMALL_T2W), AdaptSettings("cancelled", **QUICK), cancel=cancel)
     assert "cancelled" not in {m.name for m in list_site_models()}
     with pytest.raises(ValueError, match="several modalities"):
-        adapt(pairs(manifest, "mial_t30_axial1", "e2mip_train_slice_DWI_vol0000"), AdaptSettings("mixed", **QUICK))
-    image, mask = pairs(manifest, "mial_t30_axial1")[0]
+        adapt(pairs(manifest, SMALL_T2W, "e2mip_train_slice_DWI_vol0000"), AdaptSettings("mixed", **QUICK))
+    image, mask = pairs(manifest, SMALL_T2W)[0]
     source = read_volume(mask)
     write_volume(np.zeros_like(source.data), source.affine, tmp_path / "empty.nii.gz")
     with pytest.raises(VolumeError, match="holds no brain"):
         adapt([(image, tmp_path / "empty.nii.gz")], AdaptSettings("empty", **QUICK))
     other = pairs(manifest, "mial_t30_coronal1")[0][1]
-    with pytest.raises(VolumeError, match="not on the grid of mial_t30_axial1"):
+    with pytest.raises(VolumeError, match=f"not on the grid of {SMALL_T2W}"):
         adapt([(image, other)], AdaptSettings("mismatch", **QUICK))
     with pytest.raises(ValueError, match="name is 1-64 letters"):
         adapt([(image, mask)], AdaptSettings("../escape", **QUICK))
@@ -222,7 +223,7 @@ def test_serve_and_stream_take_a_site_model_by_name(tmp_path, capsys):
 
 
 def test_the_time_budget_ends_the_work_at_the_first_step_past_it(manifest):
-    result = adapt(pairs(manifest, "mial_t30_axial1"), AdaptSettings("budget", **{**QUICK, "minutes": 0.0}))
+    result = adapt(pairs(manifest, SMALL_T2W), AdaptSettings("budget", **{**QUICK, "minutes": 0.0}))
     assert [step for step, *_ in result.history] == [0, 1]  # the step past the budget is scored, then it stops
 
 
