@@ -22,6 +22,8 @@ from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
 from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256, sha256
 
+ONE_PASS = ("--zoom", "1")  # where zoom is not what a test is about: one pass, the same network input
+
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     """The command line in this process (`main`, what the console script calls): its exit status and what it
@@ -141,7 +143,7 @@ def test_evaluate_scores_the_validation_stacks_recorded_in_the_weights(tmp_path,
     from FetalBrainSegLib.engine.weights_record import validation_stacks
     from FetalBrainSegLib.resources import default_weights_path
 
-    args = ["evaluate", "--manifest", str(manifest_path), "--split", "validation", "--modalities", "EPI"]
+    args = ["evaluate", "--manifest", str(manifest_path), "--split", "validation", "--modalities", "EPI", *ONE_PASS]
     assert main([*args, "--backend", "onnxruntime", "--quiet", "-o", str(tmp_path)]) == 0
     recorded = set(validation_stacks(default_weights_path()))
     expected = {r.name for r in manifest if r.name in recorded and r.modality == "EPI"}
@@ -193,7 +195,8 @@ def test_demo_downloads_checks_caches_and_writes_a_montage(tmp_path, sample_serv
     assert mask.data.shape == (256, 256, 44) and 5 < mask.data.any(axis=(0, 1)).sum() < 44
 
     # cached: a dead URL no longer matters
-    assert main(["demo", "--url", "http://127.0.0.1:9/x", "-o", str(tmp_path / "demo"), "--overwrite"]) == 0
+    again = ["demo", "--url", "http://127.0.0.1:9/x", "-o", str(tmp_path / "demo"), "--overwrite", *ONE_PASS]
+    assert main(again) == 0
 
 
 def test_demo_without_network_says_so_in_one_line(tmp_path, monkeypatch):
@@ -206,7 +209,7 @@ def test_demo_without_network_says_so_in_one_line(tmp_path, monkeypatch):
 
 def test_demo_offline_uses_the_shared_datas_checked_copy_of_the_sample(tmp_path, monkeypatch):
     monkeypatch.setenv("FETALBRAINSEG_CACHE", str(tmp_path / "empty-cache"))
-    done = run_cli("demo", "-o", tmp_path / "demo", "--quiet", "--backend", "onnxruntime")
+    done = run_cli("demo", "-o", tmp_path / "demo", "--quiet", "--backend", "onnxruntime", *ONE_PASS)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "demo" / "f0832s1_fetus_03_brainmask.nii.gz").is_file()
     assert not (tmp_path / "empty-cache" / SAMPLE_NAME).exists()  # nothing downloaded
@@ -380,14 +383,18 @@ def test_a_damaged_stack_in_a_batch_gets_an_error_line_and_the_good_ones_their_m
 
 
 def test_flip_averaging_is_the_engines(tmp_path, t2w_test_record):
-    done = run_cli("segment", t2w_test_record.image, "-o", tmp_path, "--quiet", "--tta", "--backend", "onnxruntime")
+    done = run_cli(
+        "segment", t2w_test_record.image, "-o", tmp_path, "--quiet", "--tta", "--backend", "onnxruntime", *ONE_PASS
+    )
     assert done.returncode == 0, done.stderr
     averaged = read_volume(tmp_path / "e2mip_testing_0000_brainmask.nii.gz").data
     from FetalBrainSegLib.engine.inference import Segmenter
 
     volume = read_volume(t2w_test_record.image)
-    assert np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime", tta=True).segment(volume).mask)
-    assert not np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime").segment(volume).mask)
+    assert np.array_equal(
+        averaged, Segmenter(device="cpu", backend="onnxruntime", tta=True, zoom=1).segment(volume).mask
+    )
+    assert not np.array_equal(averaged, Segmenter(device="cpu", backend="onnxruntime", zoom=1).segment(volume).mask)
 
 
 def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(manifest, tmp_path):
@@ -402,7 +409,7 @@ def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(man
         shutil.copy(record.image, folder / record.image.name)
     (folder / "broken.nii.gz").write_text("not an image")
     out, report = tmp_path / "masks", tmp_path / "report.csv"
-    first = run_cli("segment", folder, "-o", out, "--report", report, "--quiet")
+    first = run_cli("segment", folder, "-o", out, "--report", report, "--quiet", *ONE_PASS)
     assert first.returncode == 1  # the broken input
     rows = list(csv.DictReader(report.open()))
     assert sorted(r["status"] for r in rows) == ["done"] * len(records) + ["failed"]
@@ -415,7 +422,7 @@ def test_a_cohort_report_lists_every_input_and_a_rerun_skips_finished_stacks(man
     wrong = out / f"{records[0].image.name.split('.')[0]}_brainmask.nii.gz"
     write_volume(np.zeros((4, 4, 4), np.uint8), np.eye(4), wrong)  # not this stack's mask: never replaced
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = run_cli("segment", folder, "-o", out, "--report", report, "--quiet")
+    again = run_cli("segment", folder, "-o", out, "--report", report, "--quiet", *ONE_PASS)
     assert again.returncode == 1 and "not on this stack's grid" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     rerun = list(csv.DictReader(report.open()))[len(rows) :]  # appended below the first run's rows
@@ -451,10 +458,6 @@ def _worker_pids(parent: int) -> list[int]:
         if int(fields[1]) == parent and b"spawn_main" in command and b"resource_tracker" not in command:
             pids.append(int(stat.parent.name))
     return pids
-
-
-# where to run, not how to segment, is what the cohort tests are about: one pass, a third of the automatic zoom's time
-ONE_PASS = ("--zoom", "1")
 
 
 @pytest.fixture(scope="module")
