@@ -75,8 +75,9 @@ def test_montage_slices_run_from_the_largest_brain_into_the_challenging_subset(m
 
 
 def test_the_comparison_trains_scores_plots_and_resumes(manifest_path, tmp_path):
-    # two train stacks per modality (one of each is validated on) and the whole T2W test split, which it scores
-    few = {"e2mip_training_0003", "e2mip_training_0004"} | {f"e2mip_train_slice_DWI_vol000{k}" for k in (3, 4)}
+    # two small train stacks per modality (one of each is validated on) and the whole T2W test split, which it scores
+    few = {"e2mip_training_0003", "e2mip_validation_slice_T2W_vol0005"}  # 16 and 5 slices
+    few |= {"e2mip_validation_slice_DWI_vol0000", "e2mip_validation_slice_FMRI_vol0017"}  # 4 and 9
     small = subset_manifest(manifest_path, lambda row: row["name"] in few or row["split"] == "test", tmp_path / "data")
     config = ComparisonConfig(
         small,
