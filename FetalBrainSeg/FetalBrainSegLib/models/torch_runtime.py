@@ -25,6 +25,12 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def fast_layout(x):
+    """A model or batch in the memory layout training and adaptation use: channels-last, whose convolutions run
+    faster on CPU and GPU (a training step 1.3x on 2 CPU cores, docs/results/training_throughput.md)."""
+    return x.to(memory_format=torch.channels_last)
+
+
 @torch.inference_mode()
 def foreground_probability(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """(n, H, W) normalized slices -> (n, H, W) float32 brain probabilities (softmax of class 1)."""

@@ -44,7 +44,7 @@ from ..engine.stack import Stack
 from ..engine.volume_io import VolumeError, read_volume
 from ..evaluation.dataset import pad_centred
 from ..evaluation.metrics import dice_iou
-from ..models.torch_runtime import foreground_probability, resolve_device
+from ..models.torch_runtime import fast_layout, foreground_probability, resolve_device
 from ..models.weights import load_weights, save_weights
 from .augment import AugmentSettings, brain_points, intensity, training_batch
 from .config import (
@@ -224,7 +224,7 @@ def adapt(
         raise ValueError(f"too few corrected slices: every {HELD_OUT_EVERY}th is held out and the rest trains")
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
-    model = model.to(device)
+    model = fast_layout(model.to(device))
     frozen = freeze(model, settings.frozen)
     penalty = StartingPointPenalty(model, settings.l2sp) if settings.l2sp else None
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -257,7 +257,7 @@ def adapt(
         batch_images, batch_masks = training_batch(
             train_images[index], train_masks[index], [points[i] for i in index.tolist()], augmentation, generator
         )
-        logits = model(batch_images.to(device))
+        logits = model(fast_layout(batch_images.to(device)))
         loss = segmentation_loss(logits, batch_masks.to(device), "dice_ce")
         if penalty is not None:
             loss = loss + penalty(model)

@@ -36,7 +36,7 @@ from ..engine.volume_io import Volume
 from ..evaluation.dataset import StackRecord, load_slices, read_labelled, read_manifest, select
 from ..evaluation.scores import score_stack, summarize
 from ..models.registry import build_model
-from ..models.torch_runtime import resolve_device
+from ..models.torch_runtime import fast_layout, resolve_device
 from ..models.weights import load_weights, save_weights
 from ..progress import ProgressBar
 from ..provenance import provenance
@@ -200,7 +200,7 @@ class Trainer:
             raise ValueError(f"validation head sizes must be positive, not {list(config.val_head_sizes)}")
         torch.manual_seed(config.seed)
         self.model = self._initial_model()
-        self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self.model = fast_layout(self.model)
         self.frozen = freeze(self.model, tuple(config.frozen))  # before DDP, which syncs the trained weights only
         if config.l2sp and not config.init:
             raise ValueError("L2-SP pulls toward starting weights: give them with --init")
@@ -321,7 +321,7 @@ class Trainer:
         return [mine[i : i + size] for i in range(0, len(mine), size)][:steps]
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
-        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        images = fast_layout(images.to(self.device))
         masks = masks.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.net(images)
