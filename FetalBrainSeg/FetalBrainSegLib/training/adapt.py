@@ -9,7 +9,7 @@ not show (in a trial, EPI recall fell from 0.99 to 0 after adapting on T2W):
 - every HELD_OUT_EVERY-th slice of each corrected stack is held out: the steps are scored on them, the
   best is kept, and if it does not beat the base weights there by MIN_GAIN the base weights are kept;
 - slices held out of a stack the model trains on flatter it: they neighbour its training slices. Adapting on
-  one EPI stack raised its held-out slices by a point while another stack of that site fell 9 points
+  one EPI stack raised its held-out slices by 0.6 points while another stack of that site fell 7 points
   (docs/results/site_adaptation.md). So with two or more corrected stacks, one (the one with the fewest
   slices) is held out whole: a step that loses more than UNSEEN_STACK_TOLERANCE there is never kept;
 - a guard inside one site cannot see other sites: with all three of a hospital's stacks corrected, its held-out
