@@ -232,7 +232,7 @@ def test_the_adapt_command_pairs_stacks_with_their_exported_masks(manifest, tmp_
 
     from FetalBrainSegLib.cli import main
 
-    image, mask = pairs(manifest, "mial_t30_axial1")[0]
+    image, mask = pairs(manifest, SMALL_T2W)[0]
     shutil.copy(image, tmp_path / "site.nii.gz")
     assert main(["adapt", str(tmp_path / "site.nii.gz"), "-o", "cli-site", "--steps", "2", "--quiet"]) == 2
     assert "no corrected mask for site.nii.gz (site_brainmask.nii.gz)" in capsys.readouterr().err
