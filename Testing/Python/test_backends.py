@@ -37,7 +37,7 @@ def test_the_shipped_onnx_model_matches_the_shipped_weights(manifest):
     onnx_backend, torch_backend = OnnxRuntimeBackend(onnx_path_for(weights)), TorchBackend(weights, "cpu")
     assert onnx_backend.metadata["preprocessing"] == torch_backend.metadata["preprocessing"]
     assert onnx_backend.metadata["model_options"] == torch_backend.metadata["model_options"]
-    for name in ("e2mip_testing_0001", "e2mip_testing_0560"):  # a T2W and an EPI test stack
+    for name in ("e2mip_testing_0000", "e2mip_testing_0562"):  # the smallest T2W and EPI test stacks
         images = Stack(read_volume(next(r for r in manifest if r.name == name).image)).network_input()
         a, b = torch_backend.predict(images), onnx_backend.predict(images)
         assert np.abs(a - b).max() < 1e-3
@@ -210,7 +210,7 @@ def test_an_export_stores_the_weights_in_half_precision_and_computes_in_fp32(tmp
     assert sum(n.op_type == "Cast" for n in graph.node) == len(weights)
     assert path.stat().st_size < 0.55 * sum(np.prod(t.dims) * 4 for t in weights)
     half, full = OnnxRuntimeBackend(path), TorchBackend(default_weights_path(), "cpu")
-    for name in ("e2mip_testing_0001", "e2mip_testing_0560"):  # a T2W and an EPI test stack
+    for name in ("e2mip_testing_0000", "e2mip_testing_0562"):  # the smallest T2W and EPI test stacks
         images = Stack(read_volume(next(r for r in manifest if r.name == name).image)).network_input()
         a, b = full.predict(images), half.predict(images)
         # rounding the weights moves a probability by at most ~0.02 (docs/results/weights_in_half.md)
