@@ -150,8 +150,8 @@ def test_the_experiments_extra_brings_every_module_the_experiments_import():
                 imported |= {(path.name, alias.name.split(".")[0]) for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add((path.name, node.module.split(".")[0]))
-    third_party = {(f, m) for f, m in imported if m not in sys.stdlib_module_names}
-    third_party -= {(f, m) for f, m in third_party if m in ("experiments", "FetalBrainSegLib")}
+    ours = {"experiments", "FetalBrainSegLib", *sys.stdlib_module_names}
+    third_party = {(f, m) for f, m in imported if m not in ours}
     assert {m for _, m in third_party} >= {"torch", "matplotlib"}
     for name, module in sorted(third_party):
         assert {d.lower() for d in distributions.get(module, [module])} & declared, (name, module)
