@@ -593,7 +593,7 @@ def test_a_parent_with_workers_checks_every_setting_and_loads_no_model(t2w_test_
 
 
 def test_a_dask_cluster_gives_the_single_process_masks_survives_a_killed_worker_and_resumes(
-    stacks_and_single_process_masks, tmp_path
+    stacks_and_single_process_masks, tmp_path, monkeypatch, capsys
 ):
     """Issue 14: `--dask-scheduler` on a real LocalCluster, 2 worker processes: masks equal one process's
     voxel for voxel, a worker killed mid-run costs nothing but time, and a rerun skips every stack."""
