@@ -21,6 +21,7 @@ from .cohort import MAX_TRIES, Outcome, segment_one
 MISSING = "--dask-scheduler needs Dask's distributed scheduler: pip install 'fetalbrainseg[cluster]'"
 
 RUNNING_STACKS_WAIT_S = 60  # at Ctrl-C, the longest wait for the stacks already running on workers
+SCHEDULER_ANSWER_S = 10  # the longest wait for the scheduler to answer before the run is refused
 
 _segmenters: dict[tuple[bytes, int], object] = {}  # in each worker process: (recipe, thread) -> its segmenter
 
@@ -41,7 +42,7 @@ def segment_on_dask(make_segmenter: Callable, jobs: list[tuple[Path, Path]], sch
     except ImportError:
         raise ModuleNotFoundError(MISSING) from None
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout=f"{SCHEDULER_ANSWER_S}s")
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"no Dask scheduler answers at {scheduler!r} ({exc})") from None
     with client:
