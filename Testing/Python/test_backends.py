@@ -2,6 +2,7 @@
 works with numpy and ONNX Runtime alone (PyTorch made unimportable)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from conftest import REPO_ROOT, dice
 
 from FetalBrainSegLib.engine.backends import (
     OnnxRuntimeBackend,
+    OpenVinoBackend,
     TorchBackend,
     create_backend,
     onnx_path_for,
@@ -127,6 +129,18 @@ def test_auto_picks_the_fastest_installed_cpu_runtime_and_torch_when_asked():
         done.returncode != 0
         and "no inference runtime installed for this model: pip install onnxruntime\n" in done.stderr
     )
+
+
+def test_the_onnx_runtimes_take_the_threads_that_omp_num_threads_gives_as_pytorch_does(monkeypatch):
+    """Processes that share the cores (parallel test workers) each set their share; unset, each runtime chooses."""
+    weights = onnx_path_for(default_weights_path())
+    for threads in {1, min(2, os.cpu_count())}:  # OpenVINO uses no more threads than cores
+        monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+        assert OnnxRuntimeBackend(weights).session.get_session_options().intra_op_num_threads == threads
+        compiled = next(iter(OpenVinoBackend(weights)._requests.values())).get_compiled_model()
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == threads
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert OnnxRuntimeBackend(weights).session.get_session_options().intra_op_num_threads == 0  # its own choice
 
 
 def test_backend_misuse_gets_clear_errors(tmp_path):
