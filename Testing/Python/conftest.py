@@ -11,11 +11,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+# pytest-xdist's workers (pyproject's addopts) share the cores: each takes its share of threads, set before
+# PyTorch starts and inherited by the programs a test runs. Two 2-thread workers on 2 cores lose time to OpenMP's
+# waiting threads (739 s against 652 s for the suite, docs/results/test_suite_time.md).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
-from FetalBrainSegLib.engine.volume_io import read_volume
-from FetalBrainSegLib.evaluation.dataset import read_manifest
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from FetalBrainSegLib.engine.volume_io import read_volume  # noqa: E402
+from FetalBrainSegLib.evaluation.dataset import read_manifest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "FetalBrainSeg" / "FetalBrainSegLib"
@@ -45,18 +53,24 @@ def pytest_unconfigure(config):
         os._exit(config.stash[EXIT_STATUS])
 
 
-REPORT_LINES = pytest.StashKey[list]()
+REPORT_LINE = "report_line"
 
 
 @pytest.fixture
-def report_line(request):
-    """A line for the end of the test run's report (figures a test measures, such as the room left)."""
-    return request.config.stash.setdefault(REPORT_LINES, []).append
+def report_line(record_property):
+    """A line for the end of the test run's report (figures a test measures, such as the room left). Kept in
+    the test's report, which pytest-xdist's workers send back to the run that prints the summary."""
+    return lambda line: record_property(REPORT_LINE, line)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    for line in config.stash.get(REPORT_LINES, []):
-        terminalreporter.write_line(line)
+def pytest_terminal_summary(terminalreporter):
+    written = set()
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, line in getattr(report, "user_properties", ()):
+                if name == REPORT_LINE and line not in written:
+                    written.add(line)
+                    terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
