@@ -97,8 +97,7 @@ class OnnxRuntimeBackend:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        if cpu_threads():
-            options.intra_op_num_threads = cpu_threads()
+        options.intra_op_num_threads = cpu_threads() or 0  # 0: ONNX Runtime's own choice
         self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_METADATA_KEY not in meta:
@@ -139,8 +138,7 @@ class OpenVinoBackend:
         hint = "bf16" if precision == "bf16" else "f32"  # an INT8 model's quantized layers run in int8 either way
         self._core, self._model = core, model
         self._config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        if cpu_threads():
-            self._config["INFERENCE_NUM_THREADS"] = cpu_threads()
+        self._config["INFERENCE_NUM_THREADS"] = cpu_threads() or 0  # 0: OpenVINO's own choice
         self._requests: dict[tuple[int, int], object] = {}
         self._lock = threading.Lock()  # one infer request per grid; a Segmenter may be shared between threads
         self.device = "cpu"
