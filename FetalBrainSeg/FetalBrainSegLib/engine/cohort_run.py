@@ -94,6 +94,9 @@ def run_cohort(
             else:
                 finish(outcome.image, outcome.output, outcome.figures)
     except KeyboardInterrupt:
+        # Ctrl-C between two outcomes (here, not inside the generator) left the workers running: stop them now,
+        # or they write masks after this report is made
+        outcomes.close()
         # the workers are stopped; a mask finished while its answer was on its way is on disk: report it too
         for image, output in plan.jobs:
             written = output.exists() and output.stat().st_mtime >= started  # not an earlier run's (--overwrite)
