@@ -97,7 +97,7 @@ class OnnxRuntimeBackend:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        options.intra_op_num_threads = cpu_threads() or 0  # 0: ONNX Runtime's own choice
+        options.intra_op_num_threads = cpu_threads()
         self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_METADATA_KEY not in meta:
@@ -138,7 +138,7 @@ class OpenVinoBackend:
         hint = "bf16" if precision == "bf16" else "f32"  # an INT8 model's quantized layers run in int8 either way
         self._core, self._model = core, model
         self._config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        self._config["INFERENCE_NUM_THREADS"] = cpu_threads() or 0  # 0: OpenVINO's own choice
+        self._config["INFERENCE_NUM_THREADS"] = cpu_threads()
         self._requests: dict[tuple[int, int], object] = {}
         self._lock = threading.Lock()  # one infer request per grid; a Segmenter may be shared between threads
         self.device = "cpu"
@@ -171,11 +171,12 @@ class OpenVinoBackend:
         return f"openvino {self.precision} on cpu"
 
 
-def cpu_threads() -> int | None:
+def cpu_threads() -> int:
     """The threads a CPU runtime may use: OMP_NUM_THREADS when set, as PyTorch reads it (processes that share
-    the cores, such as parallel test workers, each set their share), else None: the runtime's own choice."""
+    the cores, such as parallel test workers, each set their share), else 0: ONNX Runtime's and OpenVINO's
+    word for their own choice."""
     value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return int(value) if value.isdigit() else 0
 
 
 def installed(module: str) -> bool:

@@ -213,9 +213,8 @@ def _work_on(image: Path, output: Path) -> Outcome:
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:
     """End the workers mid-stack and drop the queued stacks: a mask is written whole or not at all. The workers
-    end first, so that the pool's own thread finds them gone and closes its pipes itself, and is waited for: shut
-    down without waiting, that thread raced Python's exit and now and then printed "OSError: [Errno 9] Bad file
-    descriptor" after the run's last line (Python 3.11)."""
+    end first, so that the pool's own thread finds them gone and closes its pipes itself; it is waited for, so
+    that nothing of the pool is left to Python's exit (there it printed "OSError: [Errno 9] Bad file descriptor")."""
     processes = list(pool._processes.values())  # no public way before Python 3.14's terminate_workers()
     for process in processes:
         process.terminate()
