@@ -242,7 +242,9 @@ class SliceGrid:
         if centres is None:
             centres = np.tile((np.array(self.shape, np.float64) - 1) / 2, (len(images), 1))
         out = None
-        for centre in np.unique(centres, axis=0):
+        # not np.unique(axis=0): its comparison of structured rows turns a Ctrl-C landing inside it into a
+        # TypeError, and the command then died with a traceback instead of stopping cleanly (seen in CI)
+        for centre in sorted(set(map(tuple, centres.tolist()))):
             same = np.flatnonzero((centres == centre).all(axis=1))
             along = []
             for n, step, g, c in zip(self.shape, self.spacing, self.network_shape, centre):
