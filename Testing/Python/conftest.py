@@ -198,3 +198,88 @@ def with_ctrl_c() -> None:
     """preexec_fn of a child that a test interrupts: Ctrl-C's default disposition. A shell starts
     background jobs with SIGINT ignored, and a child would inherit that from pytest."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class NetworkAnswers:
+    """The runtimes' answers to slices they have already answered, given again from memory. A runtime is a
+    deterministic function of its model file and its input, so a test sees exactly what the runtime gives, without
+    waiting for it again: the suite segments the same test stacks in many tests (192 s of 1068 s of network time
+    repeated, docs/results/test_suite_time.md). Opted into by modules where repeated answers are not the point
+    (`pytestmark = pytest.mark.usefixtures("network_answers_reused")`); a test about timing, cancelling or a
+    runtime's own behaviour is marked `network_called_for_real`. A model in memory (training's validation) has no
+    file and is always called."""
+
+    runtimes = ("TorchBackend", "OnnxRuntimeBackend", "OpenVinoBackend")
+
+    def __init__(self):
+        self.answers: dict[tuple, np.ndarray] = {}
+        self.digests: dict[tuple, str] = {}
+        self.reused = False
+
+    def file_digest(self, path) -> str:
+        import hashlib
+
+        from FetalBrainSegLib.models.file_format import weights_file
+
+        path = weights_file(Path(path))  # a missing .pt is read from the ONNX model beside it
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self.digests:
+            self.digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return self.digests[key]
+
+    def install(self) -> None:
+        """Each runtime records the file it loads (its first argument), and answers through `answer`."""
+        from FetalBrainSegLib.engine import backends
+
+        for name in self.runtimes:
+            runtime = getattr(backends, name)
+            runtime.__init__ = self._recording(runtime.__init__)
+            runtime.predict = self._answering(runtime.predict)
+
+    def _recording(self, init):
+        def recorded(backend, source, *args, **kwargs):
+            init(backend, source, *args, **kwargs)
+            # TorchBackend(weights, device, model, metadata): a model in memory changes as it trains
+            in_memory = source is None or kwargs.get("model") is not None or (len(args) > 1 and args[1] is not None)
+            backend.answers_key = None if in_memory else (type(backend).__name__, self.file_digest(source), args)
+
+        return recorded
+
+    def _answering(self, predict):
+        def answer(backend, images):
+            key = getattr(backend, "answers_key", None)
+            if not self.reused or key is None:
+                return predict(backend, images)
+            import hashlib
+
+            batch = np.ascontiguousarray(images, dtype=np.float32)
+            key = (*key, batch.shape, hashlib.sha256(batch.tobytes()).hexdigest())
+            if key not in self.answers:
+                self.answers[key] = predict(backend, images)
+            return self.answers[key].copy()
+
+        return answer
+
+
+NETWORK_ANSWERS = NetworkAnswers()
+NETWORK_ANSWERS.install()
+
+
+@pytest.fixture(scope="module")
+def network_answers_reused():
+    """For a module's tests and its module-scoped fixtures (which ask for it first): see NetworkAnswers."""
+    NETWORK_ANSWERS.reused = True
+    yield
+    NETWORK_ANSWERS.reused = False
+    NETWORK_ANSWERS.answers.clear()  # the memory goes with the module: its tests repeat each other's work most
+
+
+@pytest.fixture(autouse=True)
+def _network_called_for_real(request):
+    if request.node.get_closest_marker("network_called_for_real") is None:
+        yield
+        return
+    reused, NETWORK_ANSWERS.reused = NETWORK_ANSWERS.reused, False
+    yield
+    NETWORK_ANSWERS.reused = reused

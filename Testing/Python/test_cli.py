@@ -22,6 +22,8 @@ from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
 from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256, sha256
 
+pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
+
 ONE_PASS = ("--zoom", "1")  # where zoom is not what a test is about: one pass, the same network input
 
 

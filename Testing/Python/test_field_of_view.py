@@ -10,6 +10,8 @@ from FetalBrainSegLib.engine.stack import SliceGrid, Stack
 from FetalBrainSegLib.engine.volume_io import Volume, VolumeError, read_volume
 from FetalBrainSegLib.models.input_grid import GRID_MULTIPLE, NETWORK_SIZE
 
+pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
+
 # (first row, first column, side of the wider square grid) for a 256x256 stack of 1.17 mm pixels:
 # against a corner, against an edge, centred in a 491 mm field of view, and at offsets that are not
 # multiples of 16 network pixels (those change the mask of a grid centred on the voxel array)

@@ -11,6 +11,8 @@ from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import Volume, read_volume, write_mask
 from FetalBrainSegLib.models.weights import load_weights
 
+pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
+
 
 def test_shipped_weights_segment_a_test_stack_at_dice_090(segmenter, manifest):
     record = next(r for r in manifest if r.name == "e2mip_testing_0003")
@@ -164,3 +166,29 @@ def test_the_readmes_api_example_runs_as_written_and_its_chunks_end_with_the_fin
     result, stack, shown = namespace["result"], namespace["stack"], namespace["shown"]
     assert np.array_equal(stack.assemble(shown), result.probabilities)  # the chunks end with the kept pass
     assert namespace["mask"].shape == stack.slices()[20].shape and namespace["mask"].any()
+
+
+def test_the_suites_reused_network_answers_are_the_runtimes_own(t2w_test_record):
+    """conftest.py NetworkAnswers, on in this module: a repeated call is answered from memory with what the runtime
+    gives; other slices, or a model in memory (training's validation), are the runtime's to answer."""
+    from conftest import NETWORK_ANSWERS
+
+    from FetalBrainSegLib.engine.backends import TorchBackend
+    from FetalBrainSegLib.resources import default_weights_path
+
+    backend = Segmenter(device="cpu", backend="onnxruntime", zoom=1).backend
+    slices = Stack(read_volume(t2w_test_record.image)).network_input()[:4]
+    assert NETWORK_ANSWERS.reused
+    first = backend.predict(slices)
+    stored = len(NETWORK_ANSWERS.answers)
+    again = backend.predict(slices)
+    assert len(NETWORK_ANSWERS.answers) == stored and np.array_equal(again, first) and again is not first
+    NETWORK_ANSWERS.reused = False
+    try:
+        assert np.array_equal(backend.predict(slices), first)  # the runtime's own answer
+    finally:
+        NETWORK_ANSWERS.reused = True
+    backend.predict(slices[:2])
+    assert len(NETWORK_ANSWERS.answers) == stored + 1
+    model, metadata = load_weights(default_weights_path())
+    assert TorchBackend(None, "cpu", model, metadata).answers_key is None

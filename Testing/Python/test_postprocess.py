@@ -1,10 +1,13 @@
 """Mask clean-up: the brain's components are kept, including blocks of slices that motion split apart."""
 
 import numpy as np
+import pytest
 from conftest import dice, load_pair
 
 from FetalBrainSegLib.engine.postprocess import BLOCK_FRACTION, brain_blocks, postprocess
 from FetalBrainSegLib.engine.volume_io import Volume
+
+pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
 
 
 def test_blocks_of_other_slices_are_kept_and_pieces_beside_the_brain_or_too_small_are_not():

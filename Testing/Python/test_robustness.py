@@ -29,7 +29,7 @@ FIELD_OF_VIEW = ("cropped", "padded")  # the automatic zoom measures the head in
 
 
 @pytest.fixture(scope="module")
-def measured(manifest):
+def measured(manifest, network_answers_reused):
     """Each variant's Dice against the stack's own mask. The field-of-view variants run with the default
     automatic zoom, which they are about; the others with one pass (zoom 1), the same network input order and
     scaling at a third of the time: the zoom pass only follows the first pass's mask."""

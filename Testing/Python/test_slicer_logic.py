@@ -25,6 +25,8 @@ from FetalBrainSegLib.slicer.logic import (
     volume_from_node,
 )
 
+pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
+
 
 def on_file_grid(node_array_ijk, node, path):
     """A node-grid array on the file's grid: Slicer flips left-handed stacks (this one is)."""
@@ -302,6 +304,7 @@ def test_live_mode_segments_each_slice_as_it_arrives(headless, logic, t2w_test_r
     assert logic.process(incoming, session.segmentation_node, device="cpu").state == "done"
 
 
+@pytest.mark.network_called_for_real  # the two jobs must overlap, as long as a real run takes
 def test_a_jobs_threshold_is_its_own_even_when_another_job_starts_meanwhile(
     headless, logic, segmenter, t2w_test_record
 ):

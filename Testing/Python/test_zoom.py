@@ -11,6 +11,8 @@ from FetalBrainSegLib.engine.zoom import TARGET_DIAMETER_MM, ZOOM_RANGE, brain_d
 from FetalBrainSegLib.evaluation.head_size import head_scaled
 from FetalBrainSegLib.evaluation.scores import score_stack, summarize
 
+pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
+
 
 def disk(diameter_px: float, size: int = 200) -> np.ndarray:
     y, x = np.mgrid[:size, :size] - size / 2
