@@ -126,8 +126,8 @@ def test_each_bad_input_gets_one_clear_line_and_the_good_ones_still_get_done(tmp
 
 
 def test_evaluate_writes_per_slice_scores_and_a_summary(tmp_path, manifest_path, manifest):
-    args = ["evaluate", "--manifest", str(manifest_path), "--split", "test", "--modalities", "T2W", "-o", str(tmp_path)]
-    assert main(args) == 0
+    args = ["evaluate", "--manifest", str(manifest_path), "--split", "test", "--modalities", "T2W", *ONE_PASS]
+    assert main([*args, "-o", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "slices.csv").open()))
     scored = [r for r in manifest if r.split == "test" and r.modality == "T2W" and r.mask is not None]
     assert {r["stack"] for r in rows} == {r.name for r in scored}
