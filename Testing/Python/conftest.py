@@ -203,7 +203,7 @@ def with_ctrl_c() -> None:
 class NetworkAnswers:
     """The runtimes' answers to slices they have already answered, given again from memory. A runtime is a
     deterministic function of its model file and its input, so a test sees exactly what the runtime gives, without
-    waiting for it again: the suite segments the same test stacks in many tests (192 s of 1068 s of network time
+    waiting for it again: the suite segments the same test stacks in many tests (193 s of its 406 s of network time
     repeated, docs/results/test_suite_time.md). Opted into by modules where repeated answers are not the point
     (`pytestmark = pytest.mark.usefixtures("network_answers_reused")`); a test about timing, cancelling or a
     runtime's own behaviour is marked `network_called_for_real`. A model in memory (training's validation) has no
