@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from .atomic import atomic_path
+from .checksums import sha256
 from .user_folders import cache_folder
 
 SAMPLE_NAME = "f0832s1_fetus_03.nii.gz"
@@ -24,14 +24,6 @@ class DownloadError(RuntimeError):
 
 def cache_dir() -> Path:
     return cache_folder()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def local_copies() -> list[Path]:

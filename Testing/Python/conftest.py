@@ -217,15 +217,14 @@ class NetworkAnswers:
         self.reused = False
 
     def file_digest(self, path) -> str:
-        import hashlib
-
+        from FetalBrainSegLib.checksums import sha256
         from FetalBrainSegLib.models.file_format import weights_file
 
         path = weights_file(Path(path))  # a missing .pt is read from the ONNX model beside it
         stat = path.stat()
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if key not in self.digests:
-            self.digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            self.digests[key] = sha256(path)
         return self.digests[key]
 
     def install(self) -> None:

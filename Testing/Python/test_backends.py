@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, dice
 
+from FetalBrainSegLib.checksums import sha256
 from FetalBrainSegLib.engine.backends import (
     OnnxRuntimeBackend,
     OpenVinoBackend,
@@ -17,7 +18,7 @@ from FetalBrainSegLib.engine.backends import (
     create_backend,
     onnx_path_for,
 )
-from FetalBrainSegLib.engine.int8_model import calibration_path_for, int8_model, read_calibration, sha256
+from FetalBrainSegLib.engine.int8_model import calibration_path_for, int8_model, read_calibration
 from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume
 from FetalBrainSegLib.evaluation.metrics import pooled_dice

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from conftest import dice, load_pair, with_ctrl_c
 
+from FetalBrainSegLib.checksums import sha256
 from FetalBrainSegLib.cli import main
 from FetalBrainSegLib.engine.stack import Stack
 from FetalBrainSegLib.engine.volume_io import read_volume, write_volume
-from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256, sha256
+from FetalBrainSegLib.samples import SAMPLE_NAME, SAMPLE_SHA256
 
 pytestmark = pytest.mark.usefixtures("network_answers_reused")  # conftest.py NetworkAnswers
 

@@ -9,6 +9,7 @@ BASE = {
     "progress",
     "samples",
     "atomic",
+    "checksums",
     "user_folders",
     "settings",
     "__init__",

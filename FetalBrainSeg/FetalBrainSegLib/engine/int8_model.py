@@ -23,16 +23,13 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..checksums import sha256
 from ..models.file_format import ONNX_METADATA_KEY, onnx_record
 from ..user_folders import cache_folder
 
 CALIBRATION_SUFFIX = ".int8-calibration.json"
 RECORD_KEY = "fetalbrainseg"  # our record inside ONNX Runtime's calibration cache (which ignores other keys)
 QUANTIZATION_METHOD = "static QDQ: per-channel int8 weights, uint8 activations, min-max ranges over calibration slices"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def calibration_path_for(onnx_file: Path) -> Path:

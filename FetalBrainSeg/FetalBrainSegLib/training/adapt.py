@@ -28,7 +28,6 @@ The result is a site model in the user's data folder, never in the repository.
 from __future__ import annotations
 
 import copy
-import hashlib
 import tempfile
 import threading
 import time
@@ -39,6 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..checksums import sha256
 from ..engine.site_models import check_new_name, modality_of, site_model_path
 from ..engine.stack import Stack
 from ..engine.volume_io import VolumeError, read_volume
@@ -103,10 +103,6 @@ class AdaptResult:
             f"held-out corrected slices, mean Dice: base {self.held_out_before:.4f}, adapted "
             f"{self.held_out_after:.4f} (step {self.steps}, {self.minutes:.1f} min){unseen}{refused}; {verdict}"
         )
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def corrected_slices(pairs: list[tuple[Path, Path]], pixel_size: float):

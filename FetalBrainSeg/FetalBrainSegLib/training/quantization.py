@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..checksums import sha256
 from ..engine.backends import onnx_path_for
 from ..engine.int8_model import (
     QUANTIZATION_METHOD,
@@ -28,7 +29,6 @@ from ..engine.int8_model import (
     prepare_for_quantization,
     quantize,
     read_calibration,
-    sha256,
 )
 from ..models.file_format import onnx_record
 
