@@ -239,9 +239,8 @@ class NetworkAnswers:
     def _recording(self, init):
         def recorded(backend, source, *args, **kwargs):
             init(backend, source, *args, **kwargs)
-            # TorchBackend(weights, device, model, metadata): a model in memory changes as it trains
-            in_memory = source is None or kwargs.get("model") is not None or (len(args) > 1 and args[1] is not None)
-            backend.answers_key = None if in_memory else (type(backend).__name__, self.file_digest(source), args)
+            # no file (TorchBackend(None, device, model, metadata)): a model in memory changes as it trains
+            backend.answers_key = None if source is None else (type(backend).__name__, self.file_digest(source), args)
 
         return recorded
 
